@@ -1,0 +1,493 @@
+/**
+ * The `nsgi` command: `nsgi [options] path/to/module.ts[:export]`, in the manner of gunicorn and
+ * uvicorn.
+ *
+ * Three steps, each a function of its own so each can be tested alone, data flowing one way:
+ *
+ *   argv --parseCliArgs--> CliCommand --loadApp--> App --main: serve--> running until a signal
+ *
+ * `parseCliArgs` touches nothing but its argument; `loadApp` imports the module and picks the app
+ * out of it; `main` wires them to `serve` and to SIGINT/SIGTERM. Every failure the user can cause
+ * is a {@link CliError}: `main` prints it as one line on stderr starting with `nsgi: ` and returns
+ * its exit code (2 for bad input, 1 when the server cannot start), never a stack trace, because the
+ * person reading it needs to know what to fix, not where in nsgi the check lives.
+ *
+ * TypeScript apps load without a build because `bin/nsgi.js` registers tsx's loader before it
+ * imports this file; `loadApp` itself just calls `import()`.
+ */
+
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
+import { serve } from './index.ts';
+
+/** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
+type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
+
+/** EXIT_USAGE is the exit code for bad input: arguments, module file, export (as getopt tools use). */
+export const EXIT_USAGE = 2;
+
+/** EXIT_FAILURE is the exit code when the server cannot start (the port is taken) or fails to stop. */
+export const EXIT_FAILURE = 1;
+
+/** DEFAULT_HOST is the interface bound without `--host`: loopback, so nothing is exposed by accident. */
+export const DEFAULT_HOST = '127.0.0.1';
+
+/** DEFAULT_PORT is the port bound without `--port`, the same as gunicorn's and uvicorn's. */
+export const DEFAULT_PORT = 8000;
+
+/**
+ * SHUTDOWN_TIMEOUT_MS is how long in-flight responses may take to finish after SIGINT or SIGTERM
+ * before their connections are cut; shorter than the 30 s that systemd and Kubernetes allow
+ * before they send SIGKILL.
+ */
+export const SHUTDOWN_TIMEOUT_MS = 10_000;
+
+/** CliError is a failure the user caused or can fix; `main` prints its message after `nsgi: `. */
+export class CliError extends Error {
+  /** The process exit code: {@link EXIT_USAGE} or {@link EXIT_FAILURE}. */
+  readonly exitCode: number;
+
+  constructor(message: string, exitCode: number = EXIT_USAGE) {
+    super(message);
+    this.name = 'CliError';
+    this.exitCode = exitCode;
+  }
+}
+
+/** OptionSpec describes one command-line option; the parser and the help text both read it. */
+export interface OptionSpec {
+  /** The long name without dashes: `port` for `--port`. */
+  readonly name: string;
+  /** The one-letter alias without its dash, if any. */
+  readonly short?: string;
+  /** The placeholder of the option's value in the help text; absent for a flag. */
+  readonly value?: string;
+  /** One line for the help text, default included. */
+  readonly help: string;
+}
+
+/** OPTIONS lists every option `nsgi` accepts, in the order `--help` shows them. */
+export const OPTIONS: readonly OptionSpec[] = [
+  { name: 'host', value: 'HOST', help: `interface to bind (default ${DEFAULT_HOST}; 0.0.0.0 or :: for all)` },
+  { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
+  { name: 'access-log', help: 'print one combined-log-format line per response to stdout' },
+  { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
+  { name: 'keep-alive-timeout', value: 'SECONDS', help: 'close a keep-alive connection idle this long (default: the server\'s)' },
+  { name: 'headers-timeout', value: 'SECONDS', help: 'close a connection whose request head takes longer (default: the server\'s)' },
+  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: the server\'s)' },
+  { name: 'help', short: 'h', help: 'show this help and exit' },
+  { name: 'version', help: 'print the version and exit' },
+];
+
+/** ServeCommand is a parsed command line that asks to serve an app. */
+export interface ServeCommand {
+  readonly command: 'serve';
+  /** The app argument as given: `path/to/module.ts` or `path/to/module.ts:export`. */
+  readonly target: string;
+  readonly host: string;
+  readonly port: number;
+  readonly accessLog: boolean;
+  /** The mount path without a trailing slash, `''` at the root. */
+  readonly rootPath: string;
+  /** Milliseconds, when given. */
+  readonly keepAliveTimeout?: number;
+  /** Milliseconds, when given. */
+  readonly headersTimeout?: number;
+  readonly maxBodySize?: number;
+}
+
+/** CliCommand is what a command line asks for: help, the version, or serving an app. */
+export type CliCommand = { readonly command: 'help' } | { readonly command: 'version' } | ServeCommand;
+
+/** USAGE is the synopsis line, shared by the help text and the missing-argument error. */
+const USAGE = 'nsgi [options] path/to/module.ts[:export]';
+
+/**
+ * parseCliArgs turns the arguments after `nsgi` into a {@link CliCommand}, or throws a
+ * {@link CliError} naming the bad argument. `--help` and `--version` win over everything else, so
+ * they work even on a command line that is otherwise wrong. Options take their value as the next
+ * argument or after `=`; `--` ends the options.
+ */
+export function parseCliArgs(argv: readonly string[]): CliCommand {
+  const end = argv.indexOf('--');
+  const flags = end === -1 ? argv : argv.slice(0, end);
+  if (flags.includes('--help') || flags.includes('-h')) return { command: 'help' };
+  if (flags.includes('--version')) return { command: 'version' };
+
+  const values = new Map<string, string>();
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (i === end) {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('-') || arg === '-') {
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const written = eq === -1 ? arg : arg.slice(0, eq);
+    const spec = findOption(written);
+    if (spec === undefined) throw new CliError(`unknown option ${written} (see nsgi --help)`);
+    if (spec.value === undefined) {
+      if (eq !== -1) throw new CliError(`--${spec.name} takes no value, got ${JSON.stringify(arg.slice(eq + 1))}`);
+      values.set(spec.name, '');
+    } else if (eq !== -1) {
+      values.set(spec.name, arg.slice(eq + 1));
+    } else if (i + 1 < argv.length && i + 1 !== end) {
+      values.set(spec.name, argv[++i] as string);
+    } else {
+      throw new CliError(`--${spec.name} needs a value (${spec.value})`);
+    }
+  }
+
+  if (positionals.length === 0) throw new CliError(`missing the app to serve; usage: ${USAGE}`);
+  if (positionals.length > 1) {
+    throw new CliError(`expected one app to serve, got ${positionals.length}: ${positionals.join(' ')}`);
+  }
+
+  const host = values.get('host') ?? DEFAULT_HOST;
+  if (host === '') throw new CliError('--host needs a non-empty value');
+  const port = values.has('port') ? parsePort(values.get('port') as string) : DEFAULT_PORT;
+  const keepAlive = values.get('keep-alive-timeout');
+  const headers = values.get('headers-timeout');
+  const maxBody = values.get('max-body-size');
+  return {
+    command: 'serve',
+    target: positionals[0] as string,
+    host,
+    port,
+    accessLog: values.has('access-log'),
+    rootPath: parseRootPath(values.get('root-path') ?? ''),
+    ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds('keep-alive-timeout', keepAlive) }),
+    ...(headers !== undefined && { headersTimeout: parseSeconds('headers-timeout', headers) }),
+    ...(maxBody !== undefined && { maxBodySize: parseByteCount('max-body-size', maxBody) }),
+  };
+}
+
+/** findOption looks an option up by how it was written: `--name` or `-x`. */
+function findOption(written: string): OptionSpec | undefined {
+  if (written.startsWith('--')) return OPTIONS.find((o) => o.name === written.slice(2));
+  return written.length === 2 ? OPTIONS.find((o) => o.short === written.slice(1)) : undefined;
+}
+
+/** parsePort accepts a decimal integer from 0 to 65535. */
+function parsePort(text: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`--port must be a number from 0 to 65535, got ${JSON.stringify(text)}`);
+  const port = Number(text);
+  if (port > 65535) throw new CliError(`--port must be from 0 to 65535, got ${text}`);
+  return port;
+}
+
+/** parseSeconds accepts a non-negative decimal number of seconds and returns milliseconds. */
+function parseSeconds(name: string, text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text)) {
+    throw new CliError(`--${name} must be a number of seconds such as 5 or 0.5, got ${JSON.stringify(text)}`);
+  }
+  const ms = Math.round(Number(text) * 1000);
+  if (!Number.isSafeInteger(ms)) throw new CliError(`--${name} is too large: ${text}`);
+  return ms;
+}
+
+/** parseByteCount accepts a non-negative decimal integer. */
+function parseByteCount(name: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`--${name} must be a whole number of bytes, got ${JSON.stringify(text)}`);
+  const bytes = Number(text);
+  if (!Number.isSafeInteger(bytes)) throw new CliError(`--${name} is too large: ${text}`);
+  return bytes;
+}
+
+/**
+ * parseRootPath checks a mount path and drops its trailing slashes, because SCRIPT_NAME never
+ * ends with `/` (SPEC §2.2): `/api/` becomes `/api`, `/` becomes `''`.
+ */
+function parseRootPath(text: string): string {
+  if (text === '') return '';
+  if (!text.startsWith('/')) throw new CliError(`--root-path must start with /, got ${JSON.stringify(text)}`);
+  if (/[?#\s]/.test(text)) throw new CliError(`--root-path must be a plain path, got ${JSON.stringify(text)}`);
+  return text.replace(/\/+$/, '');
+}
+
+/** helpText is what `nsgi --help` prints: the usage line, then every option in {@link OPTIONS}. */
+export function helpText(): string {
+  const rows = OPTIONS.map((o) => {
+    const names = (o.short !== undefined ? `-${o.short}, ` : '    ') + `--${o.name}` + (o.value ? ` ${o.value}` : '');
+    return `  ${names.padEnd(34)} ${o.help}`;
+  });
+  return [
+    `Usage: ${USAGE}`,
+    '',
+    'Serves an nsgi app over HTTP/1.1. The app is the module\'s default export, or the export',
+    'named after the colon; a function, or an object with a call(environ, startResponse) method.',
+    'TypeScript (.ts), .js and .mjs modules load without a build step.',
+    '',
+    'Options:',
+    ...rows,
+    '',
+    'Examples:',
+    '  nsgi examples/hello.ts',
+    '  nsgi --port 8080 --access-log examples/demo.ts:app',
+    '',
+    'SIGINT or SIGTERM stops accepting, lets in-flight responses finish for up to',
+    `${SHUTDOWN_TIMEOUT_MS / 1000} s, and exits 0. Bad arguments exit 2; a port that cannot be bound exits 1.`,
+    '',
+  ].join('\n');
+}
+
+/** version reads nsgi's version from its package.json. */
+export function version(): string {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  const v = (pkg as { version?: unknown }).version;
+  return typeof v === 'string' ? v : 'unknown';
+}
+
+/** AppTarget is the app argument split into the module file and the export to use. */
+export interface AppTarget {
+  /** The module path as given, relative to the working directory or absolute. */
+  readonly file: string;
+  /** The export's name; `default` when the argument names none. */
+  readonly exportName: string;
+}
+
+/**
+ * parseAppTarget splits `path/to/module.ts:export` at its last colon. A colon followed by a path
+ * separator belongs to the path (a Windows drive, `C:\app.ts`), so only a plain name after the
+ * last colon is taken as the export.
+ */
+export function parseAppTarget(target: string): AppTarget {
+  const colon = target.lastIndexOf(':');
+  const after = target.slice(colon + 1);
+  if (colon === -1 || after.includes('/') || after.includes('\\')) return { file: target, exportName: 'default' };
+  const file = target.slice(0, colon);
+  if (file === '') throw new CliError(`missing the module path before ":${after}"`);
+  if (after === '') throw new CliError(`missing the export name after the colon in ${JSON.stringify(target)}`);
+  if (!/^[A-Za-z_$][\w$]*$/.test(after)) {
+    throw new CliError(`${JSON.stringify(after)} is not an export name (in ${JSON.stringify(target)})`);
+  }
+  return { file, exportName: after };
+}
+
+/**
+ * loadApp imports the module `target.file` (resolved against `cwd`) and returns the app exported
+ * as `target.exportName`. It throws a {@link CliError} when the file is missing, when importing it
+ * fails (with the error's message on one line), when the export is missing (listing the exports
+ * there are), or when the export is not an app.
+ */
+export async function loadApp(target: AppTarget, cwd: string = process.cwd()): Promise<App> {
+  const file = path.resolve(cwd, target.file);
+  try {
+    const info = await stat(file);
+    if (!info.isFile()) throw new CliError(`${target.file} is not a file`);
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    if (errorCode(err) === 'ENOENT') throw new CliError(`no such file: ${target.file}`);
+    throw new CliError(`cannot read ${target.file}: ${describeError(err)}`);
+  }
+
+  let exports: Record<string, unknown>;
+  try {
+    exports = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  } catch (err) {
+    throw new CliError(`cannot load ${target.file}: ${describeError(err)}`);
+  }
+
+  const name = target.exportName;
+  if (!Object.prototype.hasOwnProperty.call(exports, name)) {
+    const names = Object.keys(exports);
+    const what = name === 'default' ? 'no default export' : `no export named ${JSON.stringify(name)}`;
+    const has = names.length === 0 ? 'it exports nothing' : `its exports are: ${names.join(', ')}`;
+    throw new CliError(`${target.file} has ${what}; ${has}`);
+  }
+  const label = name === 'default' ? `the default export of ${target.file}` : `export ${JSON.stringify(name)} of ${target.file}`;
+  return toApp(exports[name], label);
+}
+
+/**
+ * toApp returns `value` as an {@link App}: a function as it is, an object with a
+ * `call(environ, startResponse)` method wrapped in a function that calls it (the method keeps its
+ * `this`). Anything else throws a {@link CliError} saying what `label` is instead.
+ */
+export function toApp(value: unknown, label: string): App {
+  if (typeof value === 'function') {
+    if (/^class\b/.test(Function.prototype.toString.call(value))) {
+      throw new CliError(`${label} is a class, not an app function; export an instance with a call() method`);
+    }
+    return value as App;
+  }
+  if (typeof value === 'object' && value !== null && typeof (value as { call?: unknown }).call === 'function') {
+    const callable = value as { call(environ: Environ, startResponse: StartResponse): Body | Promise<Body> };
+    return (environ, startResponse) => callable.call(environ, startResponse);
+  }
+  throw new CliError(`${label} is ${describeValue(value)}, not an app function`);
+}
+
+/** describeValue names what kind of value something is, for "X is a string, not an app function". */
+function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (value instanceof Promise) return 'a promise (export the app itself, not a promise of it)';
+  switch (typeof value) {
+    case 'undefined':
+      return 'undefined';
+    case 'object': {
+      const ctor = (Object.getPrototypeOf(value) as { constructor?: { name?: unknown } } | null)?.constructor?.name;
+      const kind = typeof ctor === 'string' && ctor !== '' && ctor !== 'Object' ? `an instance of ${ctor}` : 'an object';
+      return `${kind} without a call() method`;
+    }
+    case 'bigint':
+      return 'a bigint';
+    default:
+      return `a ${typeof value}`;
+  }
+}
+
+/** describeError renders a thrown value as one line: its name (unless plain `Error`) and message. */
+function describeError(err: unknown): string {
+  let text: string;
+  if (err instanceof Error) {
+    text = err.name && err.name !== 'Error' && !err.message.startsWith(err.name) ? `${err.name}: ${err.message}` : err.message;
+  } else {
+    text = String(err);
+  }
+  const line = text.replace(/\s*\n\s*/g, ' ').trim();
+  return line.length > 500 ? line.slice(0, 500) + '...' : line;
+}
+
+/** errorCode reads a Node system error's `code`, such as `ENOENT`. */
+function errorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** describeListenError says why binding failed in words a user can act on. */
+function describeListenError(err: unknown): string {
+  switch (errorCode(err)) {
+    case 'EADDRINUSE':
+      return 'the address is already in use (is another server running there?)';
+    case 'EACCES':
+      return 'permission denied (ports below 1024 need privileges)';
+    case 'EADDRNOTAVAIL':
+      return 'the address is not one of this machine\'s';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'unknown host';
+    default:
+      return describeError(err);
+  }
+}
+
+/** serveOptions turns a parsed command line into the options for `serve`. */
+function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
+  const options: ServeOptions = { host: command.host, port: command.port };
+  if (command.accessLog) options.accessLog = (line) => stdout.write(line.endsWith('\n') ? line : `${line}\n`);
+  if (command.rootPath !== '') options.scriptName = command.rootPath;
+  if (command.keepAliveTimeout !== undefined) options.keepAliveTimeout = command.keepAliveTimeout;
+  if (command.headersTimeout !== undefined) options.headersTimeout = command.headersTimeout;
+  if (command.maxBodySize !== undefined) options.maxBodySize = command.maxBodySize;
+  return options;
+}
+
+/** formatUrl renders the bound address as a URL, bracketing an IPv6 host. */
+function formatUrl(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** TextSink is anywhere the CLI writes text: process.stdout, process.stderr, or a test's buffer. */
+export interface TextSink {
+  write(text: string): unknown;
+}
+
+/** CliIo is what `main` talks to; each part defaults to the real process's. */
+export interface CliIo {
+  /** Receives the listening line, help, version and access-log lines. */
+  readonly stdout: TextSink;
+  /** Receives the one-line errors and shutdown notices. */
+  readonly stderr: TextSink;
+  /** The directory the app argument is resolved against. */
+  readonly cwd: string;
+  /**
+   * Stops the server when aborted, as SIGINT or SIGTERM does; lets a test run `main` in-process.
+   * Signals are listened to either way.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * main runs the `nsgi` command with `argv` (the arguments after `nsgi`) and resolves to the exit
+ * code: 0 after `--help`, `--version`, or a clean shutdown on SIGINT/SIGTERM; 2 for bad input; 1
+ * when the server cannot listen. Once listening it prints exactly one line to stdout,
+ * `nsgi: listening on http://HOST:PORT`. Errors the user can fix are printed as one line on stderr;
+ * anything else (a bug in nsgi) is rethrown.
+ */
+export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Promise<number> {
+  const stdout = io.stdout ?? process.stdout;
+  const stderr = io.stderr ?? process.stderr;
+  try {
+    const command = parseCliArgs(argv);
+    if (command.command === 'help') {
+      stdout.write(helpText());
+      return 0;
+    }
+    if (command.command === 'version') {
+      stdout.write(`nsgi ${version()}\n`);
+      return 0;
+    }
+
+    const app = await loadApp(parseAppTarget(command.target), io.cwd ?? process.cwd());
+    const stopped = waitForStop(io.signal);
+    let server: Awaited<ReturnType<typeof serve>>;
+    try {
+      server = await serve(app, serveOptions(command, stdout));
+    } catch (err) {
+      stopped.cancel();
+      throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
+    }
+    stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
+
+    const reason = await stopped.promise;
+    stderr.write(`nsgi: ${reason}, closing (in-flight responses get up to ${SHUTDOWN_TIMEOUT_MS / 1000} s)\n`);
+    try {
+      await server.close({ timeout: SHUTDOWN_TIMEOUT_MS });
+    } catch (err) {
+      throw new CliError(`error while closing: ${describeError(err)}`, EXIT_FAILURE);
+    }
+    return 0;
+  } catch (err) {
+    if (!(err instanceof CliError)) throw err;
+    stderr.write(`nsgi: ${err.message}\n`);
+    return err.exitCode;
+  }
+}
+
+/**
+ * waitForStop resolves with the reason once SIGINT, SIGTERM or `signal` asks the server to stop.
+ * Its handlers are removed as soon as one fires, so a second Ctrl-C during a slow shutdown falls
+ * through to Node's default and ends the process at once.
+ */
+function waitForStop(signal: AbortSignal | undefined): { promise: Promise<string>; cancel(): void } {
+  let cleanup = (): void => {};
+  const promise = new Promise<string>((resolve) => {
+    const onSignal = (name: NodeJS.Signals): void => {
+      cleanup();
+      resolve(`received ${name}`);
+    };
+    const onAbort = (): void => {
+      cleanup();
+      resolve('asked to stop');
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    cleanup = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    if (signal?.aborted) onAbort();
+  });
+  return { promise, cancel: () => cleanup() };
+}

@@ -1,0 +1,166 @@
+/**
+ * Building the environ (SPEC §2) from a parsed request head and what the server knows of the
+ * connection.
+ */
+import type { Environ, ErrorStream, Input } from '../protocol/nsgi.ts';
+import type { RequestHead } from './http1/parser.ts';
+
+/** ConnectionInfo is what the environ needs to know about the socket and the server. */
+export interface ConnectionInfo {
+  remoteAddress: string;
+  remotePort: string;
+  localAddress: string;
+  localPort: string;
+  urlScheme: string;
+  scriptName: string;
+  multiprocess: boolean;
+  errors: ErrorStream;
+}
+
+const VERSION = Object.freeze([1, 0] as const);
+
+// `HTTP_*` key for each header name as received; names repeat across requests, so computing the
+// key once per name saves an upper-casing and a replace per header per request.
+const headerKeys = new Map<string, string | null>();
+
+function headerKey(name: string): string | null {
+  let key = headerKeys.get(name);
+  if (key === undefined) {
+    const upper = name.toUpperCase();
+    // A name with "_" would collide with its "-" twin (X_Forwarded_For vs X-Forwarded-For), a
+    // way to spoof a header a proxy vouched for; such names only appear in nsgi.headers.
+    key = name.includes('_')
+      ? null
+      : upper === 'CONTENT-TYPE'
+        ? 'CONTENT_TYPE'
+        : upper === 'CONTENT-LENGTH'
+          ? 'CONTENT_LENGTH'
+          : 'HTTP_' + upper.replace(/-/g, '_');
+    if (headerKeys.size < 2048) headerKeys.set(name, key);
+  }
+  return key;
+}
+
+/**
+ * buildEnviron makes the environ for one request. Per SPEC §2.2, PATH_INFO is the target's path,
+ * percent-decoded and read as UTF-8, with the mount path moved to SCRIPT_NAME.
+ */
+export function buildEnviron(
+  head: RequestHead,
+  conn: ConnectionInfo,
+  input: Input,
+  signal: AbortSignal,
+): Environ {
+  const target = head.target;
+  let path: string;
+  let query = '';
+  let host = head.host;
+  const q = target.indexOf('?');
+  if (target.charCodeAt(0) === 0x2f) {
+    path = q === -1 ? target : target.slice(0, q);
+    if (q !== -1) query = target.slice(q + 1);
+  } else if (target === '*' || head.method === 'CONNECT') {
+    path = target === '*' ? '*' : '';
+  } else {
+    // absolute-form (RFC 9112 §3.2.2): the authority in the target replaces Host.
+    const end = q === -1 ? target.length : q;
+    const authorityStart = target.indexOf('//') + 2;
+    let pathStart = target.indexOf('/', authorityStart);
+    if (pathStart === -1 || pathStart > end) pathStart = end;
+    const authority = target.slice(authorityStart, pathStart);
+    host = authority.slice(authority.lastIndexOf('@') + 1);
+    path = pathStart === end ? '/' : target.slice(pathStart, end);
+    if (q !== -1) query = target.slice(q + 1);
+  }
+  if (path.includes('%')) path = decodePath(path);
+
+  let scriptName = conn.scriptName;
+  if (scriptName !== '') {
+    if (path === scriptName || (path.startsWith(scriptName) && path.charCodeAt(scriptName.length) === 0x2f)) {
+      path = path.slice(scriptName.length);
+    } else {
+      scriptName = '';
+    }
+  }
+
+  let serverName = conn.localAddress;
+  let serverPort = conn.localPort;
+  if (host !== undefined && host !== '') {
+    const colon = host.lastIndexOf(':');
+    if (colon !== -1 && colon > host.lastIndexOf(']')) {
+      serverName = host.slice(0, colon);
+      serverPort = host.slice(colon + 1) || defaultPort(conn.urlScheme);
+    } else {
+      serverName = host;
+      serverPort = defaultPort(conn.urlScheme);
+    }
+  }
+
+  const environ: Environ = {
+    REQUEST_METHOD: head.method,
+    SCRIPT_NAME: scriptName,
+    PATH_INFO: path,
+    QUERY_STRING: query,
+    REQUEST_URI: target,
+    SERVER_NAME: serverName,
+    SERVER_PORT: serverPort,
+    SERVER_PROTOCOL: head.version,
+    REMOTE_ADDR: conn.remoteAddress,
+    REMOTE_PORT: conn.remotePort,
+    'nsgi.version': VERSION,
+    'nsgi.url_scheme': conn.urlScheme,
+    'nsgi.input': input,
+    'nsgi.errors': conn.errors,
+    'nsgi.signal': signal,
+    'nsgi.headers': head.headers,
+    'nsgi.multithread': false,
+    'nsgi.multiprocess': conn.multiprocess,
+    'nsgi.run_once': false,
+  };
+  const headers = head.headers;
+  for (let i = 0; i < headers.length; i++) {
+    const field = headers[i]!;
+    const key = headerKey(field[0]);
+    if (key === null) continue;
+    const prev = environ[key] as string | undefined;
+    if (prev === undefined) environ[key] = field[1];
+    else environ[key] = prev + (key === 'HTTP_COOKIE' ? '; ' : ', ') + field[1];
+  }
+  return environ;
+}
+
+function defaultPort(scheme: string): string {
+  return scheme === 'https' ? '443' : '80';
+}
+
+const utf8 = new TextDecoder('utf-8');
+
+/**
+ * decodePath percent-decodes a path and reads the bytes as UTF-8 (invalid sequences become
+ * U+FFFD). A `%` not followed by two hex digits stays as it is.
+ */
+export function decodePath(path: string): string {
+  const bytes = Buffer.allocUnsafe(path.length);
+  let n = 0;
+  for (let i = 0; i < path.length; i++) {
+    const c = path.charCodeAt(i);
+    if (c === 0x25 && i + 2 < path.length) {
+      const hi = hexValue(path.charCodeAt(i + 1));
+      const lo = hexValue(path.charCodeAt(i + 2));
+      if (hi >= 0 && lo >= 0) {
+        bytes[n++] = hi * 16 + lo;
+        i += 2;
+        continue;
+      }
+    }
+    bytes[n++] = c;
+  }
+  return utf8.decode(bytes.subarray(0, n));
+}
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  return -1;
+}

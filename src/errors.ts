@@ -1,0 +1,50 @@
+/**
+ * The two kinds of failure nsgi reports. A {@link ProtocolError} is the peer's fault: the client
+ * sent something HTTP/1.1 does not allow, and the server answers with its `status` and closes. An
+ * {@link AppError} is our caller's fault: the app broke the contract, and the server logs it and
+ * answers 500 (or cuts the connection if the head has already left).
+ */
+
+/** ProtocolError is a malformed or unacceptable request; `status` is the response to send. */
+export class ProtocolError extends Error {
+  /** A stable machine-readable name for the failure, such as `NSGI_HEADER_TOO_LARGE`. */
+  readonly code: string;
+  /** The HTTP status to answer with (400, 413, 414, 431, 501, 505, ...). */
+  readonly status: number;
+
+  constructor(code: string, status: number, message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** AppError is a breach of the contract by the app, named by the SPEC rule it breaks. */
+export class AppError extends Error {
+  /** A stable machine-readable name for the failure, such as `NSGI_CONTENT_LENGTH_MISMATCH`. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AppError';
+    this.code = code;
+  }
+}
+
+/** ClientGoneError is what pending writes and input reads reject with once the client has left. */
+export class ClientGoneError extends Error {
+  /** Always `NSGI_CLIENT_GONE`. */
+  readonly code = 'NSGI_CLIENT_GONE';
+
+  constructor(message = 'the client closed the connection') {
+    super(message);
+    this.name = 'ClientGoneError';
+  }
+}
+
+/** quote renders a peer-supplied value for an error message: JSON-escaped and cut to 64 chars. */
+export function quote(value: string): string {
+  const cut = value.length > 64 ? value.slice(0, 64) + '...' : value;
+  return JSON.stringify(cut);
+}

@@ -1,0 +1,405 @@
+/**
+ * One request's response: `startResponse`, `write()`, the lazy head, exc_info, and the body pump.
+ *
+ * The life of a response. The app is called with the environ and `startResponse`. Calling
+ * `startResponse` only records the status and headers; nothing is sent. The server then pulls the
+ * body: each non-empty chunk is framed into the connection's output buffer, the first one
+ * preceded by the head. The buffer is flushed to the socket at the end of the current tick, or at
+ * once when it holds OUTPUT_HIGH_WATER_MARK bytes; when the socket says it is full, the pump waits
+ * for `drain` before it asks the iterator for another chunk. So a slow client suspends the
+ * generator, and memory stays bounded however large the body is. A sync iterable is pulled in a
+ * plain loop with no await between chunks. When the body ends the terminator goes out; when it
+ * stops for any other reason (error, client gone, no body allowed) the response is finished or
+ * cut; either way the iterator's `return()` is called exactly once.
+ */
+import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Write } from '../protocol/nsgi.ts';
+import type { RequestInput } from './body.ts';
+import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
+import type { Http1Connection } from './http1/connection.ts';
+import { Framing, bodyAllowedForStatus, describe, parseStatus, prepareHeaders, type PreparedHeaders, type Status } from './http1/writer.ts';
+
+/** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
+export const OUTPUT_HIGH_WATER_MARK = 64 * 1024;
+
+/** ExchangeHost is what an exchange needs from the connection that runs it. */
+export interface ExchangeHost {
+  readonly http: Http1Connection;
+  readonly errors: ErrorStream;
+  /** True once the socket is closed. */
+  readonly gone: boolean;
+  /** Arranges for the output buffer to be written at the end of this tick. */
+  scheduleFlush(): void;
+  /** Writes the output buffer now; false when the socket is full and the caller should wait. */
+  flushNow(): boolean;
+  /** Resolves when the socket can take more; rejects with ClientGoneError when it has closed. */
+  waitForDrain(): Promise<void>;
+  /** Sends what is buffered, then closes without finishing the response. */
+  cut(): void;
+  /** Called once when the response is complete, cut, or abandoned. */
+  exchangeDone(): void;
+}
+
+const RESOLVED = Promise.resolve();
+
+type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
+
+/** Exchange runs the app for one request and carries its response to the connection. */
+export class Exchange {
+  /** signal's controller: aborted when the client goes away (SPEC §2.4). */
+  readonly controller = new AbortController();
+  /** finished is true once the response is complete, cut, or abandoned. */
+  finished = false;
+
+  private started = false;
+  /** True once the head is committed: sent, or held back with the first chunk. */
+  private headSent = false;
+  private status: Status | null = null;
+  private headers: PreparedHeaders | null = null;
+  private trailerBlock = '';
+  private wantChunked = false;
+  private noBody = false;
+  private held: Chunk | null = null;
+  private iterator: AnyIterator | null = null;
+  private iteratorClosed = false;
+
+  constructor(
+    private readonly host: ExchangeHost,
+    readonly environ: Environ,
+    readonly input: RequestInput,
+  ) {}
+
+  /** startResponse is the function handed to the app (SPEC §4). */
+  readonly startResponse: StartResponse = (status, headers, excInfo) => {
+    if (excInfo !== undefined && excInfo !== null) {
+      // SPEC §4.4: once the head is on the wire it cannot be taken back.
+      if (this.headSent) throw excInfo;
+    } else if (this.started) {
+      throw new AppError('NSGI_START_RESPONSE_TWICE', 'startResponse called a second time without excInfo (SPEC §4.4)');
+    }
+    if (this.finished && !this.host.gone) {
+      throw new AppError('NSGI_START_RESPONSE_AFTER_END', 'startResponse called after the response ended');
+    }
+    const parsed = parseStatus(status);
+    this.headers = prepareHeaders(headers);
+    this.status = parsed;
+    this.started = true;
+    this.trailerBlock = '';
+    this.wantChunked = false;
+    return this.write;
+  };
+
+  /** write is the push-style channel returned by startResponse (SPEC §4.5). */
+  readonly write: Write = Object.assign(
+    (chunk: Chunk): Promise<void> => {
+      if (this.finished) {
+        return Promise.reject(
+          this.host.gone
+            ? new ClientGoneError()
+            : new AppError('NSGI_WRITE_AFTER_END', 'write() called after the response ended (SPEC §4.5)'),
+        );
+      }
+      try {
+        this.releaseHeld();
+        return this.send(chunk) ? RESOLVED : this.host.waitForDrain();
+      } catch (err) {
+        this.fail(err);
+        return Promise.reject(err);
+      }
+    },
+    {
+      flushHead: (): void => {
+        if (!this.started) throw new AppError('NSGI_FLUSH_BEFORE_START', 'flushHead() called before startResponse');
+        if (this.headSent || this.finished) return;
+        this.emitHead(-1);
+        this.host.flushNow();
+      },
+    },
+  );
+
+  /** earlyHints sends a 103 response (SPEC §7.1). */
+  earlyHints = (headers: HeaderList): void => {
+    if (this.headSent || this.finished) return;
+    if (this.host.http.sendEarlyHints(prepareHeaders(headers).block)) this.host.flushNow();
+  };
+
+  /** setTrailers records trailers for a chunked body (SPEC §7.2). */
+  setTrailers = (trailers: HeaderList): boolean => {
+    const block = prepareHeaders(trailers).block;
+    const http = this.host.http;
+    let chunked: boolean;
+    if (this.headSent && this.held === null) {
+      chunked = http.isChunked;
+    } else {
+      const req = http.request!;
+      const code = this.status?.code ?? 200;
+      chunked =
+        req.version === 'HTTP/1.1' && req.method !== 'HEAD' && bodyAllowedForStatus(code) &&
+        (this.headers === null || this.headers.contentLength < 0);
+      if (chunked) this.wantChunked = true;
+    }
+    if (chunked) this.trailerBlock = block;
+    return chunked;
+  };
+
+  /** run calls the app and pumps its body to the end. It never throws. */
+  run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>): void {
+    let body: unknown;
+    try {
+      body = app(this.environ, this.startResponse);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    if (isThenable(body)) {
+      body.then(
+        (b) => this.pump(b),
+        (err) => this.fail(err),
+      );
+      return;
+    }
+    this.pump(body);
+  }
+
+  private pump(body: unknown): void {
+    if (body === null || typeof body !== 'object' || body instanceof Uint8Array) {
+      const hint = typeof body === 'string' || body instanceof Uint8Array ? '; wrap it in an array: [body]' : '';
+      this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks${hint} (SPEC §3)`));
+      return;
+    }
+    const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
+    const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
+    try {
+      if (typeof syncFn === 'function') {
+        const it = syncFn.call(body) as Iterator<unknown>;
+        this.iterator = it;
+        if (this.finished) return this.closeIterator();
+        void this.pumpSync(it);
+      } else if (typeof asyncFn === 'function') {
+        const it = asyncFn.call(body) as AsyncIterator<unknown>;
+        this.iterator = it;
+        if (this.finished) return this.closeIterator();
+        void this.pumpAsync(it);
+      } else {
+        this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks (SPEC §3)`));
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async pumpSync(it: Iterator<unknown>): Promise<void> {
+    try {
+      for (;;) {
+        const r = it.next();
+        if (this.finished) return this.closeIterator();
+        if (r.done) return this.finish();
+        let chunk = r.value as Chunk;
+        if (!this.headSent && !this.wantChunked && this.started && isNonEmptyChunk(chunk)) {
+          // The head leaves with the first chunk; peek once more so that a body of one chunk
+          // gets a Content-Length instead of chunked framing.
+          this.headSent = true;
+          this.held = chunk;
+          let peek: IteratorResult<unknown>;
+          try {
+            peek = it.next();
+          } catch (err) {
+            this.releaseHeld();
+            throw err;
+          }
+          if (this.finished) return this.closeIterator();
+          if (this.held !== null && peek.done) {
+            this.held = null;
+            this.emitHead(byteLength(chunk));
+            this.host.http.sendData(chunk);
+            return this.finish();
+          }
+          if (!this.releaseHeld()) await this.host.waitForDrain();
+          if (this.noBody) return this.finish();
+          if (peek.done) return this.finish();
+          chunk = peek.value as Chunk;
+        }
+        if (!this.send(chunk)) await this.host.waitForDrain();
+        if (this.finished) return this.closeIterator();
+        if (this.noBody && this.headSent) return this.finish();
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async pumpAsync(it: AsyncIterator<unknown>): Promise<void> {
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (this.finished) return this.closeIterator();
+        if (r.done) return this.finish();
+        if (!this.send(r.value)) await this.host.waitForDrain();
+        if (this.finished) return this.closeIterator();
+        if (this.noBody && this.headSent) return this.finish();
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** releaseHeld sends the chunk held back for a peek, with the head; false means wait for drain. */
+  private releaseHeld(): boolean {
+    const held = this.held;
+    if (held === null) return true;
+    this.held = null;
+    this.emitHead(-1);
+    return this.sendFramed(held);
+  }
+
+  /**
+   * send frames one chunk, sending the head first if it has not gone; it returns false when the
+   * socket is full and the caller must wait for drain before producing more.
+   */
+  private send(chunk: unknown): boolean {
+    if (typeof chunk === 'string') {
+      if (chunk.length === 0) return true;
+    } else if (chunk instanceof Uint8Array) {
+      if (chunk.length === 0) return true;
+    } else {
+      throw new AppError('NSGI_BAD_CHUNK', `a body chunk must be a string or a Uint8Array, got ${describe(chunk)} (SPEC §3.1)`);
+    }
+    if (!this.headSent) {
+      if (!this.started) {
+        throw new AppError('NSGI_CHUNK_BEFORE_START', 'the body produced a chunk before startResponse was called (SPEC §3.2)');
+      }
+      this.emitHead(-1);
+    }
+    return this.sendFramed(chunk);
+  }
+
+  private sendFramed(chunk: Chunk): boolean {
+    if (this.noBody) {
+      const code = this.status!.code;
+      if (code === 204 || code === 304) {
+        this.host.errors.write(`nsgi: body chunk for a ${code} response discarded (SPEC §4.3)`);
+      }
+      return true;
+    }
+    const http = this.host.http;
+    http.sendData(chunk);
+    if (http.out.size >= OUTPUT_HIGH_WATER_MARK) return this.host.flushNow();
+    this.host.scheduleFlush();
+    return true;
+  }
+
+  private emitHead(knownLength: number): void {
+    this.headSent = true;
+    const framing = this.host.http.sendHead(this.status!, this.headers!, knownLength);
+    this.noBody = framing === Framing.None;
+  }
+
+  /** finish ends a body that ran to its end. */
+  private finish(): void {
+    if (this.finished) return this.closeIterator();
+    try {
+      if (!this.started) {
+        throw new AppError('NSGI_NO_START_RESPONSE', 'the body ended but startResponse was never called (SPEC §3.2)');
+      }
+      if (!this.headSent) this.emitHead(0);
+      this.host.http.sendEnd(this.trailerBlock);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.closeIterator();
+    this.complete();
+    this.host.scheduleFlush();
+  }
+
+  /**
+   * fail handles anything the app threw (SPEC §8): before the head, a 500 (or the status of a
+   * ProtocolError from reading the input); after it, the connection is cut.
+   */
+  fail(err: unknown): void {
+    this.closeIterator();
+    if (this.finished) return;
+    const host = this.host;
+    if (host.gone) {
+      this.complete();
+      return;
+    }
+    const http = host.http;
+    if (err instanceof ProtocolError) {
+      http.mustClose();
+    } else {
+      const req = http.request!;
+      const what = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
+      host.errors.write(`nsgi: error in app for ${req.method} ${req.target}: ${what}`);
+    }
+    if (!this.headSent) {
+      if (err instanceof ProtocolError) http.sendErrorResponse(err.status, err.message, true);
+      else http.sendErrorResponse(500, '', false);
+      this.complete();
+      host.scheduleFlush();
+    } else {
+      // A chunk held back for a peek goes out first: the client sees the head and the body so
+      // far, then the cut.
+      if (this.held !== null) {
+        try {
+          this.releaseHeld();
+        } catch {
+          // The response is being cut anyway; the held chunk's own fault changes nothing.
+        }
+      }
+      host.cut();
+      this.complete();
+    }
+  }
+
+  /** abort is the client going away: the signal fires, reads fail, the iterator is closed. */
+  abort(reason: Error): void {
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    this.input.fail(reason);
+    if (!this.finished) {
+      this.closeIterator();
+      this.complete();
+    }
+  }
+
+  /** clientClosed is a FIN from the client: the signal fires, but the response may still finish. */
+  clientClosed(reason: Error): void {
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    if (!this.input.complete) this.input.fail(reason);
+  }
+
+  private complete(): void {
+    this.finished = true;
+    this.host.exchangeDone();
+  }
+
+  /** closeIterator calls the iterator's `return()` exactly once (SPEC §3.4). */
+  private closeIterator(): void {
+    const it = this.iterator;
+    if (it === null || this.iteratorClosed) return;
+    this.iteratorClosed = true;
+    if (typeof it.return !== 'function') return;
+    try {
+      const r = it.return() as unknown;
+      if (isThenable(r)) r.then(undefined, (err) => this.logCloseError(err));
+    } catch (err) {
+      this.logCloseError(err);
+    }
+  }
+
+  private logCloseError(err: unknown): void {
+    const what = err instanceof Error ? (err.stack ?? err.message) : describe(err);
+    this.host.errors.write(`nsgi: error while closing the body iterator: ${what}`);
+  }
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+function isNonEmptyChunk(chunk: unknown): boolean {
+  return (typeof chunk === 'string' || chunk instanceof Uint8Array) && chunk.length > 0;
+}
+
+function byteLength(chunk: Chunk): number {
+  return typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+}

@@ -1,0 +1,289 @@
+/**
+ * The sans-I/O HTTP/1.1 server connection: the request parser on one side, response framing on
+ * the other, and the rules that tie one exchange to the next. It owns no socket and no timer; the
+ * server feeds it bytes and writes out what it puts in {@link Http1Connection.out}.
+ *
+ * Theory of operation. A connection carries a sequence of exchanges, one at a time. The request
+ * side is the parser's (head, body, end, then PAUSED). The response side follows RESPONSE_TABLE:
+ *
+ *     idle --head--> sending --data--> sending --end--> done --next--> idle
+ *       \--error--> done         \--cut--> closed
+ *
+ * An exchange is over when its request has ended and its response is done; then, if the
+ * connection may be reused (see {@link Http1Connection.shouldReuseConnection}), `nextCycle()`
+ * starts the next one and the parser reads whatever the client pipelined meanwhile. Any move the
+ * table does not list throws: it is a bug in the caller, never the peer's doing.
+ */
+import { AppError, type ProtocolError } from '../errors.ts';
+import { RequestParser, type ParserEvent, type ParserLimits, type RequestHead } from './parser.ts';
+import {
+  Framing,
+  LAST_CHUNK,
+  OutBuffer,
+  REASONS,
+  chooseFraming,
+  chunkHeader,
+  httpDate,
+  type PreparedHeaders,
+  type Status,
+} from './writer.ts';
+
+/** ResponseState is where the current response stands. */
+export type ResponseState = 'idle' | 'sending' | 'done' | 'closed';
+type ResponseMove = 'head' | 'data' | 'end' | 'error' | 'cut' | 'next';
+
+const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, ResponseState>>> = {
+  idle: { head: 'sending', error: 'done', cut: 'closed' },
+  sending: { data: 'sending', end: 'done', cut: 'closed' },
+  done: { next: 'idle', cut: 'closed' },
+  closed: { cut: 'closed' },
+};
+
+/** Http1Connection is the protocol state of one HTTP/1.1 server connection. */
+export class Http1Connection {
+  /** out holds the bytes to send, gathered until the server flushes them. */
+  readonly out = new OutBuffer();
+  /** request is the head of the current exchange's request, once it has arrived. */
+  request: RequestHead | null = null;
+  /** requestComplete is true once the current request's body has been read to its end. */
+  requestComplete = false;
+  /** responseState is where the current response stands. */
+  responseState: ResponseState = 'idle';
+  /** bodyBytes counts the response body bytes sent in this exchange, framing excluded. */
+  bodyBytes = 0;
+  /** statusCode is the status of the response sent in this exchange, 0 until its head is out. */
+  statusCode = 0;
+
+  private readonly parser: RequestParser;
+  private readonly serverHeader: string;
+  private keepAlive = true;
+  private framing = Framing.None;
+  private declaredLength = -1;
+  private continueSent = false;
+
+  constructor(limits: Partial<ParserLimits> = {}, serverName = 'nsgi') {
+    this.parser = new RequestParser(limits);
+    this.serverHeader = serverName === '' ? '' : `Server: ${serverName}\r\n`;
+  }
+
+  /** receive hands bytes from the peer to the parser. */
+  receive(data: Buffer): void {
+    this.parser.feed(data);
+  }
+
+  /** buffered is how many received bytes wait unparsed (pipelined requests, say). */
+  get buffered(): number {
+    return this.parser.buffered;
+  }
+
+  /** idle is true between exchanges before any byte of the next request has arrived. */
+  get idle(): boolean {
+    return this.request === null && this.parser.idle;
+  }
+
+  /** takeBuffered hands over the unparsed bytes (for an upgrade). */
+  takeBuffered(): Buffer {
+    return this.parser.takeBuffered();
+  }
+
+  /** nextEvent returns the parser's next event, or throws its ProtocolError. */
+  nextEvent(): ParserEvent {
+    const event = this.parser.next();
+    if (event.kind === 'head') {
+      this.request = event.head;
+      this.keepAlive = event.head.keepAlive;
+      this.requestComplete = false;
+    } else if (event.kind === 'end') {
+      this.requestComplete = true;
+    }
+    return event;
+  }
+
+  private move(m: ResponseMove): void {
+    const next = RESPONSE_TABLE[this.responseState][m];
+    if (next === undefined) throw new Error(`response cannot go from ${this.responseState} by ${m}`);
+    this.responseState = next;
+  }
+
+  /** keepAliveRequested is false once anything has ruled out reusing the connection. */
+  get keepAliveRequested(): boolean {
+    return this.keepAlive;
+  }
+
+  /** mustClose rules out reusing the connection after this exchange. */
+  mustClose(): void {
+    this.keepAlive = false;
+  }
+
+  /**
+   * sendContinue writes `100 Continue` if the client asked for it and it can still matter: the
+   * final head has not gone out and the body has not started (RFC 9110 §10.1.1).
+   */
+  sendContinue(): void {
+    const req = this.request;
+    if (req === null || !req.expectContinue || this.continueSent || this.responseState !== 'idle') return;
+    this.continueSent = true;
+    this.out.latin1('HTTP/1.1 100 Continue\r\n\r\n');
+  }
+
+  /**
+   * awaitingContinue is true when the client asked for `100 Continue` and has not had it, so it
+   * may never send the body it announced.
+   */
+  get awaitingContinue(): boolean {
+    return this.request !== null && this.request.expectContinue && !this.continueSent && !this.requestComplete;
+  }
+
+  /** sendEarlyHints writes a `103 Early Hints` interim response (RFC 8297), if still possible. */
+  sendEarlyHints(block: string): boolean {
+    if (this.responseState !== 'idle' || this.request?.version !== 'HTTP/1.1') return false;
+    this.out.latin1(`HTTP/1.1 103 Early Hints\r\n${block}\r\n`);
+    return true;
+  }
+
+  /**
+   * sendHead writes the status line and headers. `knownLength` is the body's length when the
+   * server already holds all of it, else -1. It returns the framing chosen for the body.
+   */
+  sendHead(status: Status, headers: PreparedHeaders, knownLength = -1): Framing {
+    const req = this.request!;
+    this.move('head');
+    const isHead = req.method === 'HEAD';
+    const http11 = req.version === 'HTTP/1.1';
+    let length = headers.contentLength;
+    const framing = chooseFraming(isHead, status.code, length >= 0 ? length : knownLength, http11);
+    let head = status.line;
+    // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped.
+    head += status.code === 204 && length >= 0 ? stripContentLength(headers.block) : headers.block;
+    if (!headers.hasDate) head += `Date: ${httpDate()}\r\n`;
+    if (!headers.hasServer) head += this.serverHeader;
+    if (length < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && status.code !== 204 && status.code !== 304))) {
+      length = knownLength;
+      head += `Content-Length: ${knownLength}\r\n`;
+    } else if (framing === Framing.Chunked) {
+      head += 'Transfer-Encoding: chunked\r\n';
+    }
+    if (framing === Framing.Close || headers.close) this.keepAlive = false;
+    if (!this.keepAlive) head += 'Connection: close\r\n';
+    else if (!http11) head += 'Connection: keep-alive\r\n';
+    this.out.latin1(head + '\r\n');
+    this.framing = framing;
+    this.declaredLength = framing === Framing.Length ? length : -1;
+    this.statusCode = status.code;
+    return framing;
+  }
+
+  /**
+   * sendData frames one body chunk. A chunk that would run past the declared Content-Length
+   * throws an AppError and is not sent. Chunks for a response without a body are dropped.
+   */
+  sendData(chunk: Uint8Array | string): void {
+    this.move('data');
+    const n = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
+    if (n === 0) return;
+    const out = this.out;
+    switch (this.framing) {
+      case Framing.None:
+        return;
+      case Framing.Length:
+        if (this.bodyBytes + n > this.declaredLength) {
+          throw new AppError(
+            'NSGI_CONTENT_LENGTH_EXCEEDED',
+            `body is longer than its Content-Length of ${this.declaredLength} bytes (SPEC §4.3)`,
+          );
+        }
+        break;
+      case Framing.Chunked:
+        out.latin1(chunkHeader(n));
+        break;
+    }
+    this.bodyBytes += n;
+    if (typeof chunk === 'string') out.utf8(chunk, n);
+    else out.bytes(chunk);
+    if (this.framing === Framing.Chunked) out.latin1('\r\n');
+  }
+
+  /**
+   * sendEnd finishes the body: the last chunk and any trailers for chunked coding. A body shorter
+   * than its Content-Length throws an AppError; the caller must then cut the connection.
+   */
+  sendEnd(trailerBlock = ''): void {
+    this.move('end');
+    if (this.framing === Framing.Chunked) {
+      this.out.latin1(trailerBlock === '' ? LAST_CHUNK : `0\r\n${trailerBlock}\r\n`);
+    } else if (this.framing === Framing.Length && this.bodyBytes < this.declaredLength) {
+      this.keepAlive = false;
+      throw new AppError(
+        'NSGI_CONTENT_LENGTH_SHORT',
+        `body ended after ${this.bodyBytes} of its Content-Length of ${this.declaredLength} bytes (SPEC §4.3)`,
+      );
+    }
+  }
+
+  /** isChunked tells whether the body of the response under way uses chunked coding. */
+  get isChunked(): boolean {
+    return this.responseState === 'sending' && this.framing === Framing.Chunked;
+  }
+
+  /**
+   * sendErrorResponse writes a complete short response for a failure found before any response
+   * head went out: a ProtocolError's status, or 500 for an app failure. The connection closes
+   * after a protocol error, since the rest of the input can no longer be trusted.
+   */
+  sendErrorResponse(code: number, detail: string, close: boolean): void {
+    this.move('error');
+    if (close) this.keepAlive = false;
+    const reason = REASONS[code] ?? 'Error';
+    const body = detail === '' ? `${reason}\n` : `${reason}: ${detail}\n`;
+    const http11 = this.request === null || this.request.version === 'HTTP/1.1';
+    let head =
+      `HTTP/1.1 ${code} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nDate: ${httpDate()}\r\n${this.serverHeader}`;
+    if (!this.keepAlive) head += 'Connection: close\r\n';
+    else if (!http11) head += 'Connection: keep-alive\r\n';
+    this.out.latin1(head + '\r\n');
+    this.statusCode = code;
+    if (this.request?.method !== 'HEAD') {
+      this.out.utf8(body, Buffer.byteLength(body));
+      this.bodyBytes = Buffer.byteLength(body);
+    }
+  }
+
+  /** rejectRequest answers a ProtocolError and rules out any further exchange. */
+  rejectRequest(err: ProtocolError): void {
+    if (this.responseState === 'idle') this.sendErrorResponse(err.status, err.message, true);
+    this.keepAlive = false;
+  }
+
+  /** cut abandons the response under way: no terminator is sent and the connection must close. */
+  cut(): void {
+    this.move('cut');
+    this.keepAlive = false;
+  }
+
+  /**
+   * shouldReuseConnection decides, once an exchange is over, whether the next request may be read
+   * from this connection: the client must want it (RFC 9112 §9.3), the response must not be
+   * delimited by closing, and nothing may have gone wrong.
+   */
+  shouldReuseConnection(): boolean {
+    return this.keepAlive && this.responseState === 'done' && this.requestComplete;
+  }
+
+  /** nextCycle starts the next exchange; only legal when the current one is over. */
+  nextCycle(): void {
+    this.move('next');
+    this.parser.nextCycle();
+    this.request = null;
+    this.requestComplete = false;
+    this.framing = Framing.None;
+    this.declaredLength = -1;
+    this.bodyBytes = 0;
+    this.statusCode = 0;
+    this.continueSent = false;
+  }
+}
+
+function stripContentLength(block: string): string {
+  return block.replace(/^content-length:[^\r]*\r\n/gim, '');
+}

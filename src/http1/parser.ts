@@ -1,0 +1,623 @@
+/**
+ * The sans-I/O HTTP/1.1 request parser: bytes in through {@link RequestParser.feed}, events out
+ * through {@link RequestParser.next}. No sockets, timers or apps; it can be fed one byte at a time.
+ *
+ * Theory of operation. One request is read as a head (request line and header fields, RFC 9112
+ * §3 and §5), then a body framed by Content-Length or by chunked coding (§6, §7). Each call of
+ * `next()` returns one event: the head, a piece of body data, the end of the message, or a
+ * signal that it needs more bytes (NEED_DATA) or that the message is complete and the caller must
+ * call `nextCycle()` before the next request is read (PAUSED). Pipelined bytes after a message stay
+ * buffered until then, so a request is never read before the previous one is answered.
+ *
+ * Anything malformed throws a {@link ProtocolError} carrying the status to answer with, and the
+ * error sticks: every later `next()` throws it again. The parser is strict where leniency has
+ * allowed request smuggling: Content-Length with Transfer-Encoding, repeated or malformed
+ * Content-Length, obs-fold, bare CR and bare LF are all rejected.
+ */
+import { ProtocolError, quote } from '../errors.ts';
+import { FIELD_VALUE, HEX, TARGET, TOKEN, isHost } from './syntax.ts';
+
+/** ParserLimits bound what one request may make the server hold in memory. */
+export interface ParserLimits {
+  /** Longest request line in bytes; longer gets 414. node:http and gunicorn both use about 8 KiB. */
+  maxRequestLineSize: number;
+  /** Most header fields in one request; more gets 431. gunicorn's limit is 100. */
+  maxHeaderCount: number;
+  /** Largest header block in bytes (after the request line); larger gets 431. node:http: 16 KiB. */
+  maxHeaderSize: number;
+  /** Largest request body in bytes; larger gets 413. Unlimited by default, as in node:http. */
+  maxBodySize: number;
+}
+
+/** DEFAULT_LIMITS are the limits a parser uses unless told otherwise. */
+export const DEFAULT_LIMITS: Readonly<ParserLimits> = Object.freeze({
+  maxRequestLineSize: 8 * 1024,
+  maxHeaderCount: 100,
+  maxHeaderSize: 16 * 1024,
+  maxBodySize: Infinity,
+});
+
+/** Longest chunk-size line (size and extensions) accepted; longer gets 400. */
+const MAX_CHUNK_LINE = 4 * 1024;
+
+/** RequestHead is a request's line and header fields, with its framing already decided. */
+export interface RequestHead {
+  /** The method, case preserved. */
+  method: string;
+  /** The request-target exactly as received. */
+  target: string;
+  /** `"HTTP/1.1"` or `"HTTP/1.0"` (a higher HTTP/1.x minor version is read as 1.1). */
+  version: 'HTTP/1.0' | 'HTTP/1.1';
+  /** The header fields in order, names in their original case, values without surrounding OWS. */
+  headers: Array<[string, string]>;
+  /** The Host field value, or undefined when there is none. */
+  host: string | undefined;
+  /** The declared body length, or -1 when the body is chunked or absent. */
+  contentLength: number;
+  /** True when the body is framed by chunked coding. */
+  chunked: boolean;
+  /** True when the client wants the connection kept open after this exchange. */
+  keepAlive: boolean;
+  /** True when the client sent `Expect: 100-continue`. */
+  expectContinue: boolean;
+  /** True when the client asks to switch protocols (`Connection: upgrade` and `Upgrade`). */
+  upgrade: boolean;
+}
+
+/** HeadEvent carries a request's head. */
+export interface HeadEvent {
+  kind: 'head';
+  head: RequestHead;
+}
+/** DataEvent carries a piece of the request body, transfer coding removed. */
+export interface DataEvent {
+  kind: 'data';
+  data: Uint8Array;
+}
+/** EndEvent marks the end of a request; `trailers` holds a chunked body's trailer fields. */
+export interface EndEvent {
+  kind: 'end';
+  trailers: Array<[string, string]> | null;
+}
+/** NeedData means the parser has used every byte it has and needs more. */
+export interface NeedData {
+  kind: 'need-data';
+}
+/** Paused means a request is complete; call `nextCycle()` to read the next one. */
+export interface Paused {
+  kind: 'paused';
+}
+/** ParserEvent is anything `next()` returns. */
+export type ParserEvent = HeadEvent | DataEvent | EndEvent | NeedData | Paused;
+
+/** NEED_DATA is the one NeedData event. */
+export const NEED_DATA: NeedData = Object.freeze({ kind: 'need-data' });
+/** PAUSED is the one Paused event. */
+export const PAUSED: Paused = Object.freeze({ kind: 'paused' });
+const END_NO_TRAILERS: EndEvent = Object.freeze({ kind: 'end', trailers: null });
+
+const enum State {
+  Head,
+  Length,
+  ChunkSize,
+  ChunkData,
+  ChunkDataEnd,
+  Trailers,
+  End,
+  Done,
+  Error,
+}
+
+const EMPTY = Buffer.alloc(0);
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HTAB = 0x09;
+
+const CHUNK_EXT =
+  /^(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)*$/;
+
+function fail(code: string, status: number, message: string): never {
+  throw new ProtocolError(code, status, message);
+}
+
+/** RequestParser turns the bytes of one connection into request events. */
+export class RequestParser {
+  private readonly limits: ParserLimits;
+  private buf: Buffer = EMPTY;
+  private pos = 0;
+  private state = State.Head;
+  private error: ProtocolError | null = null;
+
+  // Head state: where the current line starts, how far it has been checked, and what is known.
+  private lineStart = 0;
+  private scan = 0;
+  private method = '';
+  private target = '';
+  private version: 'HTTP/1.0' | 'HTTP/1.1' | '' = '';
+  private headers: Array<[string, string]> = [];
+  private headerBytes = 0;
+
+  // Body state.
+  private remaining = 0;
+  private bodyBytes = 0;
+  private trailers: Array<[string, string]> = [];
+
+  constructor(limits: Partial<ParserLimits> = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /** feed appends bytes received from the peer. */
+  feed(data: Buffer): void {
+    if (data.length === 0) return;
+    if (this.pos >= this.buf.length) {
+      this.buf = data;
+      this.pos = 0;
+    } else {
+      this.buf = Buffer.concat([this.buf.subarray(this.pos), data]);
+      this.scan -= this.pos;
+      this.lineStart -= this.pos;
+      this.pos = 0;
+    }
+  }
+
+  /** buffered is how many received bytes have not been turned into events yet. */
+  get buffered(): number {
+    return this.buf.length - this.pos;
+  }
+
+  /** idle is true before any byte of the next request head has arrived. */
+  get idle(): boolean {
+    return this.state === State.Head && this.method === '' && this.buffered === 0;
+  }
+
+  /** inBody is true while the body of the current request is being read. */
+  get inBody(): boolean {
+    return this.state > State.Head && this.state < State.Done;
+  }
+
+  /**
+   * takeBuffered hands over the bytes received but not parsed (after an upgrade, say) and leaves
+   * the parser empty.
+   */
+  takeBuffered(): Buffer {
+    const rest = this.buf.subarray(this.pos);
+    this.buf = EMPTY;
+    this.pos = 0;
+    return rest;
+  }
+
+  /** nextCycle starts reading the next request once the current one is complete (PAUSED). */
+  nextCycle(): void {
+    if (this.state !== State.Done) throw new Error(`nextCycle() called before the request was complete`);
+    this.state = State.Head;
+    this.method = '';
+    this.target = '';
+    this.version = '';
+    this.headers = [];
+    this.headerBytes = 0;
+    this.bodyBytes = 0;
+    this.trailers = [];
+    this.lineStart = this.scan = this.pos;
+  }
+
+  /** next returns the next event, or throws the ProtocolError that ended the connection. */
+  next(): ParserEvent {
+    if (this.state === State.Error) throw this.error!;
+    try {
+      switch (this.state) {
+        case State.Head:
+          return this.readHead();
+        case State.Length:
+          return this.readLengthBody();
+        case State.ChunkSize:
+        case State.ChunkData:
+        case State.ChunkDataEnd:
+        case State.Trailers:
+          return this.readChunked();
+        case State.End:
+          return this.end(END_NO_TRAILERS);
+        default:
+          return PAUSED;
+      }
+    } catch (err) {
+      this.state = State.Error;
+      this.error =
+        err instanceof ProtocolError ? err : new ProtocolError('NSGI_PARSER_BUG', 500, String(err));
+      throw this.error;
+    }
+  }
+
+  private end(event: EndEvent): EndEvent {
+    this.state = State.Done;
+    if (this.pos >= this.buf.length) {
+      this.buf = EMPTY;
+      this.pos = 0;
+    }
+    return event;
+  }
+
+  // ---- head -------------------------------------------------------------------------------
+
+  private readHead(): ParserEvent {
+    const buf = this.buf;
+    for (;;) {
+      const lf = buf.indexOf(LF, this.scan);
+      if (lf === -1) return this.awaitLine();
+      if (lf === this.lineStart || buf[lf - 1] !== CR) {
+        fail('NSGI_BARE_LF', 400, 'line ends in a bare LF; HTTP/1.1 lines end in CRLF');
+      }
+      const start = this.lineStart;
+      const end = lf - 1;
+      this.lineStart = this.scan = this.pos = lf + 1;
+      if (this.version === '') {
+        if (end === start) continue; // RFC 9112 §2.2: ignore empty lines before the request line
+        this.parseRequestLine(buf, start, end);
+      } else if (end === start) {
+        return this.finishHead();
+      } else {
+        this.headerBytes += end - start + 2;
+        if (this.headerBytes > this.limits.maxHeaderSize) {
+          fail('NSGI_HEADERS_TOO_LARGE', 431, `header block exceeds ${this.limits.maxHeaderSize} bytes`);
+        }
+        if (this.headers.length >= this.limits.maxHeaderCount) {
+          fail('NSGI_TOO_MANY_HEADERS', 431, `more than ${this.limits.maxHeaderCount} header fields`);
+        }
+        this.headers.push(parseField(buf, start, end));
+      }
+    }
+  }
+
+  /** awaitLine checks the unfinished line against the limits and its bytes, then asks for more. */
+  private awaitLine(): NeedData {
+    const buf = this.buf;
+    for (let i = this.scan; i < buf.length; i++) {
+      const b = buf[i]!;
+      if (FIELD_VALUE[b] === 0 && b !== CR) {
+        fail('NSGI_INVALID_BYTE', 400, `invalid byte 0x${b.toString(16).padStart(2, '0')} in request head`);
+      }
+    }
+    const pending = buf.length - this.lineStart;
+    if (this.version === '') {
+      if (pending > this.limits.maxRequestLineSize) {
+        fail('NSGI_REQUEST_LINE_TOO_LONG', 414, `request line exceeds ${this.limits.maxRequestLineSize} bytes`);
+      }
+    } else if (this.headerBytes + pending > this.limits.maxHeaderSize) {
+      fail('NSGI_HEADERS_TOO_LARGE', 431, `header block exceeds ${this.limits.maxHeaderSize} bytes`);
+    }
+    this.scan = buf.length;
+    return NEED_DATA;
+  }
+
+  private parseRequestLine(buf: Buffer, start: number, end: number): void {
+    if (end - start > this.limits.maxRequestLineSize) {
+      fail('NSGI_REQUEST_LINE_TOO_LONG', 414, `request line exceeds ${this.limits.maxRequestLineSize} bytes`);
+    }
+    let i = start;
+    while (i < end && TOKEN[buf[i]!] === 1) i++;
+    if (i === start || i === end || buf[i] !== SP) {
+      fail('NSGI_BAD_METHOD', 400, `malformed request line: invalid method in ${quote(buf.toString('latin1', start, end))}`);
+    }
+    const method = buf.toString('latin1', start, i);
+    const targetStart = ++i;
+    while (i < end && TARGET[buf[i]!] === 1) i++;
+    if (i === targetStart || i === end || buf[i] !== SP) {
+      fail('NSGI_BAD_TARGET', 400, `malformed request line: invalid request-target in ${quote(buf.toString('latin1', start, end))}`);
+    }
+    const target = buf.toString('latin1', targetStart, i);
+    this.version = parseVersion(buf, i + 1, end);
+    checkTargetForm(method, target);
+    this.method = method;
+    this.target = target;
+  }
+
+  private finishHead(): HeadEvent {
+    const http11 = this.version === 'HTTP/1.1';
+    let host: string | undefined;
+    let hostCount = 0;
+    let contentLength = -1;
+    let transferEncoding: string | undefined;
+    let close = false;
+    let keepAlive = false;
+    let connUpgrade = false;
+    let hasUpgrade = false;
+    let expectContinue = false;
+
+    // Only the fields that decide framing and connection handling are looked at here. The
+    // length check makes the lowercasing happen for few names.
+    for (const field of this.headers) {
+      const name = field[0];
+      const value = field[1];
+      switch (name.length) {
+        case 4:
+          if (name.toLowerCase() === 'host') {
+            hostCount++;
+            host = value;
+          }
+          break;
+        case 6:
+          if (name.toLowerCase() === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
+          break;
+        case 7:
+          if (name.toLowerCase() === 'upgrade') hasUpgrade = true;
+          break;
+        case 10:
+          if (name.toLowerCase() === 'connection') {
+            for (const option of value.toLowerCase().split(',')) {
+              const o = option.trim();
+              if (o === 'close') close = true;
+              else if (o === 'keep-alive') keepAlive = true;
+              else if (o === 'upgrade') connUpgrade = true;
+            }
+          }
+          break;
+        case 14:
+          if (name.toLowerCase() === 'content-length') {
+            if (contentLength !== -1) fail('NSGI_DUPLICATE_CONTENT_LENGTH', 400, 'more than one Content-Length field');
+            contentLength = parseContentLength(value);
+          }
+          break;
+        case 17:
+          if (name.toLowerCase() === 'transfer-encoding') {
+            transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
+          }
+          break;
+      }
+    }
+
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; none may carry two.
+    if (hostCount > 1) fail('NSGI_DUPLICATE_HOST', 400, 'more than one Host field');
+    if (http11 && hostCount === 0) fail('NSGI_MISSING_HOST', 400, 'HTTP/1.1 request without a Host field');
+    if (host !== undefined && !isHost(host)) fail('NSGI_BAD_HOST', 400, `invalid Host ${quote(host)}`);
+
+    // RFC 9112 §6.3: the message body length, in the order the RFC gives.
+    let chunked = false;
+    if (transferEncoding !== undefined) {
+      // Step 3: Transfer-Encoding with Content-Length is a smuggling attempt, not a choice.
+      if (contentLength !== -1) fail('NSGI_CONTENT_LENGTH_WITH_TRANSFER_ENCODING', 400, 'both Content-Length and Transfer-Encoding');
+      // §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+      if (!http11) fail('NSGI_TRANSFER_ENCODING_HTTP10', 400, 'Transfer-Encoding in an HTTP/1.0 request');
+      // Step 4: chunked must be the final coding, and the only one nsgi decodes.
+      checkTransferEncoding(transferEncoding);
+      chunked = true;
+    } else if (contentLength > this.limits.maxBodySize) {
+      fail('NSGI_BODY_TOO_LARGE', 413, `Content-Length ${contentLength} exceeds the limit of ${this.limits.maxBodySize} bytes`);
+    }
+
+    const head: RequestHead = {
+      method: this.method,
+      target: this.target,
+      version: this.version as 'HTTP/1.0' | 'HTTP/1.1',
+      headers: this.headers,
+      host,
+      contentLength,
+      chunked,
+      keepAlive: http11 ? !close : keepAlive && !close,
+      expectContinue: expectContinue && http11,
+      upgrade: connUpgrade && hasUpgrade,
+    };
+    if (chunked) this.state = State.ChunkSize;
+    else if (contentLength > 0) {
+      this.state = State.Length;
+      this.remaining = contentLength;
+    } else this.state = State.End;
+    return { kind: 'head', head };
+  }
+
+  // ---- bodies -----------------------------------------------------------------------------
+
+  private readLengthBody(): ParserEvent {
+    const available = this.buf.length - this.pos;
+    if (available === 0) return NEED_DATA;
+    const n = available < this.remaining ? available : this.remaining;
+    const data = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    this.remaining -= n;
+    if (this.remaining === 0) this.state = State.End;
+    return { kind: 'data', data };
+  }
+
+  private readChunked(): ParserEvent {
+    const buf = this.buf;
+    for (;;) {
+      switch (this.state) {
+        case State.ChunkSize: {
+          const lf = buf.indexOf(LF, this.pos);
+          if (lf === -1) {
+            if (buf.length - this.pos > MAX_CHUNK_LINE) fail('NSGI_CHUNK_LINE_TOO_LONG', 400, 'chunk-size line too long');
+            return NEED_DATA;
+          }
+          if (lf === this.pos || buf[lf - 1] !== CR) fail('NSGI_BARE_LF', 400, 'chunk-size line ends in a bare LF');
+          if (lf - 1 - this.pos > MAX_CHUNK_LINE) fail('NSGI_CHUNK_LINE_TOO_LONG', 400, 'chunk-size line too long');
+          const size = parseChunkSize(buf, this.pos, lf - 1);
+          this.pos = lf + 1;
+          if (size === 0) {
+            this.state = State.Trailers;
+            this.lineStart = this.scan = this.pos;
+            this.headerBytes = 0;
+            continue;
+          }
+          this.bodyBytes += size;
+          if (this.bodyBytes > this.limits.maxBodySize) {
+            fail('NSGI_BODY_TOO_LARGE', 413, `chunked body exceeds the limit of ${this.limits.maxBodySize} bytes`);
+          }
+          this.remaining = size;
+          this.state = State.ChunkData;
+          continue;
+        }
+        case State.ChunkData: {
+          const available = buf.length - this.pos;
+          if (available === 0) return NEED_DATA;
+          const n = available < this.remaining ? available : this.remaining;
+          const data = buf.subarray(this.pos, this.pos + n);
+          this.pos += n;
+          this.remaining -= n;
+          if (this.remaining === 0) this.state = State.ChunkDataEnd;
+          return { kind: 'data', data };
+        }
+        case State.ChunkDataEnd: {
+          const available = buf.length - this.pos;
+          if (available >= 1 && buf[this.pos] !== CR) fail('NSGI_BAD_CHUNK_END', 400, 'chunk data not followed by CRLF');
+          if (available < 2) return NEED_DATA;
+          if (buf[this.pos + 1] !== LF) fail('NSGI_BAD_CHUNK_END', 400, 'chunk data not followed by CRLF');
+          this.pos += 2;
+          this.state = State.ChunkSize;
+          continue;
+        }
+        default:
+          return this.readTrailers();
+      }
+    }
+  }
+
+  private readTrailers(): ParserEvent {
+    const buf = this.buf;
+    for (;;) {
+      const lf = buf.indexOf(LF, this.scan);
+      if (lf === -1) {
+        if (this.headerBytes + buf.length - this.lineStart > this.limits.maxHeaderSize) {
+          fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
+        }
+        this.scan = buf.length;
+        return NEED_DATA;
+      }
+      if (lf === this.lineStart || buf[lf - 1] !== CR) fail('NSGI_BARE_LF', 400, 'trailer line ends in a bare LF');
+      const start = this.lineStart;
+      const end = lf - 1;
+      this.lineStart = this.scan = this.pos = lf + 1;
+      if (end === start) {
+        return this.end(this.trailers.length > 0 ? { kind: 'end', trailers: this.trailers } : END_NO_TRAILERS);
+      }
+      this.headerBytes += end - start + 2;
+      if (this.headerBytes > this.limits.maxHeaderSize) {
+        fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
+      }
+      if (this.trailers.length >= this.limits.maxHeaderCount) {
+        fail('NSGI_TOO_MANY_TRAILERS', 431, `more than ${this.limits.maxHeaderCount} trailer fields`);
+      }
+      this.trailers.push(parseField(buf, start, end));
+    }
+  }
+}
+
+/** parseField reads one `name: value` line (without its CRLF), RFC 9112 §5. */
+function parseField(buf: Buffer, start: number, end: number): [string, string] {
+  const first = buf[start]!;
+  if (first === SP || first === HTAB) {
+    fail('NSGI_OBS_FOLD', 400, 'obsolete line folding (a field line starting with whitespace)');
+  }
+  let i = start;
+  while (i < end && TOKEN[buf[i]!] === 1) i++;
+  if (i === end || buf[i] !== 0x3a) {
+    const line = quote(buf.toString('latin1', start, end));
+    if (i < end && (buf[i] === SP || buf[i] === HTAB)) {
+      fail('NSGI_SPACE_BEFORE_COLON', 400, `whitespace between field name and colon in ${line}`);
+    }
+    fail('NSGI_BAD_FIELD_NAME', 400, `invalid header field line ${line}`);
+  }
+  if (i === start) fail('NSGI_BAD_FIELD_NAME', 400, 'header field with an empty name');
+  const name = buf.toString('latin1', start, i);
+  let vs = i + 1;
+  let ve = end;
+  while (vs < ve && (buf[vs] === SP || buf[vs] === HTAB)) vs++;
+  while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HTAB)) ve--;
+  for (let j = vs; j < ve; j++) {
+    if (FIELD_VALUE[buf[j]!] === 0) {
+      const b = buf[j]!;
+      const what = b === CR ? 'a bare CR' : b === 0 ? 'NUL' : `byte 0x${b.toString(16).padStart(2, '0')}`;
+      fail('NSGI_BAD_FIELD_VALUE', 400, `value of header ${quote(name)} contains ${what}`);
+    }
+  }
+  return [name, buf.toString('latin1', vs, ve)];
+}
+
+/** parseVersion reads `HTTP/x.y` (RFC 9112 §2.3); versions other than 1.x get 505. */
+function parseVersion(buf: Buffer, start: number, end: number): 'HTTP/1.0' | 'HTTP/1.1' {
+  if (
+    end - start !== 8 ||
+    buf[start] !== 0x48 || buf[start + 1] !== 0x54 || buf[start + 2] !== 0x54 || buf[start + 3] !== 0x50 ||
+    buf[start + 4] !== 0x2f || buf[start + 6] !== 0x2e
+  ) {
+    fail('NSGI_BAD_VERSION', 400, `malformed HTTP version ${quote(buf.toString('latin1', start, end))}`);
+  }
+  const major = buf[start + 5]! - 0x30;
+  const minor = buf[start + 7]! - 0x30;
+  if (major < 0 || major > 9 || minor < 0 || minor > 9) {
+    fail('NSGI_BAD_VERSION', 400, `malformed HTTP version ${quote(buf.toString('latin1', start, end))}`);
+  }
+  if (major !== 1) fail('NSGI_UNSUPPORTED_VERSION', 505, `HTTP/${major}.${minor} is not supported`);
+  return minor === 0 ? 'HTTP/1.0' : 'HTTP/1.1';
+}
+
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
+
+/** checkTargetForm enforces the four request-target forms of RFC 9112 §3.2. */
+function checkTargetForm(method: string, target: string): void {
+  const c = target.charCodeAt(0);
+  if (c === 0x2f) return; // origin-form
+  if (method === 'CONNECT') return; // authority-form; the server answers CONNECT itself
+  if (target === '*') {
+    if (method === 'OPTIONS') return;
+    fail('NSGI_BAD_TARGET', 400, `asterisk-form target with method ${quote(method)}`);
+  }
+  if (ABSOLUTE_FORM.test(target)) return;
+  fail('NSGI_BAD_TARGET', 400, `invalid request-target ${quote(target)}`);
+}
+
+/** parseContentLength reads a Content-Length value: one or more digits and nothing else. */
+function parseContentLength(value: string): number {
+  if (value.length === 0 || value.length > 15) {
+    fail('NSGI_BAD_CONTENT_LENGTH', 400, `invalid Content-Length ${quote(value)}`);
+  }
+  let n = 0;
+  for (let i = 0; i < value.length; i++) {
+    const d = value.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) fail('NSGI_BAD_CONTENT_LENGTH', 400, `invalid Content-Length ${quote(value)}`);
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/**
+ * checkTransferEncoding accepts exactly `chunked`: a request whose final coding is not chunked has
+ * no reliable length (400, RFC 9112 §6.3), and any other coding is one nsgi does not decode (501).
+ */
+function checkTransferEncoding(value: string): void {
+  const codings = value.split(',').map((c) => c.trim().toLowerCase());
+  const last = codings[codings.length - 1]!;
+  if (last !== 'chunked') {
+    fail('NSGI_CHUNKED_NOT_FINAL', 400, `Transfer-Encoding ${quote(value)} does not end in chunked`);
+  }
+  for (let i = 0; i < codings.length - 1; i++) {
+    const coding = codings[i]!;
+    if (coding === 'chunked') fail('NSGI_CHUNKED_TWICE', 400, `Transfer-Encoding ${quote(value)} applies chunked twice`);
+    const name = coding.split(';')[0]!.trim();
+    if (!/^[!#$%&'*+\-.^_`|~0-9a-z]+$/.test(name)) {
+      fail('NSGI_BAD_TRANSFER_ENCODING', 400, `invalid Transfer-Encoding ${quote(value)}`);
+    }
+    fail('NSGI_UNSUPPORTED_TRANSFER_CODING', 501, `transfer coding ${quote(name)} is not supported`);
+  }
+}
+
+/** parseChunkSize reads `chunk-size [ chunk-ext ]` (RFC 9112 §7.1) from one line without CRLF. */
+function parseChunkSize(buf: Buffer, start: number, end: number): number {
+  let i = start;
+  let size = 0;
+  let digits = 0;
+  while (i < end) {
+    const v = HEX[buf[i]!]!;
+    if (v === 255) break;
+    if (size !== 0 || v !== 0) digits++;
+    // 13 significant hex digits stay below 2^53, so the arithmetic below is exact.
+    if (digits > 13) fail('NSGI_CHUNK_SIZE_OVERFLOW', 400, 'chunk size too large');
+    size = size * 16 + v;
+    i++;
+  }
+  if (i === start) {
+    fail('NSGI_BAD_CHUNK_SIZE', 400, `invalid chunk size line ${quote(buf.toString('latin1', start, end))}`);
+  }
+  if (i < end && !CHUNK_EXT.test(buf.toString('latin1', i, end))) {
+    fail('NSGI_BAD_CHUNK_EXTENSION', 400, `invalid chunk size line ${quote(buf.toString('latin1', start, end))}`);
+  }
+  return size;
+}

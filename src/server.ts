@@ -1,0 +1,549 @@
+/**
+ * The node:net driver: it accepts sockets, feeds their bytes to an {@link Http1Connection}, runs
+ * an {@link Exchange} per request, writes what the connection produces, and owns the timers and
+ * the closing of sockets. It knows nothing of any particular app.
+ */
+import net from 'node:net';
+import type { App, ErrorStream } from '../protocol/nsgi.ts';
+import { RequestInput } from './body.ts';
+import { buildEnviron, type ConnectionInfo } from './environ.ts';
+import { ClientGoneError, ProtocolError } from './errors.ts';
+import { Exchange, type ExchangeHost } from './exchange.ts';
+import { Http1Connection } from './http1/connection.ts';
+import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
+
+/** ServeOptions configures {@link serve}. Every field is optional. */
+export interface ServeOptions {
+  /** Address to listen on; default `127.0.0.1`. */
+  host?: string;
+  /** Port to listen on; default 8000; 0 picks a free port. */
+  port?: number;
+  /** Receives one combined-log-format line per response; no access log when absent. */
+  accessLog?: (line: string) => void;
+  /** Where app errors and server diagnostics go (`nsgi.errors`); default stderr. */
+  errors?: ErrorStream;
+  /** The path the app is mounted at; moved from PATH_INFO to SCRIPT_NAME (SPEC §2.2). */
+  scriptName?: string;
+  /** Longest request line in bytes (414 beyond); default 8 KiB. */
+  maxRequestLineSize?: number;
+  /** Most header fields in a request (431 beyond); default 100. */
+  maxHeaderCount?: number;
+  /** Largest header block in bytes (431 beyond); default 16 KiB. */
+  maxHeaderSize?: number;
+  /** Largest request body in bytes (413 beyond); default unlimited. */
+  maxBodySize?: number;
+  /**
+   * Milliseconds an idle keep-alive connection is kept; default 5 s, as node:http. Keep it longer
+   * than the idle timeout of any proxy in front, so the proxy never reuses a connection being closed.
+   */
+  keepAliveTimeout?: number;
+  /** Milliseconds allowed to receive a complete request head (408 beyond); default 60 s, as node:http. */
+  headersTimeout?: number;
+  /** The `Server` header value; default `nsgi`; empty to send none. */
+  serverName?: string;
+  /** Sets `nsgi.multiprocess` (true when workers run the app). */
+  multiprocess?: boolean;
+}
+
+/** Server is a running nsgi server. */
+export interface Server {
+  /** The address it listens on. */
+  readonly host: string;
+  /** The port it listens on. */
+  readonly port: number;
+  /** `http://host:port`, for clients. */
+  readonly url: string;
+  /** The underlying node:net server. */
+  readonly netServer: net.Server;
+  /**
+   * close stops accepting, closes idle connections at once, lets in-flight responses finish, and
+   * resolves when every connection is closed. After `timeout` ms (default 30 s) the connections
+   * still open are destroyed.
+   */
+  close(options?: { timeout?: number }): Promise<void>;
+}
+
+/** Bytes of an unread request body the server reads and discards to keep a connection. */
+const DRAIN_LIMIT = 256 * 1024;
+/** Unparsed pipelined bytes above which the server stops reading until it catches up. */
+const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
+/** How long a closing connection keeps reading, so the client is not reset before it has read. */
+const LINGER_MS = 2000;
+
+const stderr: ErrorStream = {
+  write(message: string): void {
+    process.stderr.write(message.endsWith('\n') ? message : message + '\n');
+  },
+};
+
+interface Settings {
+  app: App;
+  limits: typeof DEFAULT_LIMITS;
+  errors: ErrorStream;
+  accessLog: ((line: string) => void) | undefined;
+  scriptName: string;
+  keepAliveTimeout: number;
+  headersTimeout: number;
+  serverName: string;
+  multiprocess: boolean;
+}
+
+/**
+ * serve runs `app` on a new HTTP/1.1 server and resolves once it is listening.
+ *
+ * ```ts
+ * const server = await serve(app, { port: 8000 });
+ * console.log(server.url);
+ * await server.close();
+ * ```
+ */
+export async function serve(app: App, options: ServeOptions = {}): Promise<Server> {
+  if (typeof app !== 'function') throw new TypeError(`serve() needs an app function, got ${typeof app}`);
+  const scriptName = (options.scriptName ?? '').replace(/\/+$/, '');
+  if (scriptName !== '' && !scriptName.startsWith('/')) throw new TypeError(`scriptName must start with "/", got ${JSON.stringify(scriptName)}`);
+  const settings: Settings = {
+    app,
+    limits: {
+      maxRequestLineSize: options.maxRequestLineSize ?? DEFAULT_LIMITS.maxRequestLineSize,
+      maxHeaderCount: options.maxHeaderCount ?? DEFAULT_LIMITS.maxHeaderCount,
+      maxHeaderSize: options.maxHeaderSize ?? DEFAULT_LIMITS.maxHeaderSize,
+      maxBodySize: options.maxBodySize ?? DEFAULT_LIMITS.maxBodySize,
+    },
+    errors: options.errors ?? stderr,
+    accessLog: options.accessLog,
+    scriptName,
+    keepAliveTimeout: options.keepAliveTimeout ?? 5_000,
+    headersTimeout: options.headersTimeout ?? 60_000,
+    serverName: options.serverName ?? 'nsgi',
+    multiprocess: options.multiprocess ?? false,
+  };
+  const connections = new Set<Connection>();
+  let closing = false;
+  const netServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    const conn = new Connection(socket, settings, connections);
+    connections.add(conn);
+  });
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    netServer.once('error', reject);
+    netServer.listen(options.port ?? 8000, host, () => {
+      netServer.off('error', reject);
+      resolve();
+    });
+  });
+  netServer.on('error', (err) => settings.errors.write(`nsgi: server error: ${err.message}`));
+  const address = netServer.address() as net.AddressInfo;
+  const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  let closed: Promise<void> | null = null;
+  return {
+    host: address.address,
+    port: address.port,
+    url: `http://${urlHost}:${address.port}`,
+    netServer,
+    close(closeOptions = {}) {
+      if (closed !== null) return closed;
+      closing = true;
+      closed = new Promise<void>((resolve) => {
+        const deadline = setTimeout(() => {
+          for (const conn of connections) conn.destroy();
+        }, closeOptions.timeout ?? 30_000);
+        // net.Server.close calls back once every connection is gone.
+        netServer.close(() => {
+          clearTimeout(deadline);
+          resolve();
+        });
+        for (const conn of connections) conn.shutdown();
+      });
+      return closed;
+    },
+  };
+}
+
+const enum Timer {
+  None,
+  Idle,
+  Head,
+  Linger,
+}
+
+/** Connection drives one socket: bytes in, exchanges run, bytes out, timers, closing. */
+class Connection implements ExchangeHost {
+  readonly http: Http1Connection;
+  readonly errors: ErrorStream;
+  gone = false;
+
+  private readonly info: ConnectionInfo;
+  private exchange: Exchange | null = null;
+  private input: RequestInput | null = null;
+  private processing = false;
+  private flushScheduled = false;
+  private pausedForInput = false;
+  private pausedForPipeline = false;
+  private peerEnded = false;
+  private shuttingDown = false;
+  private closing = false;
+  private drained = 0;
+  private drainWaiter: Promise<void> | null = null;
+  private drainResolve: (() => void) | null = null;
+  private drainReject: ((err: Error) => void) | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private timerKind = Timer.None;
+  private requestStart = 0;
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly settings: Settings,
+    private readonly registry: Set<Connection>,
+  ) {
+    this.http = new Http1Connection(settings.limits, settings.serverName);
+    this.errors = settings.errors;
+    this.info = {
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: String(socket.remotePort ?? ''),
+      localAddress: socket.localAddress ?? '',
+      localPort: String(socket.localPort ?? ''),
+      urlScheme: 'http',
+      scriptName: settings.scriptName,
+      multiprocess: settings.multiprocess,
+      errors: settings.errors,
+    };
+    socket.on('data', (data: Buffer) => this.onData(data));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', () => {
+      // 'close' follows; a reset client is an ordinary event, not a server error.
+    });
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.onDrain());
+    this.arm(Timer.Head, settings.headersTimeout);
+  }
+
+  // ---- input ------------------------------------------------------------------------------
+
+  private onData(data: Buffer): void {
+    if (this.closing) return;
+    if (this.timerKind === Timer.Idle) this.arm(Timer.None, 0);
+    this.http.receive(data);
+    this.process();
+  }
+
+  /** process turns buffered bytes into events until it needs more or must wait for a response. */
+  private process(): void {
+    if (this.processing) return;
+    this.processing = true;
+    const http = this.http;
+    try {
+      while (!this.closing) {
+        let event;
+        try {
+          event = http.nextEvent();
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          this.onProtocolError(err);
+          break;
+        }
+        if (event.kind === 'head') {
+          this.startExchange(event.head);
+        } else if (event.kind === 'data') {
+          this.drained += event.data.length;
+          const input = this.input;
+          if (input !== null && !input.abandoned && this.exchange !== null && !this.exchange.finished) {
+            this.drained = 0;
+            if (!input.push(event.data)) this.pause('input');
+          } else if (this.drained > DRAIN_LIMIT && (this.exchange === null || this.exchange.finished)) {
+            http.mustClose();
+            this.close();
+            break;
+          }
+        } else if (event.kind === 'end') {
+          this.input?.end();
+          if (!this.finishCycle()) break;
+        } else if (event.kind === 'need-data') {
+          if (http.request === null && http.buffered > 0 && this.timerKind !== Timer.Head) {
+            this.arm(Timer.Head, this.settings.headersTimeout);
+          }
+          break;
+        } else {
+          if (http.buffered > PIPELINE_HIGH_WATER_MARK) this.pause('pipeline');
+          break;
+        }
+      }
+    } finally {
+      this.processing = false;
+    }
+    // A client that has closed its side sends nothing more: once no response is under way, close.
+    if (this.peerEnded && !this.closing && (this.exchange === null || this.exchange.finished)) this.close();
+  }
+
+  private startExchange(head: RequestHead): void {
+    if (this.timerKind === Timer.Head) this.arm(Timer.None, 0);
+    this.requestStart = this.settings.accessLog === undefined ? 0 : Date.now();
+    const http = this.http;
+    if (this.shuttingDown) http.mustClose();
+    if (head.method === 'CONNECT') {
+      http.sendErrorResponse(501, 'CONNECT is not supported', true);
+      this.scheduleFlush();
+      return;
+    }
+    const input = new RequestInput(
+      {
+        firstRead: () => {
+          if (this.exchange !== null && !this.exchange.finished) {
+            http.sendContinue();
+            this.scheduleFlush();
+          }
+        },
+        resume: () => this.resume('input'),
+      },
+      head.contentLength <= 0 && !head.chunked,
+    );
+    const environ = buildEnviron(head, this.info, input, undefined as unknown as AbortSignal);
+    const exchange = new Exchange(this, environ, input);
+    environ['nsgi.signal'] = exchange.controller.signal;
+    if (head.version === 'HTTP/1.1') {
+      environ['nsgi.early_hints'] = exchange.earlyHints;
+      environ['nsgi.set_trailers'] = exchange.setTrailers;
+    }
+    this.exchange = exchange;
+    this.input = input;
+    if (this.peerEnded) exchange.clientClosed(new ClientGoneError('the client closed its side of the connection'));
+    exchange.run(this.settings.app);
+  }
+
+  /** exchangeDone is called by the exchange when its response is complete, cut, or abandoned. */
+  exchangeDone(): void {
+    if (this.settings.accessLog !== undefined && this.http.request !== null) this.logAccess();
+    const http = this.http;
+    if (this.gone || this.closing) return;
+    if (!http.requestComplete) {
+      // The app answered without reading the whole body. A client still waiting for 100 Continue
+      // may never send it, and a large rest is not worth reading: close. Otherwise read and
+      // discard the rest so that it never becomes the next request.
+      const req = http.request!;
+      if (http.awaitingContinue || this.peerEnded || (req.contentLength > DRAIN_LIMIT && !req.chunked)) http.mustClose();
+      if (!http.keepAliveRequested || http.responseState === 'closed') {
+        this.close();
+        return;
+      }
+      this.input?.return();
+      this.resume('input');
+      this.drained = 0;
+      return;
+    }
+    if (!this.processing) {
+      if (this.finishCycle()) this.process();
+    }
+  }
+
+  /**
+   * finishCycle ends an exchange whose request and response are both done: on to the next
+   * request if the connection may be reused, else close. It returns true when processing may go on.
+   */
+  private finishCycle(): boolean {
+    const ex = this.exchange;
+    const http = this.http;
+    if (ex !== null && !ex.finished) return false;
+    if (http.responseState === 'closed') return false;
+    if (http.responseState !== 'done') return false;
+    if (!http.shouldReuseConnection() || this.shuttingDown) {
+      this.close();
+      return false;
+    }
+    http.nextCycle();
+    this.exchange = null;
+    this.input = null;
+    this.drained = 0;
+    this.resume('pipeline');
+    if (http.buffered === 0) this.arm(Timer.Idle, this.settings.keepAliveTimeout);
+    return true;
+  }
+
+  private onProtocolError(err: ProtocolError): void {
+    const ex = this.exchange;
+    this.http.mustClose();
+    if (ex !== null && !ex.finished) {
+      // The body went bad while the app runs: its reads fail with the error, and if it does not
+      // answer, the error's status is sent (Exchange.fail).
+      this.input?.fail(err);
+      this.socket.pause();
+      return;
+    }
+    this.http.rejectRequest(err);
+    if (this.settings.accessLog !== undefined) this.logAccess(err);
+    this.close();
+  }
+
+  private onEnd(): void {
+    this.peerEnded = true;
+    const ex = this.exchange;
+    if (ex !== null && !ex.finished) {
+      ex.clientClosed(new ClientGoneError('the client closed its side of the connection'));
+      return;
+    }
+    if (!this.processing && !this.closing) this.close();
+  }
+
+  private onClose(): void {
+    this.gone = true;
+    this.arm(Timer.None, 0);
+    this.registry.delete(this);
+    const err = new ClientGoneError();
+    this.exchange?.abort(err);
+    if (this.drainReject !== null) {
+      const reject = this.drainReject;
+      this.drainWaiter = this.drainResolve = this.drainReject = null;
+      reject(err);
+    }
+  }
+
+  private pause(why: 'input' | 'pipeline'): void {
+    if (why === 'input') this.pausedForInput = true;
+    else this.pausedForPipeline = true;
+    this.socket.pause();
+  }
+
+  private resume(why: 'input' | 'pipeline'): void {
+    if (why === 'input') this.pausedForInput = false;
+    else this.pausedForPipeline = false;
+    if (!this.pausedForInput && !this.pausedForPipeline && !this.closing) this.socket.resume();
+  }
+
+  // ---- output -----------------------------------------------------------------------------
+
+  scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    process.nextTick(flushTick, this);
+  }
+
+  flushNow(): boolean {
+    this.flushScheduled = false;
+    const socket = this.socket;
+    if (this.gone || socket.writableEnded) {
+      this.http.out.take();
+      return false;
+    }
+    const parts = this.http.out.take();
+    if (parts.length === 1) return socket.write(parts[0]!);
+    if (parts.length === 0) return !socket.writableNeedDrain;
+    socket.cork();
+    for (let i = 0; i < parts.length; i++) socket.write(parts[i]!);
+    socket.uncork();
+    return !socket.writableNeedDrain;
+  }
+
+  waitForDrain(): Promise<void> {
+    if (this.gone) return Promise.reject(new ClientGoneError());
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    if (this.drainWaiter === null) {
+      this.drainWaiter = new Promise<void>((resolve, reject) => {
+        this.drainResolve = resolve;
+        this.drainReject = reject;
+      });
+    }
+    return this.drainWaiter;
+  }
+
+  private onDrain(): void {
+    const resolve = this.drainResolve;
+    if (resolve !== null) {
+      this.drainWaiter = this.drainResolve = this.drainReject = null;
+      resolve();
+    }
+  }
+
+  cut(): void {
+    if (this.http.responseState !== 'closed') this.http.cut();
+    this.close();
+  }
+
+  // ---- closing ----------------------------------------------------------------------------
+
+  /** close flushes what is pending, ends the socket, and reads on briefly before destroying it. */
+  private close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.flushNow();
+    const socket = this.socket;
+    if (this.gone) return;
+    socket.end();
+    // Lingering close (RFC 9112 §9.6): keep reading, and discarding, until the client closes too,
+    // so that unread request bytes do not make the kernel reset the connection before the client
+    // has read the response.
+    socket.resume();
+    if (this.peerEnded) socket.destroySoon();
+    this.arm(Timer.Linger, LINGER_MS);
+  }
+
+  /** shutdown is a server close(): idle connections close now, busy ones after their response. */
+  shutdown(): void {
+    this.shuttingDown = true;
+    this.http.mustClose();
+    if (this.exchange === null && this.http.idle) this.close();
+  }
+
+  /** destroy closes the socket at once. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private arm(kind: Timer, ms: number): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.timerKind = kind;
+    if (kind === Timer.None || ms <= 0 || !Number.isFinite(ms)) return;
+    this.timer = setTimeout(onTimer, ms, this, kind);
+    this.timer.unref();
+  }
+
+  /** onTimeout acts on the timer that fired. */
+  onTimeout(kind: Timer): void {
+    this.timer = null;
+    this.timerKind = Timer.None;
+    if (kind === Timer.Linger || kind === Timer.Idle) {
+      this.socket.destroy();
+    } else if (kind === Timer.Head && this.exchange === null) {
+      if (this.http.idle) {
+        this.socket.destroy();
+        return;
+      }
+      this.http.rejectRequest(new ProtocolError('NSGI_HEADERS_TIMEOUT', 408, 'request head not received in time'));
+      this.close();
+    }
+  }
+
+  private logAccess(err?: ProtocolError): void {
+    const http = this.http;
+    const req = http.request;
+    const environ = this.exchange?.environ;
+    const status = err?.status ?? http.statusCode;
+    const line = req === null ? '-' : `${req.method} ${req.target} ${req.version}`;
+    const referer = (environ?.HTTP_REFERER as string | undefined) ?? '-';
+    const agent = (environ?.HTTP_USER_AGENT as string | undefined) ?? '-';
+    const ms = this.requestStart === 0 ? 0 : Date.now() - this.requestStart;
+    this.settings.accessLog!(
+      `${this.info.remoteAddress} - - [${clfDate(new Date())}] ${JSON.stringify(line)} ${status || '-'} ${http.bodyBytes || '-'} ${JSON.stringify(referer)} ${JSON.stringify(agent)} ${ms}ms`,
+    );
+  }
+}
+
+function flushTick(conn: Connection): void {
+  conn.flushNow();
+}
+
+function onTimer(conn: Connection, kind: Timer): void {
+  conn.onTimeout(kind);
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** clfDate formats a time as the Common Log Format does: `25/Nov/2026:09:00:00 +0000`. */
+function clfDate(d: Date): string {
+  const p = (n: number): string => String(n).padStart(2, '0');
+  return `${p(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} +0000`;
+}
