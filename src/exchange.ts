@@ -70,7 +70,7 @@ export class Exchange {
 
   /** startResponse is the function handed to the app (SPEC §4). */
   readonly startResponse: StartResponse = (status, headers, excInfo) => {
-    if (excInfo !== undefined && excInfo !== null) {
+    if (excInfo !== undefined) {
       // SPEC §4.4: once the head is on the wire it cannot be taken back.
       if (this.headSent) throw excInfo;
     } else if (this.started) {
