@@ -75,9 +75,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
   { name: 'access-log', help: 'print one combined-log-format line per response to stdout' },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
-  { name: 'keep-alive-timeout', value: 'SECONDS', help: 'close a keep-alive connection idle this long (default: the server\'s)' },
-  { name: 'headers-timeout', value: 'SECONDS', help: 'close a connection whose request head takes longer (default: the server\'s)' },
-  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: the server\'s)' },
+  { name: 'keep-alive-timeout', value: 'SECONDS', help: 'close a keep-alive connection idle this long (default 5)' },
+  { name: 'headers-timeout', value: 'SECONDS', help: 'answer 408 and close if a request head takes longer (default 60)' },
+  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: no limit)' },
   { name: 'help', short: 'h', help: 'show this help and exit' },
   { name: 'version', help: 'print the version and exit' },
 ];
@@ -87,15 +87,19 @@ export interface ServeCommand {
   readonly command: 'serve';
   /** The app argument as given: `path/to/module.ts` or `path/to/module.ts:export`. */
   readonly target: string;
+  /** The interface to bind. */
   readonly host: string;
+  /** The port to bind; 0 for any free one. */
   readonly port: number;
+  /** Whether to print an access-log line per response. */
   readonly accessLog: boolean;
   /** The mount path without a trailing slash, `''` at the root. */
   readonly rootPath: string;
-  /** Milliseconds, when given. */
+  /** The keep-alive idle timeout in milliseconds, when given. */
   readonly keepAliveTimeout?: number;
-  /** Milliseconds, when given. */
+  /** The request-head timeout in milliseconds, when given. */
   readonly headersTimeout?: number;
+  /** The largest request body in bytes, when given. */
   readonly maxBodySize?: number;
 }
 

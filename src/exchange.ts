@@ -68,8 +68,17 @@ export class Exchange {
     readonly input: RequestInput,
   ) {}
 
+  // The functions handed to the app are bound methods rather than arrow-function fields: they
+  // are made for every request, and bound functions skip the name bookkeeping that the
+  // TypeScript loader adds to every named function expression.
+
   /** startResponse is the function handed to the app (SPEC §4). */
-  readonly startResponse: StartResponse = (status, headers, excInfo) => {
+  readonly startResponse: StartResponse = this.startResponseImpl.bind(this);
+
+  /** write is the push-style channel returned by startResponse (SPEC §4.5). */
+  readonly write: Write = makeWrite(this);
+
+  private startResponseImpl(status: string, headers: HeaderList, excInfo?: unknown): Write {
     if (excInfo !== undefined) {
       // SPEC §4.4: once the head is on the wire it cannot be taken back.
       if (this.headSent) throw excInfo;
@@ -86,44 +95,42 @@ export class Exchange {
     this.trailerBlock = '';
     this.wantChunked = false;
     return this.write;
-  };
+  }
 
-  /** write is the push-style channel returned by startResponse (SPEC §4.5). */
-  readonly write: Write = Object.assign(
-    (chunk: Chunk): Promise<void> => {
-      if (this.finished) {
-        return Promise.reject(
-          this.host.gone
-            ? new ClientGoneError()
-            : new AppError('NSGI_WRITE_AFTER_END', 'write() called after the response ended (SPEC §4.5)'),
-        );
-      }
-      try {
-        this.releaseHeld();
-        return this.send(chunk) ? RESOLVED : this.host.waitForDrain();
-      } catch (err) {
-        this.fail(err);
-        return Promise.reject(err);
-      }
-    },
-    {
-      flushHead: (): void => {
-        if (!this.started) throw new AppError('NSGI_FLUSH_BEFORE_START', 'flushHead() called before startResponse');
-        if (this.headSent || this.finished) return;
-        this.emitHead(-1);
-        this.host.flushNow();
-      },
-    },
-  );
+  /** writeChunk is `write(chunk)`. */
+  writeChunk(chunk: Chunk): Promise<void> {
+    if (this.finished) {
+      return Promise.reject(
+        this.host.gone
+          ? new ClientGoneError()
+          : new AppError('NSGI_WRITE_AFTER_END', 'write() called after the response ended (SPEC §4.5)'),
+      );
+    }
+    try {
+      this.releaseHeld();
+      return this.send(chunk) ? RESOLVED : this.host.waitForDrain();
+    } catch (err) {
+      this.fail(err);
+      return Promise.reject(err);
+    }
+  }
+
+  /** flushHead is `write.flushHead()` (SPEC §4.6). */
+  flushHead(): void {
+    if (!this.started) throw new AppError('NSGI_FLUSH_BEFORE_START', 'flushHead() called before startResponse');
+    if (this.headSent || this.finished) return;
+    this.emitHead(-1);
+    this.host.flushNow();
+  }
 
   /** earlyHints sends a 103 response (SPEC §7.1). */
-  earlyHints = (headers: HeaderList): void => {
+  earlyHints(headers: HeaderList): void {
     if (this.headSent || this.finished) return;
     if (this.host.http.sendEarlyHints(prepareHeaders(headers).block)) this.host.flushNow();
-  };
+  }
 
   /** setTrailers records trailers for a chunked body (SPEC §7.2). */
-  setTrailers = (trailers: HeaderList): boolean => {
+  setTrailers(trailers: HeaderList): boolean {
     const block = prepareHeaders(trailers).block;
     const http = this.host.http;
     let chunked: boolean;
@@ -139,7 +146,7 @@ export class Exchange {
     }
     if (chunked) this.trailerBlock = block;
     return chunked;
-  };
+  }
 
   /** run calls the app and pumps its body to the end. It never throws. */
   run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>): void {
@@ -390,6 +397,12 @@ export class Exchange {
     const what = err instanceof Error ? (err.stack ?? err.message) : describe(err);
     this.host.errors.write(`nsgi: error while closing the body iterator: ${what}`);
   }
+}
+
+function makeWrite(exchange: Exchange): Write {
+  const write = exchange.writeChunk.bind(exchange) as Write;
+  write.flushHead = exchange.flushHead.bind(exchange);
+  return write;
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {

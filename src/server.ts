@@ -192,6 +192,7 @@ class Connection implements ExchangeHost {
   private drainReject: ((err: Error) => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private timerKind = Timer.None;
+  private timerMs = 0;
   private requestStart = 0;
 
   constructor(
@@ -304,8 +305,8 @@ class Connection implements ExchangeHost {
     const exchange = new Exchange(this, environ, input);
     environ['nsgi.signal'] = exchange.controller.signal;
     if (head.version === 'HTTP/1.1') {
-      environ['nsgi.early_hints'] = exchange.earlyHints;
-      environ['nsgi.set_trailers'] = exchange.setTrailers;
+      environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
+      environ['nsgi.set_trailers'] = exchange.setTrailers.bind(exchange);
     }
     this.exchange = exchange;
     this.input = input;
@@ -388,7 +389,8 @@ class Connection implements ExchangeHost {
 
   private onClose(): void {
     this.gone = true;
-    this.arm(Timer.None, 0);
+    this.timerKind = Timer.None;
+    if (this.timer !== null) clearTimeout(this.timer);
     this.registry.delete(this);
     const err = new ClientGoneError();
     this.exchange?.abort(err);
@@ -490,20 +492,26 @@ class Connection implements ExchangeHost {
     this.socket.destroy();
   }
 
+  /**
+   * arm sets the connection's one timer. Disarming only forgets the kind, so the usual
+   * request-response-idle rhythm costs a `refresh()` per request rather than a new timer.
+   */
   private arm(kind: Timer, ms: number): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
     this.timerKind = kind;
-    if (kind === Timer.None || ms <= 0 || !Number.isFinite(ms)) return;
-    this.timer = setTimeout(onTimer, ms, this, kind);
+    if (kind === Timer.None) return;
+    if (this.timer !== null && this.timerMs === ms) {
+      this.timer.refresh();
+      return;
+    }
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timerMs = ms;
+    this.timer = setTimeout(onTimer, ms, this);
     this.timer.unref();
   }
 
-  /** onTimeout acts on the timer that fired. */
-  onTimeout(kind: Timer): void {
-    this.timer = null;
+  /** onTimeout acts on the timer that fired, if it is still wanted. */
+  onTimeout(): void {
+    const kind = this.timerKind;
     this.timerKind = Timer.None;
     if (kind === Timer.Linger || kind === Timer.Idle) {
       this.socket.destroy();
@@ -536,8 +544,8 @@ function flushTick(conn: Connection): void {
   conn.flushNow();
 }
 
-function onTimer(conn: Connection, kind: Timer): void {
-  conn.onTimeout(kind);
+function onTimer(conn: Connection): void {
+  conn.onTimeout();
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];

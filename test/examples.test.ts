@@ -152,8 +152,14 @@ describe('stream', () => {
     // A server that pushed instead of pulling would race through the whole GiB meanwhile.
     await new Promise((resolve) => setTimeout(resolve, 500));
     await reader.cancel();
-    const line = await waitFor(() => served.errors.find((l) => l.startsWith('stream: stopped early')), 5000, 'the generator\'s finally');
-    const pulled = Number(/stopped early, ([\d.]+) of 1024 MiB/.exec(line)?.[1]);
+    const finished = (): RegExpExecArray | undefined => {
+      for (const line of served.errors) {
+        const match = /^stream: stopped early, ([\d.]+) of 1024 MiB pulled$/.exec(line);
+        if (match) return match;
+      }
+      return undefined;
+    };
+    const pulled = Number((await waitFor(finished, 5000, 'the generator\'s finally'))[1]);
     // What the socket buffers and fetch's stream hold, a few MiB; far from 1024.
     expect(pulled).toBeGreaterThanOrEqual(1);
     expect(pulled).toBeLessThan(64);
@@ -248,10 +254,11 @@ describe('upload', () => {
   it('answers curl -T with Expect: 100-continue, sending 100 when the app reads', async () => {
     // --expect100-timeout 30: if the server never sent 100 Continue, curl would wait 30 s first.
     const startedAt = Date.now();
-    const result = await curl(['-sS', '-T', file, '-H', 'Expect: 100-continue', '--expect100-timeout', '30', '-w', '\n%{http_code}', `${served.url}/`]);
+    const result = await curl(['-sS', '-T', file, '-H', 'Expect: 100-continue', '--expect100-timeout', '30', '-w', '%{http_code}', `${served.url}/`]);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
-    const [json, status] = result.stdout.trim().split('\n');
+    // The JSON ends with a newline, then -w appends the status code.
+    const [json, status] = result.stdout.split('\n');
     expect(status).toBe('200');
     expect(JSON.parse(json as string)).toEqual({ bytes: data.length, sha256: sha256(data) });
     expect(Date.now() - startedAt).toBeLessThan(10_000);
