@@ -9,7 +9,7 @@ import { RequestInput } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
 import { ClientGoneError, ProtocolError } from './errors.ts';
 import { Exchange, type ExchangeHost } from './exchange.ts';
-import { Http1Connection } from './http1/connection.ts';
+import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
@@ -63,8 +63,6 @@ export interface Server {
   close(options?: { timeout?: number }): Promise<void>;
 }
 
-/** Bytes of an unread request body the server reads and discards to keep a connection. */
-const DRAIN_LIMIT = 256 * 1024;
 /** Unparsed pipelined bytes above which the server stops reading until it catches up. */
 const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
@@ -254,7 +252,7 @@ class Connection implements ExchangeHost {
           if (input !== null && !input.abandoned && this.exchange !== null && !this.exchange.finished) {
             this.drained = 0;
             if (!input.push(event.data)) this.pause('input');
-          } else if (this.drained > DRAIN_LIMIT && (this.exchange === null || this.exchange.finished)) {
+          } else if (this.drained > MAX_DRAIN_BYTES && (this.exchange === null || this.exchange.finished)) {
             http.mustClose();
             this.close();
             break;
@@ -323,8 +321,7 @@ class Connection implements ExchangeHost {
       // The app answered without reading the whole body. A client still waiting for 100 Continue
       // may never send it, and a large rest is not worth reading: close. Otherwise read and
       // discard the rest so that it never becomes the next request.
-      const req = http.request!;
-      if (http.awaitingContinue || this.peerEnded || (req.contentLength > DRAIN_LIMIT && !req.chunked)) http.mustClose();
+      if (this.peerEnded || !http.canKeepAfterUnreadBody()) http.mustClose();
       if (!http.keepAliveRequested || http.responseState === 'closed') {
         this.close();
         return;
@@ -471,12 +468,17 @@ class Connection implements ExchangeHost {
     this.flushNow();
     const socket = this.socket;
     if (this.gone) return;
+    const http = this.http;
+    const unread = http.buffered > 0 || (http.request !== null && !http.requestComplete);
+    if (!unread || this.peerEnded) {
+      socket.destroySoon();
+      return;
+    }
+    // Lingering close (RFC 9112 §9.6): the client may still be sending; keep reading, and
+    // discarding, for a while, so that its unread bytes do not make our kernel reset the
+    // connection before the client has read the response.
     socket.end();
-    // Lingering close (RFC 9112 §9.6): keep reading, and discarding, until the client closes too,
-    // so that unread request bytes do not make the kernel reset the connection before the client
-    // has read the response.
     socket.resume();
-    if (this.peerEnded) socket.destroySoon();
     this.arm(Timer.Linger, LINGER_MS);
   }
 

@@ -32,6 +32,12 @@ import {
 export type ResponseState = 'idle' | 'sending' | 'done' | 'closed';
 type ResponseMove = 'head' | 'data' | 'end' | 'error' | 'cut' | 'next';
 
+/**
+ * MAX_DRAIN_BYTES is how much of a request body the app left unread the server will read and
+ * discard to keep the connection; a longer rest costs more than a new connection.
+ */
+export const MAX_DRAIN_BYTES = 256 * 1024;
+
 const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, ResponseState>>> = {
   idle: { head: 'sending', error: 'done', cut: 'closed' },
   sending: { data: 'sending', end: 'done', cut: 'closed' },
@@ -134,6 +140,17 @@ export class Http1Connection {
     return this.request !== null && this.request.expectContinue && !this.continueSent && !this.requestComplete;
   }
 
+  /**
+   * canKeepAfterUnreadBody tells whether the connection can survive a response sent before the
+   * request body was read: not if the client still waits for 100 Continue (it may never send the
+   * body), nor if more than MAX_DRAIN_BYTES would have to be read and thrown away.
+   */
+  canKeepAfterUnreadBody(): boolean {
+    const req = this.request;
+    if (req === null || this.requestComplete || (req.contentLength <= 0 && !req.chunked)) return true;
+    return !this.awaitingContinue && (req.chunked || req.contentLength <= MAX_DRAIN_BYTES);
+  }
+
   /** sendEarlyHints writes a `103 Early Hints` interim response (RFC 8297), if still possible. */
   sendEarlyHints(block: string): boolean {
     if (this.responseState !== 'idle' || this.request?.version !== 'HTTP/1.1') return false;
@@ -163,7 +180,8 @@ export class Http1Connection {
     } else if (framing === Framing.Chunked) {
       head += 'Transfer-Encoding: chunked\r\n';
     }
-    if (framing === Framing.Close || headers.close) this.keepAlive = false;
+    // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
+    if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
     if (!this.keepAlive) head += 'Connection: close\r\n';
     else if (!http11) head += 'Connection: keep-alive\r\n';
     this.out.latin1(head + '\r\n');

@@ -1,0 +1,549 @@
+/**
+ * The nsgi contract as the real server carries it out: the lazy head and exc_info, `write()` and
+ * `flushHead()`, what happens to each kind of app error, the iterator's `return()` called exactly
+ * once whatever ends the body, `nsgi.signal`, and `nsgi.input` streaming. Every test runs the
+ * server on an ephemeral loopback port and talks to it with fetch or raw bytes.
+ */
+
+import { createHash, randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { App, Chunk, Environ } from '../protocol/nsgi.ts';
+import {
+  RawClient,
+  cleanup,
+  finalResponses,
+  header,
+  parseResponses,
+  rawRequest,
+  reqBytes,
+  sleep,
+  startServer,
+  untilResponses,
+  waitUntil,
+} from './helpers/server.ts';
+
+afterEach(cleanup);
+
+const GET = 'GET / HTTP/1.1\nHost: t\n\n';
+
+/** sha256 hashes bytes to hex. */
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** hashApp reads the whole request body and answers with its length and sha256. */
+const hashApp: App = async function* (environ: Environ, startResponse) {
+  const hash = createHash('sha256');
+  let n = 0;
+  for await (const part of environ['nsgi.input']) {
+    hash.update(part);
+    n += part.length;
+  }
+  startResponse('200 OK', [['Content-Type', 'text/plain']]);
+  yield `${n} ${hash.digest('hex')}`;
+};
+
+describe('lazy head and exc_info', () => {
+  it('replaces a 200 with the 500 page of an app that catches its error before the first chunk', async () => {
+    const { url } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain'], ['X-Planned', 'yes']]);
+      return (function* () {
+        try {
+          throw new Error('database down');
+        } catch (err) {
+          startResponse('500 Internal Server Error', [['Content-Type', 'text/html']], err);
+          yield '<h1>Sorry</h1>';
+        }
+      })();
+    });
+    const res = await fetch(url);
+    expect(res.status).toBe(500);
+    expect(res.headers.get('content-type')).toBe('text/html');
+    expect(res.headers.get('x-planned')).toBeNull();
+    expect(await res.text()).toBe('<h1>Sorry</h1>');
+  });
+
+  it.each(['plain app', 'async app', 'sync generator', 'async generator'])('answers 500 and logs when a %s throws after startResponse, before the first chunk', async (kind) => {
+    const app: App = (_env, startResponse) => {
+      startResponse('200 OK', []);
+      if (kind === 'plain app') throw new Error('boom before the body');
+      if (kind === 'async app') {
+        return sleep(10).then(() => {
+          throw new Error('boom before the body');
+        });
+      }
+      if (kind === 'sync generator') {
+        return (function* (): Generator<Chunk> {
+          throw new Error('boom before the body');
+        })();
+      }
+      return (async function* (): AsyncGenerator<Chunk> {
+        await sleep(10);
+        throw new Error('boom before the body');
+      })();
+    };
+    const { url, errors } = await startServer(app);
+    const res = await fetch(url);
+    expect(res.status).toBe(500);
+    expect(await res.text()).not.toContain('boom');
+    expect(errors.some((m) => m.includes('boom before the body'))).toBe(true);
+  });
+
+  it.each(['sync', 'async'])(
+    'sends the head and the first chunk and then cuts without a terminator when a %s generator throws after it',
+    async (kind) => {
+      const { port, errors } = await startServer((_env, startResponse) => {
+        startResponse('200 OK', []);
+        if (kind === 'sync') {
+          return (function* () {
+            yield 'first';
+            throw new Error('boom mid-body');
+          })();
+        }
+        return (async function* () {
+          yield 'first';
+          await sleep(20);
+          throw new Error('boom mid-body');
+        })();
+      });
+      const res = await rawRequest(port, GET, { timeout: 3000 });
+      expect(res.closed).toBe(true);
+      const [r] = parseResponses(res.data);
+      expect(r?.status).toBe(200);
+      expect(header(r!, 'transfer-encoding')).toBe('chunked');
+      expect(res.text.slice(r!.head.length)).toBe('5\r\nfirst\r\n');
+      expect(res.text).not.toContain('0\r\n\r\n');
+      expect(errors.some((m) => m.includes('boom mid-body'))).toBe(true);
+    },
+  );
+
+  it('answers 500 when startResponse is called twice without excInfo', async () => {
+    let thrown: unknown;
+    const { url, errors } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      try {
+        startResponse('201 Created', []);
+      } catch (err) {
+        thrown = err;
+        throw err;
+      }
+      return ['unreachable'];
+    });
+    const res = await fetch(url);
+    expect(res.status).toBe(500);
+    expect(thrown).toBeInstanceOf(Error);
+    expect(errors.length).toBeGreaterThan(0);
+  });
+
+  it('rethrows excInfo to the app when the head has already been sent', async () => {
+    let caught: unknown = 'nothing caught';
+    const original = new Error('late failure');
+    const { url } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      return (async function* () {
+        yield 'first;';
+        try {
+          startResponse('500 Internal Server Error', [], original);
+        } catch (err) {
+          caught = err;
+        }
+        yield 'after';
+      })();
+    });
+    const res = await fetch(url);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('first;after');
+    expect(caught).toBe(original);
+  });
+
+  it('answers 500 when the body yields a chunk before startResponse', async () => {
+    const { url, errors } = await startServer(() => ['no start']);
+    const res = await fetch(url);
+    expect(res.status).toBe(500);
+    expect(await res.text()).not.toContain('no start');
+    expect(errors.length).toBeGreaterThan(0);
+  });
+
+  it('answers 500 when the app returns a string', async () => {
+    const { url, errors } = await startServer(((_env: Environ, startResponse: Parameters<App>[1]) => {
+      startResponse('200 OK', []);
+      return 'just a string';
+    }) as unknown as App);
+    const res = await fetch(url);
+    expect(res.status).toBe(500);
+    expect(await res.text()).not.toContain('just a string');
+    expect(errors.some((m) => m.includes('string'))).toBe(true);
+  });
+
+  it('answers 500 for a header value with CRLF and never puts it on the wire', async () => {
+    const { port, errors } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', [['X-Evil', 'a\r\nX-Injected: 1']]);
+      return ['hi'];
+    });
+    const res = await rawRequest(port, GET, { until: untilResponses(1) });
+    const [r] = finalResponses(res.data);
+    expect(r?.status).toBe(500);
+    expect(res.text).not.toContain('X-Injected');
+    expect(res.text).not.toContain('X-Evil');
+    expect(errors.length).toBeGreaterThan(0);
+  });
+
+  it('serves an async app that returns a Promise of a body', async () => {
+    const { url } = await startServer(async (_env, startResponse) => {
+      await sleep(20);
+      startResponse('200 OK', []);
+      return ['async ', 'app'];
+    });
+    const res = await fetch(url);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('async app');
+  });
+
+  it('serves an object whose Symbol.asyncIterator is an async generator', async () => {
+    const { url } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      return {
+        async *[Symbol.asyncIterator]() {
+          yield 'from ';
+          await sleep(5);
+          yield Buffer.from('an object');
+        },
+      };
+    });
+    const res = await fetch(url);
+    expect(await res.text()).toBe('from an object');
+  });
+
+  it('serves an array body of strings and bytes', async () => {
+    const { url } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      return ['a', Buffer.from('b'), new Uint8Array([0x63]), ''];
+    });
+    const res = await fetch(url);
+    expect(await res.text()).toBe('abc');
+  });
+});
+
+describe('write() and flushHead()', () => {
+  it('sends what the app pushes with write()', async () => {
+    const { url } = await startServer(async (_env, startResponse) => {
+      const write = startResponse('200 OK', []);
+      await write('a');
+      await write(Buffer.from('b'));
+      return [];
+    });
+    const res = await fetch(url);
+    expect(await res.text()).toBe('ab');
+  });
+
+  it('sends write() data before the chunks of the returned body', async () => {
+    const { url } = await startServer(async (_env, startResponse) => {
+      const write = startResponse('200 OK', []);
+      await write('pushed;');
+      return (async function* () {
+        yield 'pulled;';
+        yield 'end';
+      })();
+    });
+    const res = await fetch(url);
+    expect(await res.text()).toBe('pushed;pulled;end');
+  });
+
+  it('holds the head until the first chunk when the app does not flush it', async () => {
+    const { url } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      return (async function* () {
+        await sleep(500);
+        yield 'late';
+      })();
+    });
+    const t0 = Date.now();
+    const res = await fetch(url);
+    const tHead = Date.now();
+    expect(await res.text()).toBe('late');
+    expect(tHead - t0).toBeGreaterThanOrEqual(400);
+  });
+
+  it('sends the head at once on flushHead(), well before the first chunk', async () => {
+    const { url } = await startServer((_env, startResponse) => {
+      const write = startResponse('200 OK', [['Content-Type', 'text/event-stream']]);
+      return (async function* () {
+        write.flushHead();
+        await sleep(500);
+        yield 'data: late\n\n';
+      })();
+    });
+    const t0 = Date.now();
+    const res = await fetch(url);
+    const tHead = Date.now();
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const text = await res.text();
+    const tBody = Date.now();
+    expect(text).toBe('data: late\n\n');
+    expect(tBody - tHead).toBeGreaterThanOrEqual(300);
+    expect(tHead - t0).toBeLessThan(tBody - t0 - 300);
+  });
+});
+
+/** Kind is the shape of body used to watch `return()`. */
+type Kind = 'iterator' | 'generator' | 'async generator';
+
+/** Watched is a body whose `return()` calls and `finally` runs are counted. */
+interface Watched {
+  body: Iterable<Chunk> | AsyncIterable<Chunk>;
+  returns: number;
+  finallies: number;
+}
+
+/**
+ * watchedBody makes a body of `kind` that yields `chunks` (forever if `chunks` is 'forever') and
+ * throws at the end if `throwAtEnd`, counting calls to its iterator's `return()`.
+ */
+function watchedBody(kind: Kind, chunks: Chunk[] | 'forever', throwAtEnd = false): Watched {
+  const watched: Watched = { body: [], returns: 0, finallies: 0 };
+  const big = Buffer.alloc(64 * 1024, 0x61);
+  const at = (i: number): Chunk | undefined => (chunks === 'forever' ? big : chunks[i]);
+  if (kind === 'iterator') {
+    let i = 0;
+    let closed = false;
+    const iterator: Iterator<Chunk> = {
+      next() {
+        if (closed) return { done: true, value: undefined };
+        const chunk = at(i++);
+        if (chunk !== undefined) return { done: false, value: chunk };
+        if (throwAtEnd) throw new Error('iterator failed');
+        return { done: true, value: undefined };
+      },
+      return() {
+        watched.returns++;
+        if (!closed) watched.finallies++;
+        closed = true;
+        return { done: true, value: undefined };
+      },
+    };
+    watched.body = { [Symbol.iterator]: () => iterator };
+    return watched;
+  }
+  if (kind === 'generator') {
+    const gen = (function* () {
+      try {
+        for (let i = 0; ; i++) {
+          const chunk = at(i);
+          if (chunk === undefined) break;
+          yield chunk;
+        }
+        if (throwAtEnd) throw new Error('generator failed');
+      } finally {
+        watched.finallies++;
+      }
+    })();
+    const original = gen.return.bind(gen);
+    gen.return = (value) => {
+      watched.returns++;
+      return original(value);
+    };
+    watched.body = gen;
+    return watched;
+  }
+  const gen = (async function* () {
+    try {
+      for (let i = 0; ; i++) {
+        const chunk = at(i);
+        if (chunk === undefined) break;
+        yield chunk;
+      }
+      if (throwAtEnd) throw new Error('async generator failed');
+    } finally {
+      watched.finallies++;
+    }
+  })();
+  const original = gen.return.bind(gen);
+  gen.return = (value) => {
+    watched.returns++;
+    return original(value);
+  };
+  watched.body = gen;
+  return watched;
+}
+
+/** watchApp serves `make()`'s body with `status`, keeping the watched bodies. */
+function watchApp(make: () => Watched, status = '200 OK'): { app: App; bodies: Watched[] } {
+  const bodies: Watched[] = [];
+  const app: App = (_env, startResponse) => {
+    startResponse(status, []);
+    const w = make();
+    bodies.push(w);
+    return w.body;
+  };
+  return { app, bodies };
+}
+
+/** expectClosedOnce waits for the body's cleanup and checks it happened exactly once. */
+async function expectClosedOnce(bodies: Watched[]): Promise<void> {
+  expect(bodies).toHaveLength(1);
+  const w = bodies[0]!;
+  await waitUntil(() => w.returns > 0 && w.finallies > 0, 'the body to be closed', 1000);
+  await sleep(50);
+  expect(w.returns).toBe(1);
+  expect(w.finallies).toBe(1);
+}
+
+describe('return() is called exactly once', () => {
+  const kinds: Kind[] = ['iterator', 'generator', 'async generator'];
+
+  it.each(kinds)('when a %s body completes', async (kind) => {
+    const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b', 'c']));
+    const { url } = await startServer(app);
+    const res = await fetch(url);
+    expect(await res.text()).toBe('abc');
+    await expectClosedOnce(bodies);
+  });
+
+  it.each(kinds)('when a %s body throws', async (kind) => {
+    const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b'], true));
+    const { port } = await startServer(app);
+    const res = await rawRequest(port, GET, { timeout: 3000 });
+    expect(res.closed).toBe(true);
+    expect(res.text).not.toContain('0\r\n\r\n');
+    await expectClosedOnce(bodies);
+  });
+
+  it.each(kinds)('when the client disconnects in the middle of an endless %s body', async (kind) => {
+    const { app, bodies } = watchApp(() => watchedBody(kind, 'forever'));
+    const { port } = await startServer(app);
+    const client = await RawClient.connect(port);
+    client.write(GET);
+    await client.waitFor((data) => data.length > 256 * 1024, 'some of the body');
+    client.destroy();
+    await expectClosedOnce(bodies);
+  });
+
+  it.each(kinds)('for HEAD with a %s body', async (kind) => {
+    const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b', 'c']));
+    const { port } = await startServer(app);
+    const res = await rawRequest(port, 'HEAD / HTTP/1.1\nHost: t\n\n', { until: (d) => d.includes('\r\n\r\n') });
+    expect(finalResponses(res.data, { noBody: () => true })[0]?.status).toBe(200);
+    await expectClosedOnce(bodies);
+  });
+
+  it.each(kinds)('for a 204 with a %s body', async (kind) => {
+    const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b', 'c']), '204 No Content');
+    const { port } = await startServer(app);
+    const res = await rawRequest(port, `${GET}GET /2 HTTP/1.1\nHost: t\n\n`, { until: untilResponses(2) });
+    const responses = finalResponses(res.data);
+    expect(responses.map((r) => r.status)).toEqual([204, 204]);
+    expect(res.text.slice(responses[0]!.head.length, responses[0]!.head.length + 12)).toBe('HTTP/1.1 204');
+    await waitUntil(() => bodies.length === 2, 'both requests to be served');
+    bodies.pop();
+    await expectClosedOnce(bodies);
+  });
+});
+
+describe('nsgi.signal', () => {
+  it('is not aborted while the client waits, and ends a long-poll when the client leaves', async () => {
+    let signal: AbortSignal | undefined;
+    let ended = false;
+    const { port } = await startServer(async (environ, startResponse) => {
+      signal = environ['nsgi.signal'];
+      await new Promise<void>((resolve) => signal!.addEventListener('abort', () => resolve(), { once: true }));
+      ended = true;
+      startResponse('200 OK', []);
+      return ['never read'];
+    });
+    const client = await RawClient.connect(port);
+    client.write(GET);
+    await waitUntil(() => signal !== undefined, 'the app to be called');
+    await sleep(200);
+    expect(signal!.aborted).toBe(false);
+    expect(ended).toBe(false);
+    client.destroy();
+    await waitUntil(() => ended, 'the long-poll to end', 1000);
+    expect(signal!.aborted).toBe(true);
+  });
+
+  it('stays unaborted for a request that completes normally', async () => {
+    let signal: AbortSignal | undefined;
+    const { url } = await startServer((environ, startResponse) => {
+      signal = environ['nsgi.signal'];
+      startResponse('200 OK', []);
+      return ['ok'];
+    });
+    const res = await fetch(url);
+    expect(await res.text()).toBe('ok');
+    expect(signal?.aborted).toBe(false);
+  });
+});
+
+describe('nsgi.input', () => {
+  it('streams a chunked upload, decoded', async () => {
+    const { port } = await startServer(hashApp);
+    const parts = [randomBytes(10), randomBytes(70_000), randomBytes(1)];
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n');
+    for (const part of parts) {
+      client.write(Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]));
+      await sleep(20);
+    }
+    client.write('0\r\n\r\n');
+    await client.waitForResponses(1);
+    const all = Buffer.concat(parts);
+    expect(finalResponses(client.data)[0]?.body.toString()).toBe(`${all.length} ${sha256(all)}`);
+  });
+
+  it('streams a Content-Length upload sent in pieces', async () => {
+    const { port } = await startServer(hashApp);
+    const body = randomBytes(200_000);
+    const client = await RawClient.connect(port);
+    client.write(`POST / HTTP/1.1\nHost: t\nContent-Length: ${body.length}\n\n`);
+    for (let i = 0; i < body.length; i += 50_000) {
+      client.write(body.subarray(i, i + 50_000));
+      await sleep(10);
+    }
+    await client.waitForResponses(1);
+    expect(finalResponses(client.data)[0]?.body.toString()).toBe(`${body.length} ${sha256(body)}`);
+  });
+
+  it('reads a 20 MiB Content-Length body byte for byte', async () => {
+    const { url } = await startServer(hashApp);
+    const body = randomBytes(20 * 1024 * 1024);
+    const res = await fetch(url, { method: 'POST', body });
+    expect(await res.text()).toBe(`${body.length} ${sha256(body)}`);
+  });
+
+  it('reads a 20 MiB chunked body byte for byte', async () => {
+    const { url } = await startServer(hashApp);
+    const body = randomBytes(20 * 1024 * 1024);
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < body.length; i += 1024 * 1024) controller.enqueue(body.subarray(i, i + 1024 * 1024));
+        controller.close();
+      },
+    });
+    const res = await fetch(url, { method: 'POST', body: stream, duplex: 'half' } as RequestInit);
+    expect(await res.text()).toBe(`${body.length} ${sha256(body)}`);
+  });
+
+  it('drains the unread rest of a body so the next request on the connection is answered', async () => {
+    const seen: string[] = [];
+    const { port } = await startServer(async (environ, startResponse) => {
+      seen.push(environ.PATH_INFO);
+      let first = 0;
+      for await (const part of environ['nsgi.input']) {
+        first = part.length;
+        break;
+      }
+      startResponse('200 OK', []);
+      return [`${environ.PATH_INFO}:${first > 0 ? 'read' : 'empty'}`];
+    });
+    const fake = 'GET /evil HTTP/1.1\r\nHost: t\r\n\r\n'.repeat(2000);
+    const client = await RawClient.connect(port);
+    client.write(`POST /post HTTP/1.1\nHost: t\nContent-Length: ${fake.length}\n\n`);
+    client.write(Buffer.from(fake.slice(0, 1000), 'latin1'));
+    await client.waitForResponses(1);
+    client.write(Buffer.concat([Buffer.from(fake.slice(1000), 'latin1'), reqBytes('GET /next HTTP/1.1\nHost: t\n\n')]));
+    await client.waitForResponses(2);
+    await sleep(100);
+    expect(finalResponses(client.data).map((r) => r.body.toString())).toEqual(['/post:read', '/next:empty']);
+    expect(seen).toEqual(['/post', '/next']);
+  });
+});
