@@ -135,6 +135,9 @@ export class RequestParser {
   private method = '';
   private target = '';
   private version: 'HTTP/1.0' | 'HTTP/1.1' | '' = '';
+  // How far checkRequestLinePrefix got: 0 in the method, 1 in the target, 2 past it.
+  private lineStage = 0;
+  private targetStart = 0;
   private headers: Array<[string, string]> = [];
   private headerBytes = 0;
 
@@ -151,6 +154,8 @@ export class RequestParser {
   feed(data: Buffer): void {
     if (data.length === 0) return;
     if (this.pos >= this.buf.length) {
+      this.scan -= this.pos;
+      this.lineStart -= this.pos;
       this.buf = data;
       this.pos = 0;
     } else {
@@ -194,6 +199,7 @@ export class RequestParser {
     this.method = '';
     this.target = '';
     this.version = '';
+    this.lineStage = 0;
     this.headers = [];
     this.headerBytes = 0;
     this.bodyBytes = 0;
@@ -268,16 +274,15 @@ export class RequestParser {
     }
   }
 
-  /** awaitLine checks the unfinished line against the limits and its bytes, then asks for more. */
+  /**
+   * awaitLine checks the unfinished line against the limits, then asks for more. A request line
+   * whose method already holds a byte no method may contain is rejected at once, so binary
+   * garbage (a TLS handshake, say) does not wait for a line end that may never come.
+   */
   private awaitLine(): NeedData {
     const buf = this.buf;
-    for (let i = this.scan; i < buf.length; i++) {
-      const b = buf[i]!;
-      if (FIELD_VALUE[b] === 0 && b !== CR) {
-        fail('NSGI_INVALID_BYTE', 400, `invalid byte 0x${b.toString(16).padStart(2, '0')} in request head`);
-      }
-    }
-    const pending = buf.length - this.lineStart;
+    if (this.version === '' && this.lineStage < 2) this.checkRequestLinePrefix(buf);
+    const pending = unfinishedLineLength(buf, this.lineStart);
     if (this.version === '') {
       if (pending > this.limits.maxRequestLineSize) {
         fail('NSGI_REQUEST_LINE_TOO_LONG', 414, `request line exceeds ${this.limits.maxRequestLineSize} bytes`);
@@ -287,6 +292,32 @@ export class RequestParser {
     }
     this.scan = buf.length;
     return NEED_DATA;
+  }
+
+  /**
+   * checkRequestLinePrefix checks the method and target of a request line still arriving, with
+   * the same verdicts parseRequestLine gives a whole line.
+   */
+  private checkRequestLinePrefix(buf: Buffer): void {
+    for (let i = this.scan; i < buf.length; i++) {
+      const b = buf[i]!;
+      if (this.lineStage === 0) {
+        if (TOKEN[b] === 1) continue;
+        if (b === SP && i > this.lineStart) {
+          this.lineStage = 1;
+          this.targetStart = i + 1;
+          continue;
+        }
+        if (b === CR && i === this.lineStart) continue; // maybe an empty line before the request
+        fail('NSGI_BAD_METHOD', 400, `malformed request line: invalid method in ${quote(buf.toString('latin1', this.lineStart, buf.length))}`);
+      }
+      if (TARGET[b] === 1) continue;
+      if (b === SP && i > this.targetStart) {
+        this.lineStage = 2;
+        return;
+      }
+      fail('NSGI_BAD_TARGET', 400, `malformed request line: invalid request-target in ${quote(buf.toString('latin1', this.lineStart, buf.length))}`);
+    }
   }
 
   private parseRequestLine(buf: Buffer, start: number, end: number): void {
@@ -424,7 +455,7 @@ export class RequestParser {
         case State.ChunkSize: {
           const lf = buf.indexOf(LF, this.pos);
           if (lf === -1) {
-            if (buf.length - this.pos > MAX_CHUNK_LINE) fail('NSGI_CHUNK_LINE_TOO_LONG', 400, 'chunk-size line too long');
+            if (unfinishedLineLength(buf, this.pos) > MAX_CHUNK_LINE) fail('NSGI_CHUNK_LINE_TOO_LONG', 400, 'chunk-size line too long');
             return NEED_DATA;
           }
           if (lf === this.pos || buf[lf - 1] !== CR) fail('NSGI_BARE_LF', 400, 'chunk-size line ends in a bare LF');
@@ -475,7 +506,7 @@ export class RequestParser {
     for (;;) {
       const lf = buf.indexOf(LF, this.scan);
       if (lf === -1) {
-        if (this.headerBytes + buf.length - this.lineStart > this.limits.maxHeaderSize) {
+        if (this.headerBytes + unfinishedLineLength(buf, this.lineStart) > this.limits.maxHeaderSize) {
           fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
         }
         this.scan = buf.length;
@@ -498,6 +529,12 @@ export class RequestParser {
       this.trailers.push(parseField(buf, start, end));
     }
   }
+}
+
+/** unfinishedLineLength is the length of a line still arriving, not counting a CR that may end it. */
+function unfinishedLineLength(buf: Buffer, start: number): number {
+  const end = buf.length;
+  return end > start && buf[end - 1] === CR ? end - start - 1 : end - start;
 }
 
 /** parseField reads one `name: value` line (without its CRLF), RFC 9112 §5. */
