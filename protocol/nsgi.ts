@@ -3,6 +3,7 @@
  * names so that they all agree on one shape. Each type cites the section of `protocol/SPEC.md` that
  * gives its rules.
  */
+import type { Socket } from 'node:net';
 
 /** Chunk is one piece of a response body: bytes, or a string sent as UTF-8 (SPEC §3.1). */
 export type Chunk = Uint8Array | string;
@@ -78,11 +79,28 @@ export type EarlyHints = (headers: HeaderList) => void;
  */
 export type SetTrailers = (trailers: HeaderList) => boolean;
 
+/** UpgradeOptions tells the server how to switch protocols (SPEC §6.2). */
+export interface UpgradeOptions {
+  /**
+   * When given, the server writes `101 Switching Protocols` with these headers before handing
+   * the connection over. When absent, the app writes the 101 itself (the `ws` package does).
+   */
+  headers?: HeaderList;
+}
+
+/** Upgraded is what an accepted upgrade hands the app (SPEC §6.2). */
+export interface Upgraded {
+  /** The connection, paused, with none of the server's listeners or timers left on it. */
+  socket: Socket;
+  /** Bytes the client sent after the request head, to be read before anything from the socket. */
+  head: Uint8Array;
+}
+
 /**
- * Upgrade is the hook through which an app takes over an upgraded connection (SPEC §6). It is
- * present only on requests that ask for an upgrade; its full shape is defined by SPEC §6.
+ * Upgrade is the hook through which an app takes over a connection that asks to switch
+ * protocols (SPEC §6). It is present only on such requests.
  */
-export type Upgrade = (...args: never[]) => unknown;
+export type Upgrade = (options?: UpgradeOptions) => Upgraded;
 
 /**
  * Environ describes one request (SPEC §2): CGI-style keys, one `HTTP_*` key per request header,

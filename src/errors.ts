@@ -48,3 +48,14 @@ export function quote(value: string): string {
   const cut = value.length > 64 ? value.slice(0, 64) + '...' : value;
   return JSON.stringify(cut);
 }
+
+/** ServerClosingError is the reason `nsgi.signal` fires when the server shuts down. */
+export class ServerClosingError extends Error {
+  /** Always `NSGI_SERVER_CLOSING`. */
+  readonly code = 'NSGI_SERVER_CLOSING';
+
+  constructor() {
+    super('the server is shutting down');
+    this.name = 'ServerClosingError';
+  }
+}

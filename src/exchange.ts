@@ -12,7 +12,7 @@
  * stops for any other reason (error, client gone, no body allowed) the response is finished or
  * cut; either way the iterator's `return()` is called exactly once.
  */
-import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Write } from '../protocol/nsgi.ts';
+import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Upgraded, UpgradeOptions, Write } from '../protocol/nsgi.ts';
 import type { RequestInput } from './body.ts';
 import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
@@ -37,6 +37,8 @@ export interface ExchangeHost {
   cut(): void;
   /** Called once when the response is complete, cut, or abandoned. */
   exchangeDone(): void;
+  /** Hands the connection to the app (SPEC §6); writes a 101 first when `headers` are given. */
+  upgrade(headers: HeaderList | undefined): Upgraded;
 }
 
 const RESOLVED = Promise.resolve();
@@ -146,6 +148,16 @@ export class Exchange {
     }
     if (chunked) this.trailerBlock = block;
     return chunked;
+  }
+
+  /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */
+  upgrade(options?: UpgradeOptions): Upgraded {
+    if (this.finished) throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
+    if (this.headSent) throw new AppError('NSGI_UPGRADE_AFTER_HEAD', 'nsgi.upgrade() called after the response head was sent (SPEC §6.2)');
+    const upgraded = this.host.upgrade(options?.headers);
+    this.finished = true;
+    this.closeIterator();
+    return upgraded;
   }
 
   /** run calls the app and pumps its body to the end. It never throws. */

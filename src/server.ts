@@ -4,13 +4,14 @@
  * the closing of sockets. It knows nothing of any particular app.
  */
 import net from 'node:net';
-import type { App, ErrorStream } from '../protocol/nsgi.ts';
+import type { App, ErrorStream, HeaderList, Upgraded } from '../protocol/nsgi.ts';
 import { RequestInput } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
-import { ClientGoneError, ProtocolError } from './errors.ts';
+import { AppError, ClientGoneError, ProtocolError, ServerClosingError } from './errors.ts';
 import { Exchange, type ExchangeHost } from './exchange.ts';
 import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
+import { prepareHeaders } from './http1/writer.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -184,6 +185,7 @@ class Connection implements ExchangeHost {
   private peerEnded = false;
   private shuttingDown = false;
   private closing = false;
+  private upgraded = false;
   private drained = 0;
   private drainWaiter: Promise<void> | null = null;
   private drainResolve: (() => void) | null = null;
@@ -235,7 +237,7 @@ class Connection implements ExchangeHost {
     this.processing = true;
     const http = this.http;
     try {
-      while (!this.closing) {
+      while (!this.closing && !this.upgraded) {
         let event;
         try {
           event = http.nextEvent();
@@ -305,6 +307,7 @@ class Connection implements ExchangeHost {
     if (head.version === 'HTTP/1.1') {
       environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
       environ['nsgi.set_trailers'] = exchange.setTrailers.bind(exchange);
+      if (head.upgrade) environ['nsgi.upgrade'] = exchange.upgrade.bind(exchange);
     }
     this.exchange = exchange;
     this.input = input;
@@ -316,7 +319,7 @@ class Connection implements ExchangeHost {
   exchangeDone(): void {
     if (this.settings.accessLog !== undefined && this.http.request !== null) this.logAccess();
     const http = this.http;
-    if (this.gone || this.closing) return;
+    if (this.gone || this.closing || this.upgraded) return;
     if (!http.requestComplete) {
       // The app answered without reading the whole body. A client still waiting for 100 Continue
       // may never send it, and a large rest is not worth reading: close. Otherwise read and
@@ -482,11 +485,49 @@ class Connection implements ExchangeHost {
     this.arm(Timer.Linger, LINGER_MS);
   }
 
-  /** shutdown is a server close(): idle connections close now, busy ones after their response. */
+  /**
+   * shutdown is a server close(): idle connections close now, busy ones after their response.
+   * `nsgi.signal` fires so that long-lived responses (event streams, long polls, upgraded
+   * connections) can end cleanly.
+   */
   shutdown(): void {
     this.shuttingDown = true;
     this.http.mustClose();
-    if (this.exchange === null && this.http.idle) this.close();
+    const ex = this.exchange;
+    if (ex !== null && !ex.controller.signal.aborted) ex.controller.abort(new ServerClosingError());
+    if (!this.upgraded && this.exchange === null && this.http.idle) this.close();
+  }
+
+  /**
+   * upgrade hands the socket to the app (SPEC §6.2): the server's listeners and timers come off,
+   * the bytes read past the request head go with it, and the socket is left paused.
+   */
+  upgrade(headers: HeaderList | undefined): Upgraded {
+    const http = this.http;
+    const req = http.request!;
+    if (this.gone || this.closing) throw new ClientGoneError();
+    if (!http.requestComplete && (req.contentLength > 0 || req.chunked)) {
+      throw new AppError('NSGI_UPGRADE_WITH_BODY', 'nsgi.upgrade() called before the request body was read (SPEC §6.2)');
+    }
+    let head101 = '';
+    if (headers !== undefined) {
+      // Upgrade is hop-by-hop, so prepareHeaders drops it; a 101 needs it (RFC 9110 §7.8).
+      const upgrade = headers.find(([name]) => name.toLowerCase() === 'upgrade')?.[1] ?? (req.headers.find(([n]) => n.toLowerCase() === 'upgrade')?.[1] ?? '');
+      const prepared = prepareHeaders(headers);
+      head101 = `HTTP/1.1 101 Switching Protocols\r\n${prepared.block}Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`;
+    }
+    this.upgraded = true;
+    this.flushNow();
+    const socket = this.socket;
+    socket.pause();
+    socket.removeAllListeners('data');
+    socket.removeAllListeners('end');
+    socket.removeAllListeners('drain');
+    this.timerKind = Timer.None;
+    if (this.timer !== null) clearTimeout(this.timer);
+    const rest = http.takeBuffered();
+    if (head101 !== '') socket.write(head101, 'latin1');
+    return { socket, head: rest };
   }
 
   /** destroy closes the socket at once. */
