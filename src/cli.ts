@@ -21,7 +21,8 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
-import { serve } from './index.ts';
+import { SERVER_DEFAULTS, serve } from './index.ts';
+import { isWorker, runWorkers } from './cluster.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
 type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
@@ -33,10 +34,10 @@ export const EXIT_USAGE = 2;
 export const EXIT_FAILURE = 1;
 
 /** DEFAULT_HOST is the interface bound without `--host`: loopback, so nothing is exposed by accident. */
-export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_HOST = SERVER_DEFAULTS.host;
 
 /** DEFAULT_PORT is the port bound without `--port`, the same as gunicorn's and uvicorn's. */
-export const DEFAULT_PORT = 8000;
+export const DEFAULT_PORT = SERVER_DEFAULTS.port;
 
 /**
  * SHUTDOWN_TIMEOUT_MS is how long in-flight responses may take to finish after SIGINT or SIGTERM
@@ -75,8 +76,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
   { name: 'access-log', help: 'print one combined-log-format line per response to stdout' },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
-  { name: 'keep-alive-timeout', value: 'SECONDS', help: 'close a keep-alive connection idle this long (default 5)' },
-  { name: 'headers-timeout', value: 'SECONDS', help: 'answer 408 and close if a request head takes longer (default 60)' },
+  { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
+  { name: 'forwarded-allow-ips', value: 'LIST', help: 'comma-separated proxy IPs/subnets (or *) whose Forwarded/X-Forwarded-* are believed (default: none)' },
+  { name: 'keep-alive-timeout', value: 'SECONDS', help: `close a keep-alive connection idle this long (default ${SERVER_DEFAULTS.keepAliveTimeout / 1000})` },
+  { name: 'headers-timeout', value: 'SECONDS', help: `answer 408 and close if a request head takes longer (default ${SERVER_DEFAULTS.headersTimeout / 1000})` },
+  { name: 'body-timeout', value: 'SECONDS', help: `fail a request body with 408 after this long without a byte (default ${SERVER_DEFAULTS.bodyTimeout / 1000})` },
+  { name: 'send-timeout', value: 'SECONDS', help: `drop a client that reads nothing of its response this long (default ${SERVER_DEFAULTS.sendTimeout / 1000})` },
+  { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
+  { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
   { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: no limit)' },
   { name: 'help', short: 'h', help: 'show this help and exit' },
   { name: 'version', help: 'print the version and exit' },
@@ -101,6 +108,18 @@ export interface ServeCommand {
   readonly headersTimeout?: number;
   /** The largest request body in bytes, when given. */
   readonly maxBodySize?: number;
+  /** How many worker processes; 1 serves from this process. */
+  readonly workers: number;
+  /** Proxy addresses whose forwarding fields are believed. */
+  readonly forwardedAllowIps: readonly string[];
+  /** The body inactivity timeout in milliseconds, when given. */
+  readonly bodyTimeout?: number;
+  /** The send stall timeout in milliseconds, when given. */
+  readonly sendTimeout?: number;
+  /** The most connections open at once, when given. */
+  readonly maxConnections?: number;
+  /** How long a graceful shutdown waits for in-flight responses, in milliseconds. */
+  readonly gracefulTimeout: number;
 }
 
 /** CliCommand is what a command line asks for: help, the version, or serving an app. */
@@ -160,6 +179,17 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const keepAlive = values.get('keep-alive-timeout');
   const headers = values.get('headers-timeout');
   const maxBody = values.get('max-body-size');
+  const bodyTimeout = values.get('body-timeout');
+  const sendTimeout = values.get('send-timeout');
+  const maxConnections = values.get('max-connections');
+  const graceful = values.get('graceful-timeout');
+  const workers = values.has('workers') ? parseCount('workers', values.get('workers') as string) : 1;
+  const forwarded = (values.get('forwarded-allow-ips') ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
+  for (const entry of forwarded) {
+    if (entry !== '*' && !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry)) {
+      throw new CliError(`--forwarded-allow-ips: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
+    }
+  }
   return {
     command: 'serve',
     target: positionals[0] as string,
@@ -170,6 +200,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds('keep-alive-timeout', keepAlive) }),
     ...(headers !== undefined && { headersTimeout: parseSeconds('headers-timeout', headers) }),
     ...(maxBody !== undefined && { maxBodySize: parseByteCount('max-body-size', maxBody) }),
+    ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds('body-timeout', bodyTimeout) }),
+    ...(sendTimeout !== undefined && { sendTimeout: parseSeconds('send-timeout', sendTimeout) }),
+    ...(maxConnections !== undefined && { maxConnections: parseCount('max-connections', maxConnections) }),
+    workers,
+    forwardedAllowIps: forwarded,
+    gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds('graceful-timeout', graceful),
   };
 }
 
@@ -205,6 +241,14 @@ function parseByteCount(name: string, text: string): number {
   return bytes;
 }
 
+/** parseCount accepts a whole number of at least 1. */
+function parseCount(name: string, text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new CliError(`--${name} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new CliError(`--${name} is too large: ${text}`);
+  return n;
+}
+
 /**
  * parseRootPath checks a mount path and drops its trailing slashes, because SCRIPT_NAME never
  * ends with `/` (SPEC §2.2): `/api/` becomes `/api`, `/` becomes `''`.
@@ -236,8 +280,10 @@ export function helpText(): string {
     '  nsgi examples/hello.ts',
     '  nsgi --port 8080 --access-log examples/demo.ts:app',
     '',
-    'SIGINT or SIGTERM stops accepting, lets in-flight responses finish for up to',
-    `${SHUTDOWN_TIMEOUT_MS / 1000} s, and exits 0. Bad arguments exit 2; a port that cannot be bound exits 1.`,
+    'SIGINT or SIGTERM stops accepting, closes idle connections, fires nsgi.signal so that',
+    'event streams and long polls end, lets in-flight responses finish for up to the',
+    `graceful timeout, and exits 0. With --workers, the signal reaches every worker and a worker`,
+    'that crashes is replaced. Bad arguments exit 2; a port that cannot be bound exits 1.',
     '',
   ].join('\n');
 }
@@ -392,6 +438,11 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   if (command.keepAliveTimeout !== undefined) options.keepAliveTimeout = command.keepAliveTimeout;
   if (command.headersTimeout !== undefined) options.headersTimeout = command.headersTimeout;
   if (command.maxBodySize !== undefined) options.maxBodySize = command.maxBodySize;
+  if (command.bodyTimeout !== undefined) options.bodyTimeout = command.bodyTimeout;
+  if (command.sendTimeout !== undefined) options.sendTimeout = command.sendTimeout;
+  if (command.maxConnections !== undefined) options.maxConnections = command.maxConnections;
+  if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
+  if (command.workers > 1) options.multiprocess = true;
   return options;
 }
 
@@ -441,7 +492,27 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       return 0;
     }
 
-    const app = await loadApp(parseAppTarget(command.target), io.cwd ?? process.cwd());
+    const target = parseAppTarget(command.target);
+    const app = await loadApp(target, io.cwd ?? process.cwd());
+    if (command.workers > 1 && !isWorker()) {
+      // The primary loaded the app only to report a bad one once rather than once per worker;
+      // it supervises, and each worker loads the app again and serves (src/cluster.ts).
+      return await runWorkers({
+        workers: command.workers,
+        gracefulTimeout: command.gracefulTimeout,
+        stdout,
+        stderr,
+        ...(io.signal !== undefined && { signal: io.signal }),
+        listeningLine: (port) => `nsgi: listening on ${formatUrl(command.host, port)}\n`,
+      });
+    }
+    if (isWorker()) {
+      // A terminal's Ctrl-C reaches the workers as well as the primary, which then sends SIGTERM:
+      // the second signal must not kill a worker that is already draining. The primary's kill
+      // timer is the backstop.
+      process.on('SIGINT', ignoreSignal);
+      process.on('SIGTERM', ignoreSignal);
+    }
     const stopped = waitForStop(io.signal);
     let server: Awaited<ReturnType<typeof serve>>;
     try {
@@ -450,12 +521,13 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       stopped.cancel();
       throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
-    stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
+    // In a worker the primary announces the address once for all of them.
+    if (!isWorker()) stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
 
     const reason = await stopped.promise;
-    stderr.write(`nsgi: ${reason}, closing (in-flight responses get up to ${SHUTDOWN_TIMEOUT_MS / 1000} s)\n`);
+    stderr.write(`nsgi: ${isWorker() ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)\n`);
     try {
-      await server.close({ timeout: SHUTDOWN_TIMEOUT_MS });
+      await server.close({ timeout: command.gracefulTimeout });
     } catch (err) {
       throw new CliError(`error while closing: ${describeError(err)}`, EXIT_FAILURE);
     }
@@ -466,6 +538,8 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     return err.exitCode;
   }
 }
+
+function ignoreSignal(): void {}
 
 /**
  * waitForStop resolves with the reason once SIGINT, SIGTERM or `signal` asks the server to stop.
@@ -483,12 +557,18 @@ function waitForStop(signal: AbortSignal | undefined): { promise: Promise<string
       cleanup();
       resolve('asked to stop');
     };
+    const onDisconnect = (): void => {
+      cleanup();
+      resolve('lost the primary process');
+    };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    if (isWorker()) process.on('disconnect', onDisconnect);
     signal?.addEventListener('abort', onAbort, { once: true });
     cleanup = () => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('disconnect', onDisconnect);
       signal?.removeEventListener('abort', onAbort);
     };
     if (signal?.aborted) onAbort();

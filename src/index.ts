@@ -15,6 +15,6 @@ export type {
   StartResponse,
   Write,
 } from '../protocol/nsgi.ts';
-export { serve, type ServeOptions, type Server } from './server.ts';
+export { serve, SERVER_DEFAULTS, type ServeOptions, type Server } from './server.ts';
 export { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 export { RequestParser, DEFAULT_LIMITS, type ParserLimits, type ParserEvent, type RequestHead } from './http1/parser.ts';

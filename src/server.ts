@@ -12,6 +12,7 @@ import { Exchange, type ExchangeHost } from './exchange.ts';
 import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
+import { applyForwarded, trustedProxies, type TrustedProxies } from './forwarded.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -40,11 +41,49 @@ export interface ServeOptions {
   keepAliveTimeout?: number;
   /** Milliseconds allowed to receive a complete request head (408 beyond); default 60 s, as node:http. */
   headersTimeout?: number;
+  /**
+   * Milliseconds a request body may go without a byte arriving while the app waits for it; the
+   * app's read then fails with a 408. Default 30 s: long enough for a slow mobile uplink, short
+   * enough that a stalled upload does not hold its connection for the lifetime of the process.
+   */
+  bodyTimeout?: number;
+  /**
+   * Milliseconds a response may wait on a client that reads nothing at all before the
+   * connection is dropped. Default 60 s. A client that reads slowly but steadily is never cut,
+   * and a response that is not writing (a long poll waiting for its event) is never timed.
+   */
+  sendTimeout?: number;
+  /**
+   * Most connections open at once; beyond it a new connection gets a 503 and is closed. Default
+   * 16,384: under the common raised file-descriptor limit of 65,536, with room for the app's own
+   * files and sockets; at about 16 KiB per idle connection it bounds memory near 256 MiB.
+   */
+  maxConnections?: number;
+  /**
+   * Addresses (or subnets, or `*`) of proxies whose `Forwarded` / `X-Forwarded-*` fields are
+   * believed for REMOTE_ADDR, `nsgi.url_scheme` and the host. Default none: nobody is believed.
+   */
+  forwardedAllowIps?: readonly string[];
   /** The `Server` header value; default `nsgi`; empty to send none. */
   serverName?: string;
   /** Sets `nsgi.multiprocess` (true when workers run the app). */
   multiprocess?: boolean;
 }
+
+/**
+ * SERVER_DEFAULTS are the values `serve` uses for options left out; the CLI's help shows these.
+ * Each option's doc comment gives the reason for its default.
+ */
+export const SERVER_DEFAULTS = Object.freeze({
+  host: '127.0.0.1',
+  port: 8000,
+  keepAliveTimeout: 5_000,
+  headersTimeout: 60_000,
+  bodyTimeout: 30_000,
+  sendTimeout: 60_000,
+  maxConnections: 16_384,
+  closeTimeout: 30_000,
+});
 
 /** Server is a running nsgi server. */
 export interface Server {
@@ -69,6 +108,15 @@ const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
 const LINGER_MS = 2000;
 
+/** The whole answer to a connection beyond maxConnections. */
+const OVERLOADED = (() => {
+  const body = 'Service Unavailable: too many connections\n';
+  return (
+    'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+    `Content-Length: ${body.length}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`
+  );
+})();
+
 const stderr: ErrorStream = {
   write(message: string): void {
     process.stderr.write(message.endsWith('\n') ? message : message + '\n');
@@ -85,6 +133,10 @@ interface Settings {
   headersTimeout: number;
   serverName: string;
   multiprocess: boolean;
+  bodyTimeout: number;
+  sendTimeout: number;
+  maxConnections: number;
+  trustedProxies: TrustedProxies | null;
 }
 
 /**
@@ -111,10 +163,14 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     errors: options.errors ?? stderr,
     accessLog: options.accessLog,
     scriptName,
-    keepAliveTimeout: options.keepAliveTimeout ?? 5_000,
-    headersTimeout: options.headersTimeout ?? 60_000,
+    keepAliveTimeout: options.keepAliveTimeout ?? SERVER_DEFAULTS.keepAliveTimeout,
+    headersTimeout: options.headersTimeout ?? SERVER_DEFAULTS.headersTimeout,
     serverName: options.serverName ?? 'nsgi',
     multiprocess: options.multiprocess ?? false,
+    bodyTimeout: options.bodyTimeout ?? SERVER_DEFAULTS.bodyTimeout,
+    sendTimeout: options.sendTimeout ?? SERVER_DEFAULTS.sendTimeout,
+    maxConnections: options.maxConnections ?? SERVER_DEFAULTS.maxConnections,
+    trustedProxies: options.forwardedAllowIps === undefined || options.forwardedAllowIps.length === 0 ? null : trustedProxies(options.forwardedAllowIps),
   };
   const connections = new Set<Connection>();
   let closing = false;
@@ -123,13 +179,19 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
       socket.destroy();
       return;
     }
+    if (connections.size >= settings.maxConnections) {
+      socket.on('error', () => {});
+      socket.end(OVERLOADED);
+      setTimeout(() => socket.destroy(), LINGER_MS).unref();
+      return;
+    }
     const conn = new Connection(socket, settings, connections);
     connections.add(conn);
   });
-  const host = options.host ?? '127.0.0.1';
+  const host = options.host ?? SERVER_DEFAULTS.host;
   await new Promise<void>((resolve, reject) => {
     netServer.once('error', reject);
-    netServer.listen(options.port ?? 8000, host, () => {
+    netServer.listen(options.port ?? SERVER_DEFAULTS.port, host, () => {
       netServer.off('error', reject);
       resolve();
     });
@@ -149,7 +211,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
       closed = new Promise<void>((resolve) => {
         const deadline = setTimeout(() => {
           for (const conn of connections) conn.destroy();
-        }, closeOptions.timeout ?? 30_000);
+        }, closeOptions.timeout ?? SERVER_DEFAULTS.closeTimeout);
         // net.Server.close calls back once every connection is gone.
         netServer.close(() => {
           clearTimeout(deadline);
@@ -193,6 +255,11 @@ class Connection implements ExchangeHost {
   private timer: NodeJS.Timeout | null = null;
   private timerKind = Timer.None;
   private timerMs = 0;
+  // Timers of the exchange in progress: the body arriving, and the client reading what is sent.
+  private bodyTimer: NodeJS.Timeout | null = null;
+  private sendTimer: NodeJS.Timeout | null = null;
+  private sendBacklog = 0;
+  private readonly trusted: boolean;
   private requestStart = 0;
 
   constructor(
@@ -212,6 +279,7 @@ class Connection implements ExchangeHost {
       multiprocess: settings.multiprocess,
       errors: settings.errors,
     };
+    this.trusted = settings.trustedProxies?.trusts(this.info.remoteAddress) ?? false;
     socket.on('data', (data: Buffer) => this.onData(data));
     socket.on('end', () => this.onEnd());
     socket.on('error', () => {
@@ -251,6 +319,7 @@ class Connection implements ExchangeHost {
         } else if (event.kind === 'data') {
           this.drained += event.data.length;
           const input = this.input;
+          this.bodyTimer?.refresh();
           if (input !== null && !input.abandoned && this.exchange !== null && !this.exchange.finished) {
             this.drained = 0;
             if (!input.push(event.data)) this.pause('input');
@@ -260,6 +329,7 @@ class Connection implements ExchangeHost {
             break;
           }
         } else if (event.kind === 'end') {
+          this.stopBodyTimer();
           this.input?.end();
           if (!this.finishCycle()) break;
         } else if (event.kind === 'need-data') {
@@ -302,6 +372,7 @@ class Connection implements ExchangeHost {
       head.contentLength <= 0 && !head.chunked,
     );
     const environ = buildEnviron(head, this.info, input, undefined as unknown as AbortSignal);
+    if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!);
     const exchange = new Exchange(this, environ, input);
     environ['nsgi.signal'] = exchange.controller.signal;
     if (head.version === 'HTTP/1.1') {
@@ -312,6 +383,7 @@ class Connection implements ExchangeHost {
     this.exchange = exchange;
     this.input = input;
     if (this.peerEnded) exchange.clientClosed(new ClientGoneError('the client closed its side of the connection'));
+    if (!input.complete) this.startBodyTimer();
     exchange.run(this.settings.app);
   }
 
@@ -391,6 +463,8 @@ class Connection implements ExchangeHost {
     this.gone = true;
     this.timerKind = Timer.None;
     if (this.timer !== null) clearTimeout(this.timer);
+    this.stopBodyTimer();
+    if (this.sendTimer !== null) clearTimeout(this.sendTimer);
     this.registry.delete(this);
     const err = new ClientGoneError();
     this.exchange?.abort(err);
@@ -445,12 +519,17 @@ class Connection implements ExchangeHost {
         this.drainResolve = resolve;
         this.drainReject = reject;
       });
+      this.startSendTimer();
     }
     return this.drainWaiter;
   }
 
   private onDrain(): void {
     const resolve = this.drainResolve;
+    if (this.sendTimer !== null) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = null;
+    }
     if (resolve !== null) {
       this.drainWaiter = this.drainResolve = this.drainReject = null;
       resolve();
@@ -568,6 +647,53 @@ class Connection implements ExchangeHost {
     }
   }
 
+  private startBodyTimer(): void {
+    const ms = this.settings.bodyTimeout;
+    if (ms <= 0 || !Number.isFinite(ms)) return;
+    if (this.bodyTimer !== null) this.bodyTimer.refresh();
+    else this.bodyTimer = setTimeout(onBodyTimer, ms, this).unref();
+  }
+
+  private stopBodyTimer(): void {
+    if (this.bodyTimer !== null) {
+      clearTimeout(this.bodyTimer);
+      this.bodyTimer = null;
+    }
+  }
+
+  /**
+   * onBodyTimeout: no body byte for `bodyTimeout`. Not the client's fault while the server itself
+   * stopped reading because the app is not keeping up; otherwise the app's read fails with 408.
+   */
+  onBodyTimeout(): void {
+    this.bodyTimer = null;
+    const http = this.http;
+    if (this.gone || this.closing || this.upgraded || http.requestComplete || http.request === null) return;
+    if (this.pausedForInput) return this.startBodyTimer();
+    const err = new ProtocolError('NSGI_BODY_TIMEOUT', 408, `no request body data for ${this.settings.bodyTimeout} ms`);
+    http.mustClose();
+    const ex = this.exchange;
+    if (ex !== null && !ex.finished) this.input?.fail(err);
+    else this.close();
+  }
+
+  private startSendTimer(): void {
+    const ms = this.settings.sendTimeout;
+    if (ms <= 0 || !Number.isFinite(ms)) return;
+    this.sendBacklog = this.socket.writableLength;
+    if (this.sendTimer !== null) this.sendTimer.refresh();
+    else this.sendTimer = setTimeout(onSendTimer, ms, this).unref();
+  }
+
+  /** onSendTimeout: the client took nothing for `sendTimeout`; a client that takes a little is kept. */
+  onSendTimeout(): void {
+    this.sendTimer = null;
+    if (this.gone || this.drainWaiter === null) return;
+    if (this.socket.writableLength < this.sendBacklog) return this.startSendTimer();
+    this.errors.write(`nsgi: dropping ${this.info.remoteAddress}:${this.info.remotePort}: it read nothing for ${this.settings.sendTimeout} ms`);
+    this.socket.destroy();
+  }
+
   private logAccess(err?: ProtocolError): void {
     const http = this.http;
     const req = http.request;
@@ -589,6 +715,14 @@ function flushTick(conn: Connection): void {
 
 function onTimer(conn: Connection): void {
   conn.onTimeout();
+}
+
+function onBodyTimer(conn: Connection): void {
+  conn.onBodyTimeout();
+}
+
+function onSendTimer(conn: Connection): void {
+  conn.onSendTimeout();
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];

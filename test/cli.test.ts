@@ -342,7 +342,15 @@ describe('parsing, without a process', () => {
   it('applies the defaults and converts seconds to milliseconds', () => {
     expect(parseCliArgs(['app.ts'])).toEqual({
       command: 'serve', target: 'app.ts', host: '127.0.0.1', port: 8000, accessLog: false, rootPath: '',
+      workers: 1, forwardedAllowIps: [], gracefulTimeout: 10000,
     });
+    expect(
+      parseCliArgs(['-w', '3', '--forwarded-allow-ips', '10.0.0.0/8, ::1', '--body-timeout', '7', '--send-timeout=9', '--max-connections', '50', '--graceful-timeout', '1.5', 'a.ts']),
+    ).toMatchObject({
+      workers: 3, forwardedAllowIps: ['10.0.0.0/8', '::1'], bodyTimeout: 7000, sendTimeout: 9000, maxConnections: 50, gracefulTimeout: 1500,
+    });
+    expect(() => parseCliArgs(['--workers', '0', 'a.ts'])).toThrow(/--workers must be a whole number of at least 1/);
+    expect(() => parseCliArgs(['--forwarded-allow-ips', 'proxy.local', 'a.ts'])).toThrow(/is not an IP address/);
     expect(parseCliArgs(['--keep-alive-timeout', '2.5', '--headers-timeout=0.25', '--max-body-size', '1024', '--', '-odd.ts'])).toMatchObject({
       target: '-odd.ts', keepAliveTimeout: 2500, headersTimeout: 250, maxBodySize: 1024,
     });

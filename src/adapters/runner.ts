@@ -1,0 +1,446 @@
+/**
+ * The response side of the contract for servers that are not the reference one: `startResponse`
+ * with exc_info, the lazy head, `write()` and `flushHead()`, the body pump with backpressure, the
+ * Content-Length check, and the iterator's `return()` exactly once. The adapters (`toNodeListener`,
+ * `toFetch`) and `testing.ts` each supply a {@link ResponseSink} that knows where the bytes go; the
+ * rules live here once, so every way of serving an app keeps them alike.
+ *
+ * The life of a response, as in `src/exchange.ts`: the app is called; `startResponse` records the
+ * status and headers and sends nothing (SPEC §3.2). The runner pulls the body one chunk at a time;
+ * the first non-empty chunk takes the head with it. After each chunk it asks the sink whether it can
+ * take more, and when the sink says no it waits for the sink's drain before pulling again (SPEC
+ * §3.3). Whatever stops the body (its end, an error, the client leaving, HEAD, 204) closes the
+ * iterator once (SPEC §3.4). An error before the head becomes a 500; after it, the sink cuts the
+ * response so the client sees it truncated (SPEC §8).
+ */
+import type { Body, Chunk, Environ, ErrorStream, ExcInfo, HeaderList, StartResponse, Write } from '../../protocol/nsgi.ts';
+import { AppError, ClientGoneError } from '../errors.ts';
+import { isFieldValue, isToken } from '../http1/syntax.ts';
+
+/** ResponseHead is what a sink needs to send the head. */
+export interface ResponseHead {
+  /** The status code, 200 to 599. */
+  readonly status: number;
+  /** The reason phrase, possibly empty. */
+  readonly reason: string;
+  /** The app's fields in order, hop-by-hop fields removed (SR-9), values as strings. */
+  readonly headers: HeaderList;
+  /** The length of the whole body when the runner knows it (the app's Content-Length or computed), else -1. */
+  readonly contentLength: number;
+  /** True when the response carries no body: HEAD, 204, 304 (SR-20). */
+  readonly noBody: boolean;
+  /** True when the app asked for `Connection: close` (SR-10). */
+  readonly close: boolean;
+}
+
+/** ResponseSink is where a runner's response goes: a node:http response, a fetch Response, memory. */
+export interface ResponseSink {
+  /**
+   * head hands over the status and headers. It is called at most once, before any `data`. With
+   * `flush` (the app called `flushHead()`) the head must leave at once; otherwise it may wait for
+   * the first `data` or `end` so that both leave together.
+   */
+  head(head: ResponseHead, flush: boolean): void;
+  /** data sends body bytes and returns false when the receiver is full and the runner must wait. */
+  data(chunk: Uint8Array): boolean;
+  /** drain resolves once the receiver can take more; it rejects once the client has gone. */
+  drain(): Promise<void>;
+  /** end completes the body; with `close`, the connection (if any) is closed afterwards (SR-17). */
+  end(close: boolean): void;
+  /** failBeforeHead answers the request with a 500 (SPEC §8, ERR-1); no head has been sent. */
+  failBeforeHead(isHead: boolean): void;
+  /** cut stops a response whose head has been sent, so the client sees it truncated (ERR-4). */
+  cut(error: unknown): void;
+}
+
+type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade']);
+const STATUS = /^([2-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
+const RESOLVED = Promise.resolve();
+
+/** ResponseRunner runs an app for one request and carries its response to a {@link ResponseSink}. */
+export class ResponseRunner {
+  /** finished is true once the response is complete, cut, or abandoned. */
+  finished = false;
+  /** headSent is true once the head has been handed to the sink (or held back with the first chunk). */
+  headSent = false;
+
+  private started = false;
+  private head: Omit<ResponseHead, 'noBody'> | null = null;
+  private noBody = false;
+  private sent = 0;
+  private gone = false;
+  private held: Chunk | null = null;
+  private iterator: AnyIterator | null = null;
+  private iteratorClosed = false;
+
+  /** startResponse is the function handed to the app (SPEC §4). */
+  readonly startResponse: StartResponse;
+  /** write is what startResponse returns (SPEC §4.5). */
+  readonly write: Write;
+
+  constructor(
+    private readonly sink: ResponseSink,
+    private readonly errors: ErrorStream,
+    /** True for a HEAD request, as received (ENV-3: the environ is not read again). */
+    private readonly isHead: boolean,
+    /** How the request is named in error messages: `GET /path`. */
+    private readonly what: string,
+  ) {
+    this.startResponse = (status, headers, excInfo) => this.start(status, headers, excInfo);
+    const write = ((chunk: Chunk) => this.writeChunk(chunk)) as Write;
+    write.flushHead = () => this.flushHead();
+    this.write = write;
+  }
+
+  /** run calls the app and pumps its body to the end; it never throws. */
+  run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>, environ: Environ): void {
+    let body: unknown;
+    try {
+      body = app(environ, this.startResponse);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    if (isThenable(body)) {
+      body.then(
+        (b) => this.pump(b),
+        (err) => this.fail(err),
+      );
+      return;
+    }
+    this.pump(body);
+  }
+
+  /** abort is the client going away: pending waits fail, the iterator is closed, nothing more is sent. */
+  abort(): void {
+    this.gone = true;
+    if (!this.finished) {
+      this.closeIterator();
+      this.finished = true;
+    }
+  }
+
+  private start(status: string, headers: HeaderList, excInfo?: ExcInfo): Write {
+    if (excInfo !== undefined) {
+      // SR-24: the head is on its way; the app's own error unwinds it back to us.
+      if (this.headSent) throw excInfo;
+    } else if (this.started) {
+      throw new AppError('NSGI_START_RESPONSE_TWICE', 'startResponse called a second time without excInfo (SPEC §4.4, SR-22)');
+    }
+    const m = typeof status === 'string' ? STATUS.exec(status) : null;
+    if (m === null) {
+      throw new TypeError(`status ${JSON.stringify(status)} is not a code from 200 to 599, a space and a reason phrase, such as "200 OK" (SPEC §4.1)`);
+    }
+    const checked = checkHeaders(headers);
+    // SR-23: a replacement forgets everything derived from the earlier call.
+    this.head = { status: Number(m[1]), reason: m[2] ?? '', ...checked };
+    this.started = true;
+    return this.write;
+  }
+
+  private writeChunk(chunk: Chunk): Promise<void> {
+    if (this.finished) {
+      return Promise.reject(this.gone ? new ClientGoneError() : new AppError('NSGI_WRITE_AFTER_END', 'write() called after the response ended (SPEC §4.5, SR-28)'));
+    }
+    if (!isChunk(chunk)) {
+      return Promise.reject(new TypeError(`write() takes a string or a Uint8Array, got ${describe(chunk)} (SPEC §3.1, SR-29)`));
+    }
+    try {
+      this.releaseHeld();
+      return this.send(chunk) ? RESOLVED : this.sink.drain();
+    } catch (err) {
+      this.fail(err);
+      return Promise.reject(err);
+    }
+  }
+
+  private flushHead(): void {
+    if (!this.started) throw new AppError('NSGI_FLUSH_BEFORE_START', 'flushHead() called before startResponse (SPEC §4.6)');
+    if (this.headSent || this.finished) return;
+    this.emitHead(-1, true);
+  }
+
+  private pump(body: unknown): void {
+    if (this.finished) {
+      closeLater(body, this.errors);
+      return;
+    }
+    if (body === null || typeof body !== 'object' || body instanceof Uint8Array) {
+      const hint = typeof body === 'string' || body instanceof Uint8Array ? '; wrap it in an array: [body]' : '';
+      this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks${hint} (SPEC §3, BODY-1, BODY-3)`));
+      return;
+    }
+    const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
+    const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
+    try {
+      // BODY-2: an object with both is iterated asynchronously.
+      if (typeof asyncFn === 'function') {
+        this.iterator = asyncFn.call(body) as AsyncIterator<unknown>;
+        void this.pumpAsync(this.iterator);
+      } else if (typeof syncFn === 'function') {
+        this.iterator = syncFn.call(body) as Iterator<unknown>;
+        void this.pumpSync(this.iterator);
+      } else {
+        this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks (SPEC §3, BODY-1)`));
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async pumpSync(it: Iterator<unknown>): Promise<void> {
+    try {
+      for (;;) {
+        const r = it.next();
+        if (this.finished) return this.closeIterator();
+        if (r.done) return this.finish();
+        let chunk = r.value;
+        if (!this.headSent && this.started && isNonEmpty(chunk) && this.head!.contentLength < 0) {
+          // Peek once: a body of one chunk gets a Content-Length instead of chunked framing
+          // (the MAY of SPEC §3.2). The head counts as sent from here, as in the reference server.
+          this.headSent = true;
+          this.held = chunk as Chunk;
+          let peek: IteratorResult<unknown>;
+          try {
+            peek = it.next();
+          } catch (err) {
+            this.releaseHeld();
+            throw err;
+          }
+          if (this.finished) return this.closeIterator();
+          if (this.held !== null && peek.done) {
+            const bytes = toBytes(this.held);
+            this.held = null;
+            this.emitHead(bytes.length);
+            if (!this.noBody) this.sink.data(bytes);
+            return this.finish();
+          }
+          const ok = this.releaseHeld();
+          if (this.noBody) return this.finish();
+          if (!ok) await this.sink.drain();
+          if (peek.done) return this.finish();
+          if (this.finished) return this.closeIterator();
+          chunk = peek.value;
+        }
+        if (!this.send(chunk)) await this.sink.drain();
+        if (this.finished) return this.closeIterator();
+        if (this.noBody && this.headSent) return this.finish();
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private async pumpAsync(it: AsyncIterator<unknown>): Promise<void> {
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (this.finished) return this.closeIterator();
+        if (r.done) return this.finish();
+        if (!this.send(r.value)) await this.sink.drain();
+        if (this.finished) return this.closeIterator();
+        if (this.noBody && this.headSent) return this.finish();
+      }
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /** releaseHeld sends the chunk held back for the peek, with the head. */
+  private releaseHeld(): boolean {
+    const held = this.held;
+    if (held === null) return true;
+    this.held = null;
+    this.emitHead(-1);
+    return this.sendBytes(toBytes(held));
+  }
+
+  /** send checks one chunk and sends it, the head first if need be; false means wait for drain. */
+  private send(chunk: unknown): boolean {
+    if (!isChunk(chunk)) {
+      throw new AppError('NSGI_BAD_CHUNK', `a body chunk must be a string or a Uint8Array, got ${describe(chunk)} (SPEC §3.1, BODY-4)`);
+    }
+    if (chunk.length === 0) return true; // BODY-6
+    if (!this.headSent) {
+      if (!this.started) {
+        throw new AppError('NSGI_CHUNK_BEFORE_START', 'the body produced a chunk before startResponse was called (SPEC §3.2, BODY-9)');
+      }
+      this.emitHead(-1);
+    }
+    return this.sendBytes(toBytes(chunk));
+  }
+
+  private sendBytes(bytes: Uint8Array): boolean {
+    if (this.noBody) {
+      const code = this.head!.status;
+      if (code === 204 || code === 304) this.errors.write(`nsgi: body chunk for a ${code} response discarded (SPEC §4.3, SR-21)`);
+      return true;
+    }
+    const declared = this.head!.contentLength;
+    if (declared >= 0 && this.sent + bytes.length > declared) {
+      // SR-17: only the declared bytes go out; then the response ends and the connection closes.
+      const room = declared - this.sent;
+      if (room > 0) this.sink.data(bytes.subarray(0, room));
+      this.sent = declared;
+      this.errors.write(`nsgi: error in app for ${this.what}: the body is longer than its Content-Length ${declared} (SPEC §4.3, SR-17)`);
+      this.closeIterator();
+      this.finished = true;
+      this.sink.end(true);
+      return true;
+    }
+    this.sent += bytes.length;
+    return this.sink.data(bytes);
+  }
+
+  private emitHead(knownLength: number, flush = false): void {
+    this.headSent = true;
+    const h = this.head!;
+    const noBody = this.isHead || h.status === 204 || h.status === 304;
+    this.noBody = noBody;
+    const contentLength = h.status === 204 ? -1 : h.contentLength >= 0 ? h.contentLength : knownLength;
+    this.sink.head({ ...h, contentLength, noBody }, flush);
+  }
+
+  /** finish ends a body that ran to its end. */
+  private finish(): void {
+    if (this.finished) return this.closeIterator();
+    try {
+      if (!this.started) {
+        throw new AppError('NSGI_NO_START_RESPONSE', 'the body ended but startResponse was never called (SPEC §3.2, BODY-10)');
+      }
+      const declared = this.head!.contentLength;
+      const exempt = this.isHead || this.head!.status === 304 || this.head!.status === 204;
+      if (!exempt && declared >= 0 && this.sent < declared) {
+        throw new AppError('NSGI_CONTENT_LENGTH_SHORT', `the body ended after ${this.sent} of the ${declared} bytes its Content-Length declares (SPEC §4.3, SR-18)`);
+      }
+      if (!this.headSent) this.emitHead(0);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    this.closeIterator();
+    this.finished = true;
+    this.sink.end(this.head!.close);
+  }
+
+  /** fail handles an app error (SPEC §8): a 500 before the head, a cut after it. */
+  private fail(err: unknown): void {
+    this.closeIterator();
+    if (this.finished) return;
+    this.finished = true;
+    if (this.gone) return;
+    const detail = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
+    this.errors.write(`nsgi: error in app for ${this.what}: ${detail}`);
+    if (!this.headSent) {
+      this.sink.failBeforeHead(this.isHead);
+    } else {
+      if (this.held !== null) {
+        try {
+          this.releaseHeld();
+        } catch {
+          // The response is being cut anyway.
+        }
+      }
+      this.sink.cut(err);
+    }
+  }
+
+  /** closeIterator calls the iterator's `return()` at most once (BODY-16, BODY-17, BODY-18). */
+  private closeIterator(): void {
+    const it = this.iterator;
+    if (it === null || this.iteratorClosed) return;
+    this.iteratorClosed = true;
+    callReturn(it, this.errors);
+  }
+}
+
+/** callReturn calls `it.return()` if it has one, writing what it throws to `errors` (BODY-18). */
+function callReturn(it: AnyIterator, errors: ErrorStream): void {
+  if (typeof it.return !== 'function') return;
+  const log = (err: unknown): void => {
+    errors.write(`nsgi: error while closing the body iterator: ${err instanceof Error ? (err.stack ?? err.message) : describe(err)}`);
+  };
+  try {
+    const r = it.return() as unknown;
+    if (isThenable(r)) r.then(undefined, log);
+  } catch (err) {
+    log(err);
+  }
+}
+
+/** closeLater closes a body that arrived after the client had gone: it was never iterated, so its iterator is opened only to be closed. */
+function closeLater(body: unknown, errors: ErrorStream): void {
+  if (body === null || typeof body !== 'object') return;
+  try {
+    const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
+    const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
+    const it = typeof asyncFn === 'function' ? asyncFn.call(body) : typeof syncFn === 'function' ? syncFn.call(body) : null;
+    if (it !== null) callReturn(it as AnyIterator, errors);
+  } catch {
+    // Nothing can reach the client any more.
+  }
+}
+
+/**
+ * checkHeaders checks an app's header list (SPEC §4.2, SR-3 to SR-6), throwing a TypeError that
+ * names the header, and returns it with the hop-by-hop fields removed (SR-9).
+ */
+export function checkHeaders(headers: unknown): { headers: HeaderList; contentLength: number; close: boolean } {
+  if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)} (SPEC §4.2)`);
+  const out: HeaderList = [];
+  let contentLength = -1;
+  let close = false;
+  for (let i = 0; i < headers.length; i++) {
+    const pair: unknown = headers[i];
+    if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError(`header #${i} must be a [name, value] pair, got ${describe(pair)} (SPEC §4.2)`);
+    const name: unknown = pair[0];
+    let value: unknown = pair[1];
+    if (typeof name !== 'string' || !isToken(name)) throw new TypeError(`header name ${describe(name)} is not a token (SPEC §4.2)`);
+    if (typeof value === 'number') value = String(value);
+    if (typeof value !== 'string') throw new TypeError(`value of header ${JSON.stringify(name)} must be a string, got ${describe(value)} (SPEC §4.2)`);
+    if (!isFieldValue(value)) throw new TypeError(`value of header ${JSON.stringify(name)} contains a control character or a character above U+00FF: ${JSON.stringify(value)} (SPEC §4.2)`);
+    const lower = name.toLowerCase();
+    if (lower === 'content-length') {
+      if (!/^[0-9]{1,15}$/.test(value)) throw new TypeError(`Content-Length ${JSON.stringify(value)} is not one to fifteen decimal digits (SPEC §4.2)`);
+      if (contentLength !== -1 && contentLength !== Number(value)) throw new TypeError('two different Content-Length values (SPEC §4.2)');
+      if (contentLength !== -1) continue;
+      contentLength = Number(value);
+    } else if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection' && /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) close = true;
+      continue;
+    }
+    out.push([name, value]);
+  }
+  return { headers: out, contentLength, close };
+}
+
+/** isThenable tells whether `v` has a `then` method. */
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
+}
+
+function isChunk(v: unknown): v is Chunk {
+  return typeof v === 'string' || v instanceof Uint8Array;
+}
+
+function isNonEmpty(v: unknown): boolean {
+  return isChunk(v) && v.length > 0;
+}
+
+/** toBytes encodes a chunk: strings as UTF-8 (BODY-5). */
+export function toBytes(chunk: Chunk): Uint8Array {
+  return typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+}
+
+/** describe names a value's type for an error message. */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (Array.isArray(value)) return 'an array';
+  if (value instanceof Uint8Array) return 'a Uint8Array';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '...' : value);
+  if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
+  return `${typeof value} ${String(value)}`;
+}

@@ -1,0 +1,260 @@
+/**
+ * Server-sent events: an iterable of events in, a `text/event-stream` response out (the HTML
+ * Living Standard, "Server-sent events", §9.2).
+ *
+ * ```ts
+ * import { sse } from 'nsgi';
+ *
+ * export const app = sse(async function* (environ) {
+ *   for await (const order of orders.changes({ signal: environ['nsgi.signal'] })) {
+ *     yield { event: 'order', id: String(order.version), data: JSON.stringify(order) };
+ *   }
+ * });
+ * ```
+ *
+ * What the helper does for the app:
+ *
+ * - The head goes out at once (`write.flushHead()`, SPEC §4.6), so the browser's `EventSource`
+ *   fires `open` before the first event exists.
+ * - Each event is framed as the standard says: multi-line data becomes one `data:` line per line
+ *   (CRLF, CR and LF all count as line ends, as in the client's parser); `id` and `event` may not
+ *   contain CR or LF (nor `id` NUL), since a line end in them would start a field of the
+ *   attacker's choosing, so such an event is refused with a TypeError, which cuts the stream
+ *   (SPEC §8) rather than sending it; `retry` must be a whole number.
+ * - While the source is quiet, a comment line (`: ping`) goes out every `heartbeatMs` (default
+ *   15 s), so proxies and load balancers do not close the connection as idle and a vanished
+ *   client is noticed at the next write.
+ * - When the client goes away or the server shuts down (`nsgi.signal`), the wait for the source's
+ *   next event is abandoned at once and the source's iterator is closed (its `return()` called).
+ *   An async generator runs its `finally` only once the `await` it is parked on settles, so a
+ *   source that waits long should pass `environ['nsgi.signal']` to its waits as well.
+ */
+import type { App, Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
+
+/** DEFAULT_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
+export const DEFAULT_HEARTBEAT_MS = 15_000;
+
+/** SseEvent is one event of a stream. Every field is optional, but a client dispatches only events with `data`. */
+export interface SseEvent {
+  /** The payload; each line becomes its own `data:` line, and the client joins them with `\n`. */
+  data?: string;
+  /** The event type, for `addEventListener(type)`; the client's default is `message`. No CR or LF. */
+  event?: string;
+  /** The event id, which the client sends back as `Last-Event-ID` when it reconnects. No CR, LF or NUL. */
+  id?: string;
+  /** The client's reconnection delay, in milliseconds; a whole number. */
+  retry?: number;
+  /** A comment, ignored by clients; useful to keep a connection warm or to leave a note in traces. */
+  comment?: string;
+}
+
+/** SseMessage is what a source yields: an {@link SseEvent}, or a string, sent as the event's data. */
+export type SseMessage = SseEvent | string;
+
+/** SseSource is a stream of messages, sync or async; async generators are the normal case. */
+export type SseSource = AsyncIterable<SseMessage> | Iterable<SseMessage>;
+
+/** SseOptions configures {@link sse} and {@link sseResponse}. */
+export interface SseOptions {
+  /** Milliseconds of silence before a `: ping` comment is sent; default 15 s; 0 for none. */
+  heartbeatMs?: number;
+  /** More response headers, such as `Access-Control-Allow-Origin`, after the event-stream ones. */
+  headers?: HeaderList;
+}
+
+/** SSE_HEADERS are the response headers of every event stream. */
+export const SSE_HEADERS: HeaderList = [
+  ['Content-Type', 'text/event-stream; charset=utf-8'],
+  // Every reconnection must reach the server; a cached stream would replay stale events.
+  ['Cache-Control', 'no-cache'],
+  // nginx buffers responses by default, which would hold events back; this turns it off.
+  ['X-Accel-Buffering', 'no'],
+];
+
+/**
+ * sse makes an app that answers every request with the event stream `source(environ)` produces.
+ * `source` is called once per request.
+ */
+export function sse(source: (environ: Environ) => SseSource, options: SseOptions = {}): App {
+  return (environ, startResponse) => sseResponse(environ, startResponse, source(environ), options);
+}
+
+/**
+ * sseResponse starts a `text/event-stream` response, sends its head at once, and returns the body
+ * that frames the events of `source` and the heartbeat comments. Return it from the app. A HEAD
+ * request gets the head only, and `source` is not iterated.
+ */
+export function sseResponse(environ: Environ, startResponse: StartResponse, source: SseSource, options: SseOptions = {}): Body {
+  const write = startResponse('200 OK', [...SSE_HEADERS, ...(options.headers ?? [])]);
+  if (environ.REQUEST_METHOD === 'HEAD') return [];
+  write.flushHead();
+  return frames(source, environ, options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+}
+
+/** lastEventId is the client's `Last-Event-ID` (the id of the last event it saw before reconnecting), if it sent one. */
+export function lastEventId(environ: Environ): string | undefined {
+  return environ.HTTP_LAST_EVENT_ID;
+}
+
+/**
+ * formatEvent frames one message as `text/event-stream` text, ending with the blank line that
+ * dispatches it. It throws a TypeError for an `id` or `event` with a line end (or an `id` with
+ * NUL) and for a `retry` that is not a whole number.
+ */
+export function formatEvent(message: SseMessage): string {
+  if (typeof message === 'string') return dataLines(message) + '\n';
+  if (message === null || typeof message !== 'object') {
+    throw new TypeError(`an SSE message must be a string or an object, got ${message === null ? 'null' : typeof message}`);
+  }
+  let out = '';
+  if (message.comment !== undefined) out += fieldLines(':', String(message.comment));
+  if (message.event !== undefined) out += `event: ${singleLine('event', message.event)}\n`;
+  if (message.id !== undefined) {
+    const id = singleLine('id', message.id);
+    // The client ignores an id containing NUL, which would silently break resumption.
+    if (id.includes('\0')) throw new TypeError(`an SSE id must not contain NUL, got ${JSON.stringify(id)}`);
+    out += `id: ${id}\n`;
+  }
+  if (message.retry !== undefined) {
+    if (!Number.isSafeInteger(message.retry) || message.retry < 0) {
+      throw new TypeError(`an SSE retry must be a whole number of milliseconds, got ${String(message.retry)}`);
+    }
+    out += `retry: ${message.retry}\n`;
+  }
+  if (message.data !== undefined) {
+    if (typeof message.data !== 'string') {
+      throw new TypeError(`SSE data must be a string (JSON.stringify objects first), got ${typeof message.data}`);
+    }
+    out += dataLines(message.data);
+  }
+  return out + '\n';
+}
+
+const LINE_END = /\r\n|\r|\n/;
+
+function dataLines(data: string): string {
+  return fieldLines('data:', data);
+}
+
+/** fieldLines writes one `prefix value` line per line of `text`, CRLF, CR and LF all ending a line. */
+function fieldLines(prefix: string, text: string): string {
+  let out = '';
+  for (const line of text.split(LINE_END)) out += `${prefix} ${line}\n`;
+  return out;
+}
+
+function singleLine(field: string, value: unknown): string {
+  if (typeof value !== 'string') throw new TypeError(`an SSE ${field} must be a string, got ${typeof value}`);
+  if (value.includes('\n') || value.includes('\r')) {
+    throw new TypeError(`an SSE ${field} must not contain CR or LF, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+// ---- the body -----------------------------------------------------------------------------------
+
+const HEARTBEAT = ': ping\n\n';
+
+type Outcome<T> = { kind: 'next'; result: IteratorResult<T> } | { kind: 'heartbeat' } | { kind: 'stop' };
+
+/**
+ * frames yields the framed events of `source`, racing each of its `next()` calls against the
+ * heartbeat timer and `nsgi.signal`. A `next()` still pending when the heartbeat fires is kept
+ * and raced again: the source is never asked twice at once. Each round's timer and abort listener
+ * are removed when the round ends, and the pending `next()` gets one settlement handler however
+ * many rounds it spans, so a source that stays quiet for days costs nothing that grows.
+ */
+async function* frames(source: SseSource, environ: Environ, heartbeatMs: number): AsyncGenerator<string> {
+  const signal = environ['nsgi.signal'];
+  if (signal.aborted) return;
+  const it = iteratorOf(source);
+  let settled: { ok: true; result: IteratorResult<SseMessage> } | { ok: false; error: unknown } | null = null;
+  let wake: (() => void) | null = null;
+  let pending = false;
+  let sourceDone = false;
+  try {
+    for (;;) {
+      if (!pending) {
+        pending = true;
+        settled = null;
+        Promise.resolve(it.next()).then(
+          (result) => {
+            settled = { ok: true, result };
+            wake?.();
+          },
+          (error: unknown) => {
+            settled = { ok: false, error };
+            wake?.();
+          },
+        );
+      }
+      const outcome = await new Promise<Outcome<SseMessage>>((resolve) => {
+        let timer: NodeJS.Timeout | undefined;
+        const done = (value: Outcome<SseMessage> | null): void => {
+          wake = null;
+          if (timer !== undefined) clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          if (value !== null) resolve(value);
+        };
+        const onAbort = (): void => done({ kind: 'stop' });
+        wake = () => {
+          const s = settled;
+          if (s === null) return;
+          if (s.ok) done({ kind: 'next', result: s.result });
+          else {
+            done(null);
+            resolve({ kind: 'next', result: Promise.reject(s.error) as never });
+          }
+        };
+        if (signal.aborted) return done({ kind: 'stop' });
+        if (settled !== null) return wake();
+        signal.addEventListener('abort', onAbort, { once: true });
+        if (heartbeatMs > 0) timer = setTimeout(() => done({ kind: 'heartbeat' }), heartbeatMs);
+      });
+      if (outcome.kind === 'stop') return;
+      if (outcome.kind === 'heartbeat') {
+        yield HEARTBEAT;
+        continue;
+      }
+      pending = false;
+      const s = settled as { ok: true; result: IteratorResult<SseMessage> } | { ok: false; error: unknown } | null;
+      if (s !== null && !s.ok) {
+        sourceDone = true;
+        throw s.error;
+      }
+      if (outcome.result.done) {
+        sourceDone = true;
+        return;
+      }
+      yield formatEvent(outcome.result.value);
+    }
+  } finally {
+    if (!sourceDone) closeSource(it, environ);
+  }
+}
+
+/**
+ * closeSource calls the source iterator's `return()` without awaiting it: an async generator
+ * parked in an `await` settles its `return()` only after that await, which may be never.
+ */
+function closeSource(it: Iterator<SseMessage> | AsyncIterator<SseMessage>, environ: Environ): void {
+  if (typeof it.return !== 'function') return;
+  try {
+    const r = it.return() as unknown;
+    if (r !== null && typeof r === 'object' && typeof (r as PromiseLike<unknown>).then === 'function') {
+      (r as PromiseLike<unknown>).then(undefined, (err: unknown) => {
+        environ['nsgi.errors'].write(`sse: error while closing the event source: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      });
+    }
+  } catch (err) {
+    environ['nsgi.errors'].write(`sse: error while closing the event source: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  }
+}
+
+function iteratorOf(source: SseSource): Iterator<SseMessage> | AsyncIterator<SseMessage> {
+  const asyncFn = (source as Partial<AsyncIterable<SseMessage>>)[Symbol.asyncIterator];
+  if (typeof asyncFn === 'function') return asyncFn.call(source);
+  const syncFn = (source as Partial<Iterable<SseMessage>>)[Symbol.iterator];
+  if (typeof syncFn === 'function') return syncFn.call(source);
+  throw new TypeError('an SSE source must be an iterable or an async iterable of events');
+}

@@ -1,0 +1,69 @@
+/**
+ * The nsgi app every nsgi server under test runs: an array body for `/hello`, a sync or an async
+ * generator for `/stream`, and an async generator that waits on `nsgi.signal` for `/sse`.
+ */
+import type { App } from '../../../protocol/nsgi.ts';
+import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+
+const HELLO_HEADERS: Array<[string, string]> = [
+  ['Content-Type', 'text/plain'],
+  ['Content-Length', String(HELLO.length)],
+];
+
+/** app serves `/hello`, `/stream` and `/sse`. */
+export const app: App = (environ, startResponse) => {
+  const path = environ.PATH_INFO;
+  if (path === '/hello') {
+    startResponse('200 OK', HELLO_HEADERS);
+    return [HELLO];
+  }
+  if (path === '/stream') {
+    const asked = parseStreamQuery(environ.QUERY_STRING);
+    if (typeof asked === 'string') {
+      startResponse('400 Bad Request', [['Content-Type', 'text/plain']]);
+      return [asked];
+    }
+    startResponse('200 OK', [['Content-Type', 'application/octet-stream']]);
+    return asked.mode === 'sync' ? syncChunks(asked.size, asked.chunk) : asyncChunks(asked.size, asked.chunk);
+  }
+  if (path === '/sse') {
+    startResponse('200 OK', [
+      ['Content-Type', 'text/event-stream'],
+      ['Cache-Control', 'no-cache'],
+    ]);
+    return events(environ['nsgi.signal']);
+  }
+  startResponse('404 Not Found', [['Content-Type', 'text/plain']]);
+  return ['not found'];
+};
+
+/** syncChunks yields `size` bytes in `chunk`-byte pieces, the same buffer every time. */
+function* syncChunks(size: number, chunk: number): Generator<Uint8Array> {
+  const full = chunkOf(chunk);
+  let left = size;
+  while (left >= chunk) {
+    left -= chunk;
+    yield full;
+  }
+  if (left > 0) yield full.subarray(0, left);
+}
+
+/** asyncChunks is syncChunks as an async generator. */
+async function* asyncChunks(size: number, chunk: number): AsyncGenerator<Uint8Array> {
+  const full = chunkOf(chunk);
+  let left = size;
+  while (left >= chunk) {
+    left -= chunk;
+    yield full;
+  }
+  if (left > 0) yield full.subarray(0, left);
+}
+
+/** events sends one event, then holds the connection until the client goes away. */
+async function* events(signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  yield SSE_EVENT;
+  await new Promise<void>((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}

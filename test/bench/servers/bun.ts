@@ -1,0 +1,78 @@
+/**
+ * Bun.serve, the reference peer, run by the `bun` binary (the npm package). `/stream` with
+ * mode=sync is a pull-based ReadableStream, with mode=async an async generator body.
+ */
+import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+import { announce, exitOnSignals, portFromArgv } from './ready.ts';
+
+// The few Bun APIs used here, declared locally so the typecheck needs no bun-types.
+interface BunServer {
+  port: number;
+}
+interface BunServeOptions {
+  port: number;
+  hostname: string;
+  idleTimeout: number;
+  fetch(req: Request): Response;
+}
+declare const Bun: { serve(options: BunServeOptions): BunServer };
+
+exitOnSignals();
+
+function syncBody(size: number, chunk: number): ReadableStream<Uint8Array> {
+  const full = chunkOf(chunk);
+  let left = size;
+  return new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        while (left > 0 && (controller.desiredSize ?? 0) > 0) {
+          const n = Math.min(left, chunk);
+          left -= n;
+          controller.enqueue(n === chunk ? full : full.subarray(0, n));
+        }
+        if (left === 0) controller.close();
+      },
+    },
+    { highWaterMark: 64 * 1024, size: (c) => c.byteLength },
+  );
+}
+
+async function* asyncBody(size: number, chunk: number): AsyncGenerator<Uint8Array> {
+  const full = chunkOf(chunk);
+  let left = size;
+  while (left >= chunk) {
+    left -= chunk;
+    yield full;
+  }
+  if (left > 0) yield full.subarray(0, left);
+}
+
+const server = Bun.serve({
+  port: portFromArgv(),
+  hostname: '127.0.0.1',
+  // Idle SSE connections must stay open; Bun closes idle sockets after 10 s by default.
+  idleTimeout: 0,
+  fetch(req) {
+    const url = req.url;
+    const start = url.indexOf('/', url.indexOf('//') + 2);
+    const q = url.indexOf('?', start);
+    const path = q < 0 ? url.slice(start) : url.slice(start, q);
+    if (path === '/hello') return new Response(HELLO, { headers: { 'Content-Type': 'text/plain' } });
+    if (path === '/stream') {
+      const asked = parseStreamQuery(q < 0 ? '' : url.slice(q + 1));
+      if (typeof asked === 'string') return new Response(asked, { status: 400 });
+      const body = asked.mode === 'sync' ? syncBody(asked.size, asked.chunk) : asyncBody(asked.size, asked.chunk);
+      return new Response(body as unknown as ReadableStream<Uint8Array>, { headers: { 'Content-Type': 'application/octet-stream' } });
+    }
+    if (path === '/sse') {
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(SSE_EVENT);
+        },
+      });
+      return new Response(body, { headers: { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' } });
+    }
+    return new Response('not found', { status: 404 });
+  },
+});
+announce('bun', server.port);

@@ -1,0 +1,59 @@
+/**
+ * The baseline: a hand-written node:http handler for the same routes, written the way a careful
+ * author would (Content-Length for hello, a write loop that waits for `drain`). It ignores
+ * `mode`: both 1 KiB scenarios compare against this one loop.
+ */
+import http from 'node:http';
+import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+import { announce, exitOnSignals, portFromArgv } from './ready.ts';
+
+exitOnSignals();
+
+const server = http.createServer((req, res) => {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  if (path === '/hello') {
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': HELLO.length });
+    res.end(HELLO);
+    return;
+  }
+  if (path === '/stream') {
+    const asked = parseStreamQuery(q < 0 ? '' : url.slice(q + 1));
+    if (typeof asked === 'string') {
+      res.writeHead(400, { 'Content-Type': 'text/plain' });
+      res.end(asked);
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+    const full = chunkOf(asked.chunk);
+    let left = asked.size;
+    let closed = false;
+    res.on('close', () => {
+      closed = true;
+    });
+    const pump = (): void => {
+      while (left > 0 && !closed) {
+        const n = Math.min(left, asked.chunk);
+        left -= n;
+        if (!res.write(n === asked.chunk ? full : full.subarray(0, n))) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      if (!closed) res.end();
+    };
+    pump();
+    return;
+  }
+  if (path === '/sse') {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    res.write(SSE_EVENT);
+    return;
+  }
+  res.writeHead(404, { 'Content-Type': 'text/plain' });
+  res.end('not found');
+});
+server.listen(portFromArgv(), '127.0.0.1', () => {
+  announce('node-http', (server.address() as { port: number }).port);
+});

@@ -1,0 +1,48 @@
+/**
+ * The routes every server under test answers, and the bytes they send. Plain data and pure
+ * functions only, so the Node servers and the Bun server share them.
+ *
+ *   GET /hello                                  13 bytes, `Hello, World!`, with a Content-Length
+ *   GET /stream?size=N&chunk=K&mode=sync|async  N bytes in K-byte chunks, chunked coding
+ *   GET /sse                                    an event stream: one event, then silence until the client leaves
+ */
+
+/** HELLO is the body of `/hello`. */
+export const HELLO = Buffer.from('Hello, World!');
+
+/** SSE_EVENT is the one event `/sse` sends before it goes idle. */
+export const SSE_EVENT = Buffer.from('data: hello\n\n');
+
+/** MAX_STREAM_SIZE caps `/stream?size=` at 4 GiB, so every download ends. */
+export const MAX_STREAM_SIZE = 4 * 1024 ** 3;
+
+/** StreamRequest is what `/stream` was asked for. */
+export interface StreamRequest {
+  size: number;
+  chunk: number;
+  mode: 'sync' | 'async';
+}
+
+/** parseStreamQuery reads `/stream`'s query string; it returns an error message when it is bad. */
+export function parseStreamQuery(query: string): StreamRequest | string {
+  const params = new URLSearchParams(query);
+  const size = Number(params.get('size') ?? 1024 * 1024);
+  const chunk = Number(params.get('chunk') ?? 64 * 1024);
+  const mode = params.get('mode') ?? 'sync';
+  if (!Number.isInteger(size) || size < 0 || size > MAX_STREAM_SIZE) return `bad size ${params.get('size')}`;
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > 16 * 1024 * 1024) return `bad chunk ${params.get('chunk')}`;
+  if (mode !== 'sync' && mode !== 'async') return `bad mode ${mode}`;
+  return { size, chunk, mode };
+}
+
+const chunks = new Map<number, Buffer>();
+
+/** chunkOf returns a shared, never-changed buffer of `size` bytes, allocated once per size. */
+export function chunkOf(size: number): Buffer {
+  let chunk = chunks.get(size);
+  if (chunk === undefined) {
+    chunk = Buffer.alloc(size, 'x');
+    chunks.set(size, chunk);
+  }
+  return chunk;
+}
