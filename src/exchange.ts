@@ -345,7 +345,7 @@ export class Exchange {
     const http = host.http;
     if (err instanceof ProtocolError) {
       http.mustClose();
-    } else {
+    } else if (!(err instanceof ClientGoneError)) {
       const req = http.request!;
       const what = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
       host.errors.write(`nsgi: error in app for ${req.method} ${req.target}: ${what}`);
