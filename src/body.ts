@@ -12,7 +12,7 @@ export interface InputHooks {
   /** Called at the app's first read: time to send `100 Continue`. */
   firstRead(): void;
   /** Called when the queue falls below the high-water mark: time to read the socket again. */
-  resume(): void;
+  resumeInput(): void;
 }
 
 type Waiter = {
@@ -100,13 +100,13 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
       const value = this.queue.shift()!;
       const wasFull = this.queued >= INPUT_HIGH_WATER_MARK;
       this.queued -= value.length;
-      if (wasFull && this.queued < INPUT_HIGH_WATER_MARK) this.hooks.resume();
+      if (wasFull && this.queued < INPUT_HIGH_WATER_MARK) this.hooks.resumeInput();
       return Promise.resolve({ done: false, value });
     }
     if (this.error !== null) return Promise.reject(this.error);
     if (this.ended) return Promise.resolve(DONE);
     if (this.waiter !== null) return Promise.reject(new TypeError('nsgi.input read again before the previous read finished'));
-    this.hooks.resume();
+    this.hooks.resumeInput();
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
@@ -117,7 +117,7 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
     this.abandoned = true;
     this.queue.length = 0;
     this.queued = 0;
-    this.hooks.resume();
+    this.hooks.resumeInput();
     return Promise.resolve(DONE);
   }
 

@@ -47,8 +47,10 @@ type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
 /** Exchange runs the app for one request and carries its response to the connection. */
 export class Exchange {
-  /** signal's controller: aborted when the client goes away (SPEC §2.4). */
-  readonly controller = new AbortController();
+  // `nsgi.signal` is made on first use: most requests never look at it, and an AbortController
+  // costs more than the rest of a small request's bookkeeping together.
+  private controller: AbortController | null = null;
+  private abortReason: Error | null = null;
   /** finished is true once the response is complete, cut, or abandoned. */
   finished = false;
 
@@ -64,9 +66,11 @@ export class Exchange {
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
 
+  /** environ is the request's environ, set by the server right after construction. */
+  environ!: Environ;
+
   constructor(
     private readonly host: ExchangeHost,
-    readonly environ: Environ,
     readonly input: RequestInput,
   ) {}
 
@@ -148,6 +152,22 @@ export class Exchange {
     }
     if (chunked) this.trailerBlock = block;
     return chunked;
+  }
+
+  /** signal is `environ['nsgi.signal']` (SPEC §2.4), made when first asked for. */
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.abortReason !== null) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  /** abortSignal fires `nsgi.signal` once, with `reason`. */
+  abortSignal(reason: Error): void {
+    if (this.abortReason !== null) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
   }
 
   /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */
@@ -372,7 +392,7 @@ export class Exchange {
 
   /** abort is the client going away: the signal fires, reads fail, the iterator is closed. */
   abort(reason: Error): void {
-    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    this.abortSignal(reason);
     this.input.fail(reason);
     if (!this.finished) {
       this.closeIterator();
@@ -382,7 +402,7 @@ export class Exchange {
 
   /** clientClosed is a FIN from the client: the signal fires, but the response may still finish. */
   clientClosed(reason: Error): void {
-    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    this.abortSignal(reason);
     if (!this.input.complete) this.input.fail(reason);
   }
 

@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import type { App, ErrorStream, HeaderList, Upgraded } from '../protocol/nsgi.ts';
-import { RequestInput } from './body.ts';
+import { RequestInput, type InputHooks } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
 import { AppError, ClientGoneError, ProtocolError, ServerClosingError } from './errors.ts';
 import { Exchange, type ExchangeHost } from './exchange.ts';
@@ -232,7 +232,7 @@ const enum Timer {
 }
 
 /** Connection drives one socket: bytes in, exchanges run, bytes out, timers, closing. */
-class Connection implements ExchangeHost {
+class Connection implements ExchangeHost, InputHooks {
   readonly http: Http1Connection;
   readonly errors: ErrorStream;
   gone = false;
@@ -359,27 +359,16 @@ class Connection implements ExchangeHost {
       this.scheduleFlush();
       return;
     }
-    const input = new RequestInput(
-      {
-        firstRead: () => {
-          if (this.exchange !== null && !this.exchange.finished) {
-            http.sendContinue();
-            this.scheduleFlush();
-          }
-        },
-        resume: () => this.resume('input'),
-      },
-      head.contentLength <= 0 && !head.chunked,
-    );
-    const environ = buildEnviron(head, this.info, input, undefined as unknown as AbortSignal);
-    if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!);
-    const exchange = new Exchange(this, environ, input);
-    environ['nsgi.signal'] = exchange.controller.signal;
+    const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
+    const exchange = new Exchange(this, input);
+    const environ = buildEnviron(head, this.info, input, exchange);
+    exchange.environ = environ;
     if (head.version === 'HTTP/1.1') {
       environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
       environ['nsgi.set_trailers'] = exchange.setTrailers.bind(exchange);
       if (head.upgrade) environ['nsgi.upgrade'] = exchange.upgrade.bind(exchange);
     }
+    if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!);
     this.exchange = exchange;
     this.input = input;
     if (this.peerEnded) exchange.clientClosed(new ClientGoneError('the client closed its side of the connection'));
@@ -487,6 +476,19 @@ class Connection implements ExchangeHost {
     if (!this.pausedForInput && !this.pausedForPipeline && !this.closing) this.socket.resume();
   }
 
+  /** firstRead is the input's first read: time for `100 Continue` (SPEC IN-6). */
+  firstRead(): void {
+    if (this.exchange !== null && !this.exchange.finished) {
+      this.http.sendContinue();
+      this.scheduleFlush();
+    }
+  }
+
+  /** resumeInput is the app catching up with the request body: read the socket again. */
+  resumeInput(): void {
+    this.resume('input');
+  }
+
   // ---- output -----------------------------------------------------------------------------
 
   scheduleFlush(): void {
@@ -573,7 +575,7 @@ class Connection implements ExchangeHost {
     this.shuttingDown = true;
     this.http.mustClose();
     const ex = this.exchange;
-    if (ex !== null && !ex.controller.signal.aborted) ex.controller.abort(new ServerClosingError());
+    ex?.abortSignal(new ServerClosingError());
     if (!this.upgraded && this.exchange === null && this.http.idle) this.close();
   }
 
