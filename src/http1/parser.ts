@@ -137,7 +137,8 @@ export class RequestParser {
   private version: 'HTTP/1.0' | 'HTTP/1.1' | '' = '';
   // How far checkRequestLinePrefix got: 0 in the method, 1 in the target, 2 past it.
   private lineStage = 0;
-  private targetStart = 0;
+  // Where the target starts, relative to lineStart (feed() moves absolute positions).
+  private targetOffset = 0;
   private headers: Array<[string, string]> = [];
   private headerBytes = 0;
 
@@ -305,14 +306,14 @@ export class RequestParser {
         if (TOKEN[b] === 1) continue;
         if (b === SP && i > this.lineStart) {
           this.lineStage = 1;
-          this.targetStart = i + 1;
+          this.targetOffset = i + 1 - this.lineStart;
           continue;
         }
         if (b === CR && i === this.lineStart) continue; // maybe an empty line before the request
         fail('NSGI_BAD_METHOD', 400, `malformed request line: invalid method in ${quote(buf.toString('latin1', this.lineStart, buf.length))}`);
       }
       if (TARGET[b] === 1) continue;
-      if (b === SP && i > this.targetStart) {
+      if (b === SP && i - this.lineStart > this.targetOffset) {
         this.lineStage = 2;
         return;
       }
