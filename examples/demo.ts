@@ -1,7 +1,9 @@
 /**
  * demo: every example behind one server, the app `npm start` serves on port 8080.
  *
- * `/` is a plain HTML page (no framework, no build) linking each example. Each example is mounted
+ * `/` is a plain HTML page (no framework, no build; see demo-page.ts) with a live clock over
+ * server-sent events (`/events/clock`), a WebSocket echo box (`/ws/echo`), a long-polling chat
+ * (`/chat`, examples/chat.ts), a large streamed download, and links to each example. Each example is mounted
  * under a prefix by `mount`, a dispatcher of a dozen lines: it moves the prefix from PATH_INFO to
  * SCRIPT_NAME, as WSGI's `shift_path_info` does, so the mounted app sees the same paths as when
  * it is served alone, and can still build links to itself from SCRIPT_NAME. Anything else is a 404.
@@ -11,8 +13,13 @@
  *   curl http://127.0.0.1:8080/hello/user/1
  */
 
-import type { App } from '../protocol/nsgi.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { App, Environ } from '../protocol/nsgi.ts';
+import { lastEventId, sse, type SseEvent } from '../src/helpers/sse.ts';
+import { websocketApp } from '../src/websocket.ts';
+import { createChat } from './chat.ts';
 import { app as clock } from './clock.ts';
+import { demoPage } from './demo-page.ts';
 import { app as errors } from './errors.ts';
 import { app as hello } from './hello.ts';
 import { app as stream } from './stream.ts';
@@ -41,7 +48,7 @@ function mount(routes: Record<string, App>, fallback: App): App {
 /** home serves the index page at `/` and a 404 for every other unmounted path. */
 const home: App = (environ, startResponse) => {
   const found = environ.PATH_INFO === '/' || environ.PATH_INFO === '';
-  const page = found ? indexPage(environ.SCRIPT_NAME) : `Not Found: ${environ.PATH_INFO}\n`;
+  const page = found ? demoPage(environ.SCRIPT_NAME) : `Not Found: ${environ.PATH_INFO}\n`;
   startResponse(found ? '200 OK' : '404 Not Found', [
     ['Content-Type', found ? 'text/html; charset=utf-8' : 'text/plain; charset=utf-8'],
     ['Content-Length', String(Buffer.byteLength(page))],
@@ -49,48 +56,51 @@ const home: App = (environ, startResponse) => {
   return [page];
 };
 
-/** indexPage links each example under `base`, the demo's own mount point. */
-function indexPage(base: string): string {
-  const at = escapeHtml(base);
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>nsgi examples</title>
-<style>body { font: 16px/1.5 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; }
-code { background: #f2f2f2; padding: 0 .2em; } li { margin: .5em 0; }</style>
-</head>
-<body>
-<h1>nsgi examples</h1>
-<p>Each example is its own app in <code>examples/</code>, mounted here under a prefix.</p>
-<ul>
-<li><a href="${at}/hello/user/1">/hello/user/1</a>: the seed article's app, <code>Request GET /user/1 has been processed</code>.</li>
-<li><a href="${at}/stream?mb=16">/stream?mb=16</a>: 16 MiB from a generator, pulled as fast as you read.</li>
-<li><a href="${at}/clock?n=10">/clock?n=10</a>: one line a second; the head is sent before the first tick.</li>
-<li><a href="${at}/upload">/upload</a>: POST a body, get its SHA-256, hashed as it streams in.
-  <input type="file" id="file"> <button id="send" type="button">Upload</button> <output id="result"></output></li>
-<li><a href="${at}/errors">/errors</a>: a failure turned into a 500 page through <code>excInfo</code>;
-  <a href="${at}/errors/late">/errors/late</a>: a failure after the first chunk, so the body is cut short.</li>
-</ul>
-<script>
-document.getElementById('send').addEventListener('click', async () => {
-  const file = document.getElementById('file').files[0];
-  if (!file) return;
-  const res = await fetch(${JSON.stringify(`${base}/upload`).replace(/</g, '\\u003c')}, { method: 'POST', body: file });
-  document.getElementById('result').textContent = await res.text();
-});
-</script>
-</body>
-</html>
-`;
+/** CLOCK_TICK_MS is the time between the clock's events. */
+const CLOCK_TICK_MS = 1000;
+
+/**
+ * clockTicks is the event source of `/events/clock`: the time now and then once a second, each
+ * event numbered so that a reconnecting EventSource carries on from its `Last-Event-ID`.
+ */
+async function* clockTicks(environ: Environ): AsyncGenerator<SseEvent> {
+  const signal = environ['nsgi.signal'];
+  const last = Number(lastEventId(environ));
+  let n = Number.isSafeInteger(last) && last > 0 ? last : 0;
+  for (;;) {
+    yield { event: 'tick', id: String(++n), data: new Date().toISOString() };
+    try {
+      await sleep(CLOCK_TICK_MS, undefined, { signal });
+    } catch {
+      return; // the client left or the server is closing
+    }
+  }
 }
 
-/** escapeHtml makes text safe inside an HTML attribute or between tags. */
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
+/** echo sends every WebSocket message back as it came, text as text and binary as binary. */
+const echo = websocketApp(
+  (ws) => {
+    ws.on('message', (data, isBinary) => ws.send(data as Buffer, { binary: isBinary }));
+  },
+  { maxPayload: 64 * 1024, heartbeatMs: 30_000 },
+);
+
+/** chat is the demo's chat room; exported so that tests can see its waiting polls. */
+export const chat = createChat();
 
 /** app is the demo: the examples mounted under their prefixes, the index at `/`. */
-export const app: App = mount({ '/hello': hello, '/stream': stream, '/clock': clock, '/upload': upload, '/errors': errors }, home);
+export const app: App = mount(
+  {
+    '/hello': hello,
+    '/stream': stream,
+    '/clock': clock,
+    '/upload': upload,
+    '/errors': errors,
+    '/events/clock': sse(clockTicks),
+    '/ws/echo': echo,
+    '/chat': chat.app,
+  },
+  home,
+);
 
 export default app;

@@ -175,8 +175,8 @@ export class Exchange {
     if (this.finished) throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
     if (this.headSent) throw new AppError('NSGI_UPGRADE_AFTER_HEAD', 'nsgi.upgrade() called after the response head was sent (SPEC §6.2)');
     const upgraded = this.host.upgrade(options?.headers);
-    this.finished = true;
     this.closeIterator();
+    this.complete();
     return upgraded;
   }
 

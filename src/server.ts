@@ -598,6 +598,7 @@ class Connection implements ExchangeHost, InputHooks {
       head101 = `HTTP/1.1 101 Switching Protocols\r\n${prepared.block}Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`;
     }
     this.upgraded = true;
+    http.statusCode = 101;
     this.flushNow();
     const socket = this.socket;
     socket.pause();

@@ -39,13 +39,15 @@
  * has not answered the previous one is terminated. Every timer and listener comes off on `close`.
  */
 import type { IncomingMessage } from 'node:http';
-import WebSocketModule, { WebSocketServer, type PerMessageDeflateOptions, type WebSocket } from 'ws';
+import * as wsModule from 'ws';
+import { WebSocketServer, type PerMessageDeflateOptions, type WebSocket } from 'ws';
 import type { App, Body, Environ, HeaderList, StartResponse } from '../protocol/nsgi.ts';
 
+/** WebSocket is `ws`'s socket class, the type of what {@link OnConnection} receives. */
 export type { WebSocket } from 'ws';
 
-/** DEFAULT_MAX_PAYLOAD is the largest message accepted unless `maxPayload` says otherwise: 1 MiB. */
-export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** DEFAULT_WEBSOCKET_MAX_PAYLOAD is the largest message accepted unless `maxPayload` says otherwise: 1 MiB. */
+export const DEFAULT_WEBSOCKET_MAX_PAYLOAD = 1024 * 1024;
 
 /** CLOSE_GOING_AWAY is the close code sent when the server shuts down (RFC 6455 §7.4.1). */
 export const CLOSE_GOING_AWAY = 1001;
@@ -309,17 +311,21 @@ function makeServer(options: WebSocketOptions): WebSocketServer {
 }
 
 function maxPayloadOf(options: WebSocketOptions): number {
-  return options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
+  return options.maxPayload ?? DEFAULT_WEBSOCKET_MAX_PAYLOAD;
 }
 
 /**
- * wsInternals are `ws`'s own header parsers, present on its default export but not in its type
- * declarations.
+ * wsInternals are `ws`'s own header parser and permessage-deflate negotiator: exported by its ES
+ * module, though not in its type declarations.
  */
-const wsInternals = WebSocketModule as unknown as {
+const wsInternals = wsModule as unknown as {
   extension: { parse(header: string): Record<string, unknown[] | undefined> };
   PerMessageDeflate: new (options: object) => { accept(offers: unknown[]): unknown };
 };
+// Fail at load, not as a 400 for every compressed handshake, if a later ws moves them.
+if (typeof wsInternals.extension?.parse !== 'function' || typeof wsInternals.PerMessageDeflate !== 'function') {
+  throw new Error('nsgi: this version of ws does not export extension and PerMessageDeflate');
+}
 
 // ---- field syntax -------------------------------------------------------------------------------
 

@@ -31,8 +31,8 @@
  */
 import type { App, Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
 
-/** DEFAULT_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
-export const DEFAULT_HEARTBEAT_MS = 15_000;
+/** DEFAULT_SSE_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
+export const DEFAULT_SSE_HEARTBEAT_MS = 15_000;
 
 /** SseEvent is one event of a stream. Every field is optional, but a client dispatches only events with `data`. */
 export interface SseEvent {
@@ -88,7 +88,7 @@ export function sseResponse(environ: Environ, startResponse: StartResponse, sour
   const write = startResponse('200 OK', [...SSE_HEADERS, ...(options.headers ?? [])]);
   if (environ.REQUEST_METHOD === 'HEAD') return [];
   write.flushHead();
-  return frames(source, environ, options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  return frames(source, environ, options.heartbeatMs ?? DEFAULT_SSE_HEARTBEAT_MS);
 }
 
 /** lastEventId is the client's `Last-Event-ID` (the id of the last event it saw before reconnecting), if it sent one. */
@@ -155,7 +155,7 @@ function singleLine(field: string, value: unknown): string {
 
 const HEARTBEAT = ': ping\n\n';
 
-type Outcome<T> = { kind: 'next'; result: IteratorResult<T> } | { kind: 'heartbeat' } | { kind: 'stop' };
+type Settled = { ok: true; result: IteratorResult<SseMessage> } | { ok: false; error: unknown };
 
 /**
  * frames yields the framed events of `source`, racing each of its `next()` calls against the
@@ -168,65 +168,56 @@ async function* frames(source: SseSource, environ: Environ, heartbeatMs: number)
   const signal = environ['nsgi.signal'];
   if (signal.aborted) return;
   const it = iteratorOf(source);
-  let settled: { ok: true; result: IteratorResult<SseMessage> } | { ok: false; error: unknown } | null = null;
-  let wake: (() => void) | null = null;
+  // The pending next()'s outcome, and the current round's way to be told of it.
+  const next: { settled: Settled | null; wake: (() => void) | null } = { settled: null, wake: null };
   let pending = false;
   let sourceDone = false;
   try {
     for (;;) {
       if (!pending) {
         pending = true;
-        settled = null;
+        next.settled = null;
+        const settle = (settled: Settled): void => {
+          next.settled = settled;
+          next.wake?.();
+        };
         Promise.resolve(it.next()).then(
-          (result) => {
-            settled = { ok: true, result };
-            wake?.();
-          },
-          (error: unknown) => {
-            settled = { ok: false, error };
-            wake?.();
-          },
+          (result) => settle({ ok: true, result }),
+          (error: unknown) => settle({ ok: false, error }),
         );
       }
-      const outcome = await new Promise<Outcome<SseMessage>>((resolve) => {
+      const outcome = await new Promise<'ready' | 'heartbeat' | 'stop'>((resolve) => {
         let timer: NodeJS.Timeout | undefined;
-        const done = (value: Outcome<SseMessage> | null): void => {
-          wake = null;
+        const done = (value: 'ready' | 'heartbeat' | 'stop'): void => {
+          next.wake = null;
           if (timer !== undefined) clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
-          if (value !== null) resolve(value);
+          resolve(value);
         };
-        const onAbort = (): void => done({ kind: 'stop' });
-        wake = () => {
-          const s = settled;
-          if (s === null) return;
-          if (s.ok) done({ kind: 'next', result: s.result });
-          else {
-            done(null);
-            resolve({ kind: 'next', result: Promise.reject(s.error) as never });
-          }
-        };
-        if (signal.aborted) return done({ kind: 'stop' });
-        if (settled !== null) return wake();
+        const onAbort = (): void => done('stop');
+        if (signal.aborted) return done('stop');
+        if (next.settled !== null) return done('ready');
+        next.wake = () => done('ready');
         signal.addEventListener('abort', onAbort, { once: true });
-        if (heartbeatMs > 0) timer = setTimeout(() => done({ kind: 'heartbeat' }), heartbeatMs);
+        if (heartbeatMs > 0) timer = setTimeout(done, heartbeatMs, 'heartbeat');
       });
-      if (outcome.kind === 'stop') return;
-      if (outcome.kind === 'heartbeat') {
+      if (outcome === 'stop') return;
+      if (outcome === 'heartbeat') {
         yield HEARTBEAT;
         continue;
       }
       pending = false;
-      const s = settled as { ok: true; result: IteratorResult<SseMessage> } | { ok: false; error: unknown } | null;
-      if (s !== null && !s.ok) {
+      const settled = next.settled as Settled;
+      if (!settled.ok) {
+        // A source whose next() failed is finished; the error cuts the stream (SPEC §8).
         sourceDone = true;
-        throw s.error;
+        throw settled.error;
       }
-      if (outcome.result.done) {
+      if (settled.result.done === true) {
         sourceDone = true;
         return;
       }
-      yield formatEvent(outcome.result.value);
+      yield formatEvent(settled.result.value);
     }
   } finally {
     if (!sourceDone) closeSource(it, environ);
