@@ -208,16 +208,17 @@ export class Exchange {
     const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
     const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
     try {
-      if (typeof syncFn === 'function') {
-        const it = syncFn.call(body) as Iterator<unknown>;
-        this.iterator = it;
-        if (this.finished) return this.closeIterator();
-        void this.pumpSync(it);
-      } else if (typeof asyncFn === 'function') {
+      // SPEC BODY-2: an object that is both is iterated asynchronously.
+      if (typeof asyncFn === 'function') {
         const it = asyncFn.call(body) as AsyncIterator<unknown>;
         this.iterator = it;
         if (this.finished) return this.closeIterator();
         void this.pumpAsync(it);
+      } else if (typeof syncFn === 'function') {
+        const it = syncFn.call(body) as Iterator<unknown>;
+        this.iterator = it;
+        if (this.finished) return this.closeIterator();
+        void this.pumpSync(it);
       } else {
         this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks (SPEC §3)`));
       }

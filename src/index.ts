@@ -18,3 +18,22 @@ export type {
 export { serve, SERVER_DEFAULTS, type ServeOptions, type Server } from './server.ts';
 export { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 export { RequestParser, DEFAULT_LIMITS, type ParserLimits, type ParserEvent, type RequestHead } from './http1/parser.ts';
+export {
+  acceptWebSocket,
+  websocketApp,
+  isWebSocketRequest,
+  websocketHandshakeProblem,
+  CLOSE_GOING_AWAY,
+  DEFAULT_WEBSOCKET_MAX_PAYLOAD,
+  type OnConnection,
+  type WebSocket,
+  type WebSocketOptions,
+  type WebSocketAppOptions,
+} from './websocket.ts';
+export { sse, sseResponse, lastEventId, formatEvent, SSE_HEADERS, DEFAULT_SSE_HEARTBEAT_MS, type SseEvent, type SseMessage, type SseOptions, type SseSource } from './helpers/sse.ts';
+export { Topic, DEFAULT_TOPIC_CAPACITY, type Entry, type PollResult, type TopicOptions, type WaitOptions } from './helpers/longpoll.ts';
+export { validate, ValidationError, type ValidateOptions } from './validator.ts';
+export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
+export { toNodeListener, createNodeServer, type NodeListener, type NodeListenerOptions } from './adapters/node-http.ts';
+export * as testing from './testing.ts';
+export type { TestRequest, TestResponse, TestStream } from './testing.ts';

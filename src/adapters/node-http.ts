@@ -208,8 +208,16 @@ class NodeSink implements ResponseSink {
   }
 
   cut(): void {
-    // ERR-4: no terminating chunk, or fewer bytes than the Content-Length said.
-    this.res.destroy();
+    // ERR-4: no terminating chunk, or fewer bytes than the Content-Length said. node:http corks
+    // the socket until the next tick, so what was written is flushed first; then the socket is
+    // ended and destroyed without the response being finished.
+    const socket = this.res.socket;
+    if (socket === null) {
+      this.res.destroy();
+      return;
+    }
+    while (socket.writableCorked > 0) socket.uncork();
+    socket.destroySoon();
   }
 }
 

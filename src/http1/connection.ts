@@ -192,8 +192,9 @@ export class Http1Connection {
   }
 
   /**
-   * sendData frames one body chunk. A chunk that would run past the declared Content-Length
-   * throws an AppError and is not sent. Chunks for a response without a body are dropped.
+   * sendData frames one body chunk. A chunk that would run past the declared Content-Length is
+   * sent only up to that length, then an AppError is thrown. Chunks for a response without a body
+   * are dropped.
    */
   sendData(chunk: Uint8Array | string): void {
     this.move('data');
@@ -205,6 +206,14 @@ export class Http1Connection {
         return;
       case Framing.Length:
         if (this.bodyBytes + n > this.declaredLength) {
+          // Send what the declared length allows, so the client gets the whole declared body; the
+          // caller cuts the connection, since the app's length was wrong.
+          const allowed = this.declaredLength - this.bodyBytes;
+          if (allowed > 0) {
+            out.bytes((typeof chunk === 'string' ? Buffer.from(chunk) : chunk).subarray(0, allowed));
+            this.bodyBytes += allowed;
+          }
+          this.keepAlive = false;
           throw new AppError(
             'NSGI_CONTENT_LENGTH_EXCEEDED',
             `body is longer than its Content-Length of ${this.declaredLength} bytes (SPEC §4.3)`,

@@ -1,0 +1,57 @@
+/**
+ * The contract suite: every case of `cases.ts` against every way of serving an app of
+ * `targets.ts`. The test names list the SPEC ids each case shows, per server. A server that cannot
+ * keep a rule runs the case's documented deviation instead, named as such; a case that needs a
+ * connection is reported as not applicable for the in-memory target by a test that checks that
+ * target really has none. Under `validate()`, the suite also checks that the validator reported
+ * nothing for a valid app, and that it reported the right rule for an app that breaks one.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { CASES, Probe, until, type Case } from './cases.ts';
+import { KINDS, closeAll, type Kind } from './targets.ts';
+
+afterEach(closeAll);
+
+function title(c: Case): string {
+  return `[${c.spec.join(', ')}] ${c.name}`;
+}
+
+describe.each(KINDS.map((kind) => ({ kind, name: kind.name })))('contract on $name', ({ kind }: { kind: Kind }) => {
+  for (const c of CASES) {
+    if (c.wireOnly !== undefined && !kind.wire) {
+      it(`${title(c)} (not applicable: ${c.wireOnly}; ${kind.name} has no connection)`, async () => {
+        const target = await kind.start(c.app(new Probe()));
+        expect(target.wire).toBe(false);
+      });
+      continue;
+    }
+    const deviation = c.deviations?.[kind.name];
+    if (deviation !== undefined) {
+      it(`${title(c)} (documented deviation: ${deviation.reason})`, async () => {
+        const probe = new Probe();
+        const target = await kind.start(c.app(probe));
+        await deviation.run(target, probe);
+      });
+      continue;
+    }
+    if (kind.validated && c.violates !== undefined) {
+      it(`${title(c)} (the app breaks ${c.violates} on purpose: validate() reports it)`, async () => {
+        const probe = new Probe();
+        const target = await kind.start(c.app(probe));
+        await target.send(c.request ?? {});
+        await until(() => target.errors.some((e) => e.includes(`ValidationError: [${c.violates}]`)), `a ValidationError naming ${c.violates}`);
+      });
+      continue;
+    }
+    const bug = c.knownBug?.[kind.name];
+    const test = bug !== undefined ? it.fails : it;
+    test(`${title(c)}${bug !== undefined ? ` (KNOWN SERVER BUG, expected to fail until fixed: ${bug})` : ''}`, async () => {
+      const probe = new Probe();
+      const target = await kind.start(c.app(probe));
+      await c.run(target, probe);
+      if (kind.validated) {
+        expect(target.errors.filter((e) => e.includes('ValidationError') || e.includes('nsgi validator'))).toEqual([]);
+      }
+    });
+  }
+});
