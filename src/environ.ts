@@ -42,18 +42,15 @@ function headerKey(name: string): string | null {
 }
 
 /**
- * buildEnviron makes the environ for one request. `signal` is the request's AbortSignal, or an
- * object that makes it when asked (the server's exchange does, so unused signals cost nothing).
- * Per SPEC §2.2, PATH_INFO is the target's path,
+ * buildEnviron makes the environ for one request. Per SPEC §2.2, PATH_INFO is the target's path,
  * percent-decoded and read as UTF-8, with the mount path moved to SCRIPT_NAME.
  */
 export function buildEnviron(
   head: RequestHead,
   conn: ConnectionInfo,
   input: Input,
-  signal: AbortSignal | { readonly signal: AbortSignal },
+  signal: AbortSignal,
 ): Environ {
-  const signalSource = signal instanceof AbortSignal ? { signal } : signal;
   const target = head.target;
   let path: string;
   let query = '';
@@ -114,14 +111,7 @@ export function buildEnviron(
     'nsgi.url_scheme': conn.urlScheme,
     'nsgi.input': input,
     'nsgi.errors': conn.errors,
-    // An accessor, so the signal is only made if the app asks; copying the environ (`{...environ}`)
-    // reads it, and assigning replaces it with a plain value.
-    get 'nsgi.signal'(): AbortSignal {
-      return signalSource.signal;
-    },
-    set 'nsgi.signal'(value: AbortSignal) {
-      Object.defineProperty(this, 'nsgi.signal', { value, writable: true, enumerable: true, configurable: true });
-    },
+    'nsgi.signal': signal,
     'nsgi.headers': head.headers,
     'nsgi.multithread': false,
     'nsgi.multiprocess': conn.multiprocess,

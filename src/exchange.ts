@@ -47,13 +47,10 @@ type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
 /** Exchange runs the app for one request and carries its response to the connection. */
 export class Exchange {
-  // `nsgi.signal` is made on first use: most requests never look at it, and an AbortController
-  // costs more than the rest of a small request's bookkeeping together.
-  private controller: AbortController | null = null;
-  private abortReason: Error | null = null;
   /** finished is true once the response is complete, cut, or abandoned. */
   finished = false;
 
+  private readonly controller = new AbortController();
   private started = false;
   /** True once the head is committed: sent, or held back with the first chunk. */
   private headSent = false;
@@ -154,20 +151,14 @@ export class Exchange {
     return chunked;
   }
 
-  /** signal is `environ['nsgi.signal']` (SPEC §2.4), made when first asked for. */
+  /** signal is `environ['nsgi.signal']` (SPEC §2.4). */
   get signal(): AbortSignal {
-    if (this.controller === null) {
-      this.controller = new AbortController();
-      if (this.abortReason !== null) this.controller.abort(this.abortReason);
-    }
     return this.controller.signal;
   }
 
   /** abortSignal fires `nsgi.signal` once, with `reason`. */
   abortSignal(reason: Error): void {
-    if (this.abortReason !== null) return;
-    this.abortReason = reason;
-    this.controller?.abort(reason);
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
   }
 
   /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */

@@ -361,7 +361,7 @@ class Connection implements ExchangeHost, InputHooks {
     }
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
     const exchange = new Exchange(this, input);
-    const environ = buildEnviron(head, this.info, input, exchange);
+    const environ = buildEnviron(head, this.info, input, exchange.signal);
     exchange.environ = environ;
     if (head.version === 'HTTP/1.1') {
       environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
@@ -501,10 +501,10 @@ class Connection implements ExchangeHost, InputHooks {
     this.flushScheduled = false;
     const socket = this.socket;
     if (this.gone || socket.writableEnded) {
-      this.http.out.take();
+      this.http.takeOutput();
       return false;
     }
-    const parts = this.http.out.take();
+    const parts = this.http.takeOutput();
     if (parts.length === 1) return socket.write(parts[0]!);
     if (parts.length === 0) return !socket.writableNeedDrain;
     socket.cork();

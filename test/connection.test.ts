@@ -10,7 +10,7 @@ import { req } from './helpers/bytes.ts';
 
 /** output takes everything the connection wrote, as text with the Date value masked. */
 function output(conn: Http1Connection): string {
-  return Buffer.concat(conn.out.take())
+  return Buffer.concat(conn.takeOutput())
     .toString('latin1')
     .replace(/^Date: [^\r]*\r\n/gm, 'Date: <date>\r\n');
 }
@@ -52,14 +52,14 @@ describe('Http1Connection response bytes', () => {
   it('the Date value is an IMF-fixdate, and an app Date or Server replaces the server one', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([['Date', 'Thu, 01 Jan 1970 00:00:00 GMT'], ['Server', 'mine'], ['Content-Length', '0']]));
-    const text = Buffer.concat(conn.out.take()).toString('latin1');
+    const text = Buffer.concat(conn.takeOutput()).toString('latin1');
     expect(text).toBe('HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nServer: mine\r\nContent-Length: 0\r\n\r\n');
   });
 
   it('a server name of "" sends no Server field', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`, '');
     conn.sendHead(ok, prepareHeaders([['Content-Length', '0']]));
-    const text = Buffer.concat(conn.out.take()).toString('latin1');
+    const text = Buffer.concat(conn.takeOutput()).toString('latin1');
     expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Length: 0\r\nDate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n\r\n$/);
   });
 
@@ -82,7 +82,7 @@ describe('Http1Connection response bytes', () => {
   it('chunked: one chunk, then the last chunk: 5\\r\\nhello\\r\\n0\\r\\n\\r\\n', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([]));
-    conn.out.take();
+    conn.takeOutput();
     conn.sendData('hello');
     conn.sendEnd();
     expect(output(conn)).toBe('5\r\nhello\r\n0\r\n\r\n');
@@ -91,7 +91,7 @@ describe('Http1Connection response bytes', () => {
   it('chunked with trailers ends with the trailer block', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([]));
-    conn.out.take();
+    conn.takeOutput();
     conn.sendData('hi');
     conn.sendEnd('X-Sum: 1\r\n');
     expect(output(conn)).toBe('2\r\nhi\r\n0\r\nX-Sum: 1\r\n\r\n');
@@ -100,9 +100,9 @@ describe('Http1Connection response bytes', () => {
   it('a UTF-8 string body is counted and chunked by its bytes, not its characters', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([]));
-    conn.out.take();
+    conn.takeOutput();
     conn.sendData('\u20ac');
-    expect(Buffer.concat(conn.out.take())).toEqual(Buffer.concat([Buffer.from('3\r\n'), Buffer.from('\u20ac'), Buffer.from('\r\n')]));
+    expect(Buffer.concat(conn.takeOutput())).toEqual(Buffer.concat([Buffer.from('3\r\n'), Buffer.from('\u20ac'), Buffer.from('\r\n')]));
     expect(conn.bodyBytes).toBe(3);
   });
 
@@ -114,15 +114,16 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('HTTP/1.1 200 OK\r\nDate: <date>\r\nServer: nsgi\r\nContent-Length: 4\r\n\r\nabcd');
   });
 
-  it('a body longer than Content-Length throws AppError and the extra chunk is not sent', () => {
+  it('a body longer than Content-Length sends only the declared bytes, then throws AppError', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([['Content-Length', '3']]));
-    conn.out.take();
+    conn.takeOutput();
     conn.sendData('ab');
     expect(() => conn.sendData('cd')).toThrow(AppError);
     expect(() => conn.sendData('cd')).toThrow(expect.objectContaining({ code: 'NSGI_CONTENT_LENGTH_EXCEEDED' }));
-    expect(output(conn)).toBe('ab');
-    expect(conn.bodyBytes).toBe(2);
+    expect(output(conn)).toBe('abc');
+    expect(conn.bodyBytes).toBe(3);
+    expect(conn.shouldReuseConnection()).toBe(false);
   });
 
   it('a body shorter than Content-Length throws AppError at the end and rules out reuse', () => {
@@ -232,7 +233,7 @@ describe('100-continue', () => {
   it('sendContinue writes nothing once the final head has gone out', () => {
     const conn = connect(req`PUT / HTTP/1.1\nHost: a\nExpect: 100-continue\nContent-Length: 2\n\n`);
     conn.sendHead(parseStatus('413 Content Too Large'), prepareHeaders([['Content-Length', '0']]));
-    conn.out.take();
+    conn.takeOutput();
     conn.sendContinue();
     expect(conn.out.size).toBe(0);
   });
@@ -247,7 +248,7 @@ describe('100-continue', () => {
     conn.sendEnd();
     expect(conn.nextEvent().kind).toBe('paused');
     conn.nextCycle();
-    conn.out.take();
+    conn.takeOutput();
     expect(conn.nextEvent().kind).toBe('head');
     conn.sendContinue();
     expect(output(conn)).toBe('HTTP/1.1 100 Continue\r\n\r\n');
@@ -303,7 +304,7 @@ describe('error responses', () => {
   it('rejectRequest after the head went out writes nothing more', () => {
     const conn = connect(req`POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n`);
     conn.sendHead(ok, prepareHeaders([]));
-    conn.out.take();
+    conn.takeOutput();
     conn.receive(Buffer.from('zz\r\n'));
     expect(() => conn.nextEvent()).toThrow(ProtocolError);
     conn.rejectRequest(new ProtocolError('NSGI_BAD_CHUNK_SIZE', 400, 'x'));

@@ -7,7 +7,6 @@ import {
   OutBuffer,
   bodyAllowedForStatus,
   chooseFraming,
-  chunkHeader,
   httpDate,
   parseStatus,
   prepareHeaders,
@@ -155,10 +154,17 @@ describe('chooseFraming', () => {
 });
 
 describe('small encoders', () => {
-  it('chunkHeader writes the size in lowercase hex with CRLF', () => {
-    expect(chunkHeader(5)).toBe('5\r\n');
-    expect(chunkHeader(255)).toBe('ff\r\n');
-    expect(chunkHeader(65536)).toBe('10000\r\n');
+  it('OutBuffer.chunkFrame writes the size in lowercase hex with CRLF, after the previous CRLF if asked', () => {
+    const frame = (size: number, crlfFirst: boolean): string => {
+      const out = new OutBuffer();
+      out.chunkFrame(size, crlfFirst);
+      return Buffer.concat(out.take()).toString('latin1');
+    };
+    expect(frame(5, false)).toBe('5\r\n');
+    expect(frame(255, true)).toBe('\r\nff\r\n');
+    expect(frame(65536, false)).toBe('10000\r\n');
+    expect(frame(0xffffffff, false)).toBe('ffffffff\r\n');
+    expect(frame(2 ** 33 + 10, true)).toBe('\r\n20000000a\r\n');
   });
 
   it('httpDate is an IMF-fixdate', () => {

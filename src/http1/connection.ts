@@ -22,7 +22,6 @@ import {
   OutBuffer,
   REASONS,
   chooseFraming,
-  chunkHeader,
   httpDate,
   type PreparedHeaders,
   type Status,
@@ -66,10 +65,24 @@ export class Http1Connection {
   private framing = Framing.None;
   private declaredLength = -1;
   private continueSent = false;
+  /** A chunk's data has been written and its closing CRLF has not. */
+  private chunkOpen = false;
 
   constructor(limits: Partial<ParserLimits> = {}, serverName = 'nsgi') {
     this.parser = new RequestParser(limits);
     this.serverHeader = serverName === '' ? '' : `Server: ${serverName}\r\n`;
+  }
+
+  /**
+   * takeOutput returns everything to send, in order, and empties the buffer. A chunk whose CRLF
+   * was being held for the next size line gets it now, so what leaves is always whole chunks.
+   */
+  takeOutput(): Uint8Array[] {
+    if (this.chunkOpen) {
+      this.out.crlf();
+      this.chunkOpen = false;
+    }
+    return this.out.take();
   }
 
   /** receive hands bytes from the peer to the parser. */
@@ -221,13 +234,15 @@ export class Http1Connection {
         }
         break;
       case Framing.Chunked:
-        out.latin1(chunkHeader(n));
+        // Each chunk's closing CRLF is written with the next size line (or the last chunk), so a
+        // chunk costs one small append besides its data.
+        out.chunkFrame(n, this.chunkOpen);
+        this.chunkOpen = true;
         break;
     }
     this.bodyBytes += n;
     if (typeof chunk === 'string') out.utf8(chunk, n);
     else out.bytes(chunk);
-    if (this.framing === Framing.Chunked) out.latin1('\r\n');
   }
 
   /**
@@ -237,6 +252,8 @@ export class Http1Connection {
   sendEnd(trailerBlock = ''): void {
     this.move('end');
     if (this.framing === Framing.Chunked) {
+      if (this.chunkOpen) this.out.crlf();
+      this.chunkOpen = false;
       this.out.latin1(trailerBlock === '' ? LAST_CHUNK : `0\r\n${trailerBlock}\r\n`);
     } else if (this.framing === Framing.Length && this.bodyBytes < this.declaredLength) {
       this.keepAlive = false;
@@ -308,6 +325,7 @@ export class Http1Connection {
     this.bodyBytes = 0;
     this.statusCode = 0;
     this.continueSent = false;
+    this.chunkOpen = false;
   }
 }
 

@@ -211,6 +211,24 @@ export function httpDate(): string {
 const COPY_LIMIT = 16 * 1024;
 const SLAB_SIZE = 64 * 1024;
 
+const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
+
+// Buffer's own latin1Write and utf8Write skip the argument checks of buf.write(); they are not in
+// Node's type definitions, so they are looked up once and write() stands in where they are missing.
+interface RawWrites {
+  latin1Write?(s: string, offset: number, length: number): number;
+  utf8Write?(s: string, offset: number, length: number): number;
+}
+const rawWrites = Buffer.prototype as unknown as RawWrites;
+const writeLatin1: (b: Buffer, s: string, at: number, n: number) => void =
+  typeof rawWrites.latin1Write === 'function'
+    ? (b, s, at, n) => void (b as unknown as Required<RawWrites>).latin1Write(s, at, n)
+    : (b, s, at, n) => void b.write(s, at, n, 'latin1');
+const writeUtf8: (b: Buffer, s: string, at: number, n: number) => void =
+  typeof rawWrites.utf8Write === 'function'
+    ? (b, s, at, n) => void (b as unknown as Required<RawWrites>).utf8Write(s, at, n)
+    : (b, s, at, n) => void b.write(s, at, n, 'utf8');
+
 // One slab shared by every connection, as Node's Buffer pool is. Bytes are appended and never
 // rewritten; a connection extends its open part only while nobody else has appended after it.
 let slab = Buffer.allocUnsafe(SLAB_SIZE);
@@ -234,7 +252,7 @@ export class OutBuffer {
     const n = s.length;
     if (n === 0) return;
     const at = this.reserve(n);
-    slab.write(s, at, n, 'latin1');
+    writeLatin1(slab, s, at, n);
   }
 
   /** utf8 appends a string as UTF-8 and returns its length in bytes. */
@@ -242,7 +260,39 @@ export class OutBuffer {
     if (byteLength === 0) return;
     if (byteLength >= COPY_LIMIT) return this.bytes(Buffer.from(s, 'utf8'));
     const at = this.reserve(byteLength);
-    slab.write(s, at, byteLength, 'utf8');
+    writeUtf8(slab, s, at, byteLength);
+  }
+
+  /**
+   * chunkFrame appends the size line of a chunk (RFC 9112 §7.1), or, with `crlfFirst`, the CRLF
+   * that ends the previous chunk and then the size line: byte stores, no string made.
+   */
+  chunkFrame(size: number, crlfFirst: boolean): void {
+    let digits = 1;
+    while (size >>> (digits * 4) !== 0 && digits < 8) digits++;
+    if (size > 0xffffffff) digits = size.toString(16).length;
+    const n = digits + 2 + (crlfFirst ? 2 : 0);
+    let at = this.reserve(n);
+    const s = slab;
+    if (crlfFirst) {
+      s[at++] = 0x0d;
+      s[at++] = 0x0a;
+    }
+    if (size > 0xffffffff) {
+      s.write(size.toString(16), at, digits, 'latin1');
+      at += digits;
+    } else {
+      for (let i = digits - 1; i >= 0; i--) s[at++] = HEX_DIGITS[(size >>> (i * 4)) & 0xf]!;
+    }
+    s[at++] = 0x0d;
+    s[at] = 0x0a;
+  }
+
+  /** crlf appends CRLF. */
+  crlf(): void {
+    const at = this.reserve(2);
+    slab[at] = 0x0d;
+    slab[at + 1] = 0x0a;
   }
 
   /** bytes appends raw bytes: copied when small, queued by reference when large. */
@@ -293,11 +343,6 @@ export class OutBuffer {
       this.open = null;
     }
   }
-}
-
-/** chunkHeader is the size line that starts one chunk of chunked coding (RFC 9112 §7.1). */
-export function chunkHeader(size: number): string {
-  return size.toString(16) + '\r\n';
 }
 
 /** LAST_CHUNK ends a chunked body that has no trailers. */
