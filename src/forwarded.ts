@@ -25,7 +25,8 @@ export function trustedProxies(entries: readonly string[]): TrustedProxies {
     const slash = entry.indexOf('/');
     const address = slash === -1 ? entry : entry.slice(0, slash);
     const family = net.isIPv4(address) ? 'ipv4' : net.isIPv6(address) ? 'ipv6' : null;
-    const prefix = slash === -1 ? NaN : Number(entry.slice(slash + 1));
+    const prefixText = slash === -1 ? '' : entry.slice(slash + 1);
+    const prefix = /^[0-9]{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
     if (family === null || (slash !== -1 && !(Number.isInteger(prefix) && prefix >= 0 && prefix <= (family === 'ipv4' ? 32 : 128)))) {
       throw new TypeError(`forwarded-allow-ips: ${JSON.stringify(entry)} is not an IP address or subnet`);
     }

@@ -267,7 +267,7 @@ class Connection implements ExchangeHost, InputHooks {
     private readonly settings: Settings,
     private readonly registry: Set<Connection>,
   ) {
-    this.http = new Http1Connection(settings.limits, settings.serverName);
+    this.http = new Http1Connection(settings.limits, settings.serverName, settings.keepAliveTimeout);
     this.errors = settings.errors;
     this.info = {
       remoteAddress: socket.remoteAddress ?? '',
@@ -333,7 +333,9 @@ class Connection implements ExchangeHost, InputHooks {
           this.input?.end();
           if (!this.finishCycle()) break;
         } else if (event.kind === 'need-data') {
-          if (http.request === null && http.buffered > 0 && this.timerKind !== Timer.Head) {
+          // The head deadline runs from the first byte of a head, including one that stopped at
+          // a line end (every whole line is already parsed, so nothing counts as buffered).
+          if (http.request === null && !http.idle && this.timerKind !== Timer.Head) {
             this.arm(Timer.Head, this.settings.headersTimeout);
           }
           break;

@@ -61,6 +61,7 @@ export class Http1Connection {
 
   private readonly parser: RequestParser;
   private readonly serverHeader: string;
+  private readonly keepAliveHeader: string;
   private keepAlive = true;
   private framing = Framing.None;
   private declaredLength = -1;
@@ -68,9 +69,16 @@ export class Http1Connection {
   /** A chunk's data has been written and its closing CRLF has not. */
   private chunkOpen = false;
 
-  constructor(limits: Partial<ParserLimits> = {}, serverName = 'nsgi') {
+  /**
+   * `keepAliveTimeout` (ms), when set, is announced on reused connections as `Keep-Alive:
+   * timeout=N` (RFC 9112 §9.3 leaves the header's use open; clients such as Node's agents use it
+   * to retire a pooled connection before the server closes it, instead of racing the close).
+   */
+  constructor(limits: Partial<ParserLimits> = {}, serverName = 'nsgi', keepAliveTimeout = 0) {
     this.parser = new RequestParser(limits);
     this.serverHeader = serverName === '' ? '' : `Server: ${serverName}\r\n`;
+    const seconds = Math.floor(keepAliveTimeout / 1000);
+    this.keepAliveHeader = seconds >= 1 && Number.isFinite(seconds) ? `Keep-Alive: timeout=${seconds}\r\n` : '';
   }
 
   /**
@@ -196,7 +204,7 @@ export class Http1Connection {
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
     if (!this.keepAlive) head += 'Connection: close\r\n';
-    else if (!http11) head += 'Connection: keep-alive\r\n';
+    else head += http11 ? this.keepAliveHeader : `Connection: keep-alive\r\n${this.keepAliveHeader}`;
     this.out.latin1(head + '\r\n');
     this.framing = framing;
     this.declaredLength = framing === Framing.Length ? length : -1;

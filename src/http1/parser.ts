@@ -174,7 +174,7 @@ export class RequestParser {
 
   /** idle is true before any byte of the next request head has arrived. */
   get idle(): boolean {
-    return this.state === State.Head && this.method === '' && this.buffered === 0;
+    return this.state === State.Head && this.version === '' && this.buffered === 0;
   }
 
   /** inBody is true while the body of the current request is being read. */

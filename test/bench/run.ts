@@ -1,0 +1,265 @@
+/**
+ * The benchmark suite: `npm run bench [-- --quick] [--only a,b] [--servers a,b] [--write]`.
+ *
+ * Each server under test runs as its own process pinned to core 0; wrk and the suite's own Node
+ * clients run on core 1 (when there are two cores and taskset). Every figure is the median of at
+ * least three runs, printed with its min and max and with its ratio to node:http and to the
+ * ceiling from the same run. A full run (no --quick/--only/--servers) rewrites the results
+ * section of BENCHMARKS.md and BENCHMARKS.svg; a partial run only prints, unless --write.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { SERVER_LABELS, SERVER_ORDER, type ScenarioResult, type ServerId } from './lib/model.ts';
+import { decidePinning, openFileLimit, pinSelf, pinned, startServer, type RunningServer } from './lib/proc.ts';
+import { END, START, chartSvg, resultsTable, rewriteSection, targetsTable } from './lib/report.ts';
+import { wrkVersion } from './lib/wrk.ts';
+import { parserTable, runParserBench, type ParserRow } from './parser.ts';
+import { SCENARIOS, SKIPPED_SCENARIOS, type Context } from './scenarios.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const BENCH = fileURLToPath(new URL('./', import.meta.url));
+const BUN = `${ROOT}node_modules/.bin/bun`;
+const ADAPTER = `${ROOT}src/adapters/node-http.ts`;
+const MARKDOWN = `${ROOT}BENCHMARKS.md`;
+const CHART = `${ROOT}BENCHMARKS.svg`;
+
+const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--servers server,...] [--write]
+
+  --quick          shorter runs and smaller scenarios (under 2 minutes)
+  --only LIST      run only these scenarios: ${[...SCENARIOS.map((s) => s.id), 'parser'].join(', ')}
+  --servers LIST   run only these servers: ${SERVER_ORDER.join(', ')}
+  --runs N         runs per figure (default 5, quick 3; at least 3 for a median worth printing)
+  --write          rewrite BENCHMARKS.md even after a partial run`;
+
+interface Options {
+  quick: boolean;
+  only: string[] | null;
+  servers: ServerId[] | null;
+  runs: number;
+  write: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { quick: false, only: null, servers: null, runs: 0, write: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value\n${USAGE}`);
+      return v;
+    };
+    if (arg === '--quick') options.quick = true;
+    else if (arg === '--write') options.write = true;
+    else if (arg === '--only') options.only = value().split(',');
+    else if (arg === '--servers') options.servers = value().split(',') as ServerId[];
+    else if (arg === '--runs') options.runs = Number(value());
+    else if (arg === '--help' || arg === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    } else throw new Error(`unknown option ${arg}\n${USAGE}`);
+  }
+  const known = new Set<string>([...SCENARIOS.map((s) => s.id), 'parser', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
+  for (const id of options.only ?? []) if (!known.has(id)) throw new Error(`unknown scenario ${id}\n${USAGE}`);
+  for (const id of options.servers ?? []) if (!SERVER_ORDER.includes(id)) throw new Error(`unknown server ${id}\n${USAGE}`);
+  // Five runs by default on a full run: on a shared machine a median of five resists one bad run.
+  if (options.runs === 0) options.runs = options.quick ? 3 : 5;
+  if (!Number.isInteger(options.runs) || options.runs < 1) throw new Error(`--runs needs a whole number`);
+  return options;
+}
+
+/** raiseFileLimit re-runs the suite under a shell that raised `ulimit -n`, when it must and can. */
+function raiseFileLimit(needed: number): number {
+  const [soft, hard] = openFileLimit();
+  if (soft >= needed || hard <= soft || process.env['NSGI_BENCH_REEXEC'] === '1') return soft;
+  const limit = Math.min(hard, 65536);
+  console.log(`ulimit -n is ${soft}; re-running the suite with ulimit -n ${limit}`);
+  const r = spawnSync('sh', ['-c', `ulimit -n ${limit} && exec "$@"`, 'sh', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, NSGI_BENCH_REEXEC: '1' },
+  });
+  process.exit(r.status ?? 1);
+}
+
+/** adapterStatus says whether the nsgi-on-node:http server can run, and if not, why. */
+async function adapterStatus(): Promise<string | null> {
+  if (!existsSync(ADAPTER)) return 'src/adapters/node-http.ts does not exist yet (the interop work has not landed)';
+  try {
+    const mod = (await import(pathToFileURL(ADAPTER).href)) as { toNodeListener?: unknown };
+    if (typeof mod.toNodeListener !== 'function') return 'src/adapters/node-http.ts does not export toNodeListener';
+  } catch (err) {
+    return `src/adapters/node-http.ts failed to load: ${err instanceof Error ? err.message : err}`;
+  }
+  return null;
+}
+
+function machine(wrk: string | null, bun: string | null): string[] {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? 'unknown';
+  const mem = (os.totalmem() / 1024 ** 3).toFixed(1);
+  // os.availableParallelism() would count only the cores this pinned process may use.
+  const cores = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
+  return [
+    `CPU: ${model}, ${cores} cores (Linux ${os.release()}, ${mem} GiB RAM)`,
+    `Node ${process.version}; ${wrk ?? 'wrk not installed'}; bun ${bun ?? 'not found'}`,
+  ];
+}
+
+const fmtLoad = (l: number[]): string => l.map((x) => x.toFixed(2)).join(' / ');
+
+async function main(): Promise<void> {
+  const options = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  const loadBefore = os.loadavg();
+  const log = (line: string): void => {
+    const t = `${((Date.now() - started) / 1000).toFixed(1)}s`.padStart(7);
+    console.log(line.startsWith('\n') ? `\n[${t}] ${line.slice(1)}` : line.includes('\n') ? line : `[${t}] ${line}`);
+  };
+  const fdLimit = raiseFileLimit((options.quick ? 1000 : 5000) * 3 + 1024);
+  const pinning = decidePinning();
+  pinSelf(pinning.client);
+  const wrk = wrkVersion();
+  const bunRun = existsSync(BUN) ? spawnSync(BUN, ['--version'], { encoding: 'utf8' }) : null;
+  const bun = bunRun?.status === 0 ? bunRun.stdout.trim() : null;
+
+  log(`nsgi benchmarks (${options.quick ? 'quick' : 'full'} run, ${options.runs} runs per figure)`);
+  for (const line of machine(wrk, bun)) log(`  ${line}`);
+  log(`  ${pinning.note}; load average before the run ${fmtLoad(loadBefore)} (1/5/15 min); ulimit -n ${fdLimit}`);
+
+  const skipped: string[] = [];
+  const skip = (line: string): void => {
+    skipped.push(line);
+    log(`skipped: ${line}`);
+  };
+  if (wrk === null) skip('the wrk scenarios: wrk is not installed; install it with `apt-get install wrk`');
+
+  // Servers.
+  let servers = (options.servers ?? SERVER_ORDER).slice();
+  const adapter = await adapterStatus();
+  if (adapter !== null && servers.includes('nsgi-node-http')) {
+    skip(`server nsgi-node-http (nsgi app on node:http via toNodeListener): ${adapter}`);
+    servers = servers.filter((s) => s !== 'nsgi-node-http');
+  }
+  if (bun === null && servers.includes('bun')) {
+    skip(`server bun: ${BUN} not found or not runnable (npm install)`);
+    servers = servers.filter((s) => s !== 'bun');
+  }
+  const command = (id: ServerId): [string, string[]] => {
+    const file = `${BENCH}servers/${id}.ts`;
+    return id === 'bun' ? pinned(pinning.server, BUN, [file, '0']) : pinned(pinning.server, process.execPath, ['--import', 'tsx', file, '0']);
+  };
+  const alive = new Set<RunningServer>();
+  const fresh = async (id: ServerId): Promise<RunningServer> => {
+    const [cmd, args] = command(id);
+    const server = await startServer(id, cmd, args, ROOT, null);
+    alive.add(server);
+    server.child.once('exit', () => alive.delete(server));
+    return server;
+  };
+  const killAll = (): void => {
+    for (const s of alive) s.child.kill('SIGKILL');
+  };
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      killAll();
+      process.exit(130);
+    });
+  }
+
+  // Scenarios.
+  const wanted = (id: string): boolean => options.only === null || options.only.includes(id);
+  const scenarios = SCENARIOS.filter((s) => wanted(s.id) && (!s.needsWrk || wrk !== null));
+  for (const [id, why] of SKIPPED_SCENARIOS) if (wanted(id)) skip(`${id}: ${why.replace(/^skipped: /, '')}`);
+
+  const live = new Map<ServerId, RunningServer>();
+  if (scenarios.some((s) => s.memoryOnly !== true)) {
+    for (const id of servers) {
+      log(`starting ${SERVER_LABELS[id]}`);
+      live.set(id, await fresh(id));
+    }
+  }
+  const ctx: Context = {
+    quick: options.quick,
+    runs: options.runs,
+    servers,
+    pinning,
+    pipelineScript: `${BENCH}wrk/pipeline.lua`,
+    fdLimit,
+    live,
+    fresh,
+    progress: log,
+  };
+  const results = scenarios.map(
+    (s): ScenarioResult => ({ id: s.id, title: s.title, metrics: s.metrics, runs: new Map(), notes: [] }),
+  );
+  for (const [i, scenario] of scenarios.entries()) {
+    if (scenario.memoryOnly === true) continue;
+    log(`\n== scenario ${i + 1} of ${scenarios.length}: ${scenario.id} (${scenario.title})`);
+    await scenario.run(ctx, results[i]!);
+  }
+  for (const s of live.values()) await s.stop();
+  const memory = scenarios.filter((s) => s.memoryOnly === true);
+  if (memory.length > 0) {
+    log(`\n== scenarios ${memory.map((s) => s.id).join(' and ')}, at the same time (memory only, fresh processes)`);
+    await Promise.all(memory.map((s) => s.run(ctx, results[scenarios.indexOf(s)]!)));
+  }
+
+  let parserRows: ParserRow[] = [];
+  if (wanted('parser')) {
+    log(`\n== parser micro-benchmark`);
+    parserRows = runParserBench(Math.max(options.runs, 3), options.quick ? 200 : 1000, log);
+  }
+
+  // Report.
+  const seconds = (Date.now() - started) / 1000;
+  const loadAfter = os.loadavg();
+  const targets = targetsTable(results);
+  const notes = results.flatMap((r) => r.notes.map((n) => `${r.id}: ${n}`));
+  const when = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const caption = `${options.quick ? 'quick' : 'full'} run, ${when}, median of ${options.runs} runs; load average before ${fmtLoad(loadBefore)}`;
+  const section = [
+    `_Written by \`npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` on ${when}; do not edit by hand._`,
+    '',
+    `- ${options.quick ? '**Quick run**: shorter durations and smaller bodies than a full run.' : 'Full run.'} ${options.runs} runs per figure; took ${Math.round(seconds)} s.`,
+    ...machine(wrk, bun).map((l) => `- ${l}`),
+    `- ${pinning.note}.`,
+    `- Load average before the run: ${fmtLoad(loadBefore)}; after: ${fmtLoad(loadAfter)} (1 / 5 / 15 min). Other work shared the machine.`,
+    '',
+    '### Results',
+    '',
+    resultsTable(results),
+    '',
+    '### Targets',
+    '',
+    `${targets.summary}.`,
+    '',
+    targets.table,
+    '',
+    '### Chart',
+    '',
+    '![nsgi, node:http, the ceiling and Bun.serve per scenario, as ratios to node:http](BENCHMARKS.svg)',
+    '',
+    ...(parserRows.length > 0 ? ['### Parser micro-benchmark', '', parserTable(parserRows), ''] : []),
+    ...(skipped.length + notes.length > 0 ? ['### Skipped and notes', '', ...skipped.map((s) => `- skipped: ${s}`), ...notes.map((n) => `- ${n}`), ''] : []),
+  ].join('\n');
+
+  log(`\n${resultsTable(results)}\n\nTargets: ${targets.summary}\n${targets.table}`);
+  if (parserRows.length > 0) log(`\n${parserTable(parserRows)}`);
+  log(`\nfinished in ${seconds.toFixed(1)} s; load average now ${fmtLoad(loadAfter)}`);
+
+  const partial = options.quick || options.only !== null || options.servers !== null;
+  if (partial && !options.write) {
+    log(`BENCHMARKS.md not rewritten (partial run; pass --write to rewrite it anyway)`);
+    return;
+  }
+  rewriteSection(MARKDOWN, START, END, section);
+  writeFileSync(CHART, chartSvg(results, caption));
+  log(`rewrote the results section of BENCHMARKS.md and BENCHMARKS.svg`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});
