@@ -19,6 +19,28 @@ export interface ConnectionInfo {
 
 const VERSION = Object.freeze([1, 0] as const);
 
+/** SignalSource makes a request's AbortSignal when it is first asked for. */
+export interface SignalSource {
+  readonly signal: AbortSignal;
+}
+
+// `nsgi.signal` is an accessor that asks the SignalSource, so the AbortController behind it is only
+// made for apps that use it: making one costs more than everything else a small request needs.
+// The accessor is one shared descriptor, defined after the other keys (an accessor in the object
+// literal would make every later key slow); it is own and enumerable, so `{...environ}` copies the
+// signal, and assigning the key replaces the accessor with a plain value.
+const SIGNAL_SOURCE = Symbol('nsgi.signalSource');
+const SIGNAL_PROPERTY: PropertyDescriptor = {
+  get(this: { [SIGNAL_SOURCE]: SignalSource }): AbortSignal {
+    return this[SIGNAL_SOURCE].signal;
+  },
+  set(value: unknown): void {
+    Object.defineProperty(this, 'nsgi.signal', { value, writable: true, enumerable: true, configurable: true });
+  },
+  enumerable: true,
+  configurable: true,
+};
+
 // `HTTP_*` key for each header name as received; names repeat across requests, so computing the
 // key once per name saves an upper-casing and a replace per header per request.
 const headerKeys = new Map<string, string | null>();
@@ -42,15 +64,17 @@ function headerKey(name: string): string | null {
 }
 
 /**
- * buildEnviron makes the environ for one request. Per SPEC §2.2, PATH_INFO is the target's path,
+ * buildEnviron makes the environ for one request. `signal` is the request's AbortSignal, or a
+ * SignalSource that makes it on first use. Per SPEC §2.2, PATH_INFO is the target's path,
  * percent-decoded and read as UTF-8, with the mount path moved to SCRIPT_NAME.
  */
 export function buildEnviron(
   head: RequestHead,
   conn: ConnectionInfo,
   input: Input,
-  signal: AbortSignal,
+  signal: AbortSignal | SignalSource,
 ): Environ {
+  const lazySignal = !(signal instanceof AbortSignal);
   const target = head.target;
   let path: string;
   let query = '';
@@ -96,7 +120,7 @@ export function buildEnviron(
     }
   }
 
-  const environ: Environ = {
+  const environ = {
     REQUEST_METHOD: head.method,
     SCRIPT_NAME: scriptName,
     PATH_INFO: path,
@@ -111,12 +135,12 @@ export function buildEnviron(
     'nsgi.url_scheme': conn.urlScheme,
     'nsgi.input': input,
     'nsgi.errors': conn.errors,
-    'nsgi.signal': signal,
     'nsgi.headers': head.headers,
     'nsgi.multithread': false,
     'nsgi.multiprocess': conn.multiprocess,
     'nsgi.run_once': false,
-  };
+    [SIGNAL_SOURCE]: signal,
+  } as unknown as Environ;
   const headers = head.headers;
   for (let i = 0; i < headers.length; i++) {
     const field = headers[i]!;
@@ -127,6 +151,8 @@ export function buildEnviron(
     else environ[key] = prev + (key === 'HTTP_COOKIE' ? '; ' : ', ') + field[1];
   }
   if (host !== head.host && host !== undefined) environ.HTTP_HOST = host;
+  if (lazySignal) Object.defineProperty(environ, 'nsgi.signal', SIGNAL_PROPERTY);
+  else environ['nsgi.signal'] = signal;
   return environ;
 }
 

@@ -50,7 +50,9 @@ export class Exchange {
   /** finished is true once the response is complete, cut, or abandoned. */
   finished = false;
 
-  private readonly controller = new AbortController();
+  // Made on first use (see SignalSource in environ.ts): most requests never look at it.
+  private controller: AbortController | null = null;
+  private abortReason: Error | null = null;
   private started = false;
   /** True once the head is committed: sent, or held back with the first chunk. */
   private headSent = false;
@@ -151,14 +153,20 @@ export class Exchange {
     return chunked;
   }
 
-  /** signal is `environ['nsgi.signal']` (SPEC §2.4). */
+  /** signal is `environ['nsgi.signal']` (SPEC §2.4), made when first asked for. */
   get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.abortReason !== null) this.controller.abort(this.abortReason);
+    }
     return this.controller.signal;
   }
 
   /** abortSignal fires `nsgi.signal` once, with `reason`. */
   abortSignal(reason: Error): void {
-    if (!this.controller.signal.aborted) this.controller.abort(reason);
+    if (this.abortReason !== null) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
   }
 
   /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */

@@ -363,7 +363,7 @@ class Connection implements ExchangeHost, InputHooks {
     }
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
     const exchange = new Exchange(this, input);
-    const environ = buildEnviron(head, this.info, input, exchange.signal);
+    const environ = buildEnviron(head, this.info, input, exchange);
     exchange.environ = environ;
     if (head.version === 'HTTP/1.1') {
       environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
