@@ -141,6 +141,7 @@ export class RequestParser {
   private targetOffset = 0;
   private headers: Array<[string, string]> = [];
   private headerBytes = 0;
+  private lastGoodHost = '';
 
   // Body state.
   private remaining = 0;
@@ -400,7 +401,11 @@ export class RequestParser {
     // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; none may carry two.
     if (hostCount > 1) fail('NSGI_DUPLICATE_HOST', 400, 'more than one Host field');
     if (http11 && hostCount === 0) fail('NSGI_MISSING_HOST', 400, 'HTTP/1.1 request without a Host field');
-    if (host !== undefined && !isHost(host)) fail('NSGI_BAD_HOST', 400, `invalid Host ${quote(host)}`);
+    if (host !== undefined && host !== this.lastGoodHost) {
+      // Clients repeat the same Host on every request of a connection; check it once.
+      if (!isHost(host)) fail('NSGI_BAD_HOST', 400, `invalid Host ${quote(host)}`);
+      this.lastGoodHost = host;
+    }
 
     // RFC 9112 §6.3: the message body length, in the order the RFC gives.
     let chunked = false;
