@@ -5,17 +5,19 @@
  * server on an ephemeral loopback port and talks to it with fetch or raw bytes.
  */
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, Chunk, Environ } from '../protocol/nsgi.ts';
 import {
   RawClient,
   cleanup,
   finalResponses,
+  hashApp,
   header,
   parseResponses,
   rawRequest,
   reqBytes,
+  sha256,
   sleep,
   startServer,
   untilResponses,
@@ -26,22 +28,6 @@ afterEach(cleanup);
 
 const GET = 'GET / HTTP/1.1\nHost: t\n\n';
 
-/** sha256 hashes bytes to hex. */
-function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** hashApp reads the whole request body and answers with its length and sha256. */
-const hashApp: App = async function* (environ: Environ, startResponse) {
-  const hash = createHash('sha256');
-  let n = 0;
-  for await (const part of environ['nsgi.input']) {
-    hash.update(part);
-    n += part.length;
-  }
-  startResponse('200 OK', [['Content-Type', 'text/plain']]);
-  yield `${n} ${hash.digest('hex')}`;
-};
 
 describe('lazy head and exc_info', () => {
   it('replaces a 200 with the 500 page of an app that catches its error before the first chunk', async () => {

@@ -5,22 +5,24 @@
  * behaviour is the point), then compares the bytes that come back.
  */
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Environ } from '../protocol/nsgi.ts';
+import type { App } from '../protocol/nsgi.ts';
 import {
   RawClient,
   cleanup,
   curl,
   finalResponses,
+  hashApp,
   header,
   headerCount,
   parseResponses,
   rawRequest,
   reqBytes,
+  sha256,
   sleep,
   startServer,
   untilResponses,
@@ -40,22 +42,6 @@ function pathApp(seen: string[] = []): App {
   };
 }
 
-/** sha256 hashes bytes to hex. */
-function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** hashApp reads the whole request body and answers with its length and sha256. */
-const hashApp: App = async function* (environ: Environ, startResponse) {
-  const hash = createHash('sha256');
-  let n = 0;
-  for await (const part of environ['nsgi.input']) {
-    hash.update(part);
-    n += part.length;
-  }
-  startResponse('200 OK', [['Content-Type', 'text/plain']]);
-  yield `${n} ${hash.digest('hex')}`;
-};
 
 describe('response framing', () => {
   it('honours the app\'s Content-Length exactly and adds no Transfer-Encoding', async () => {

@@ -27,15 +27,15 @@ import {
   type Status,
 } from './writer.ts';
 
-/** ResponseState is where the current response stands. */
-export type ResponseState = 'idle' | 'sending' | 'done' | 'closed';
-type ResponseMove = 'head' | 'data' | 'end' | 'error' | 'cut' | 'next';
-
 /**
  * MAX_DRAIN_BYTES is how much of a request body the app left unread the server will read and
  * discard to keep the connection; a longer rest costs more than a new connection.
  */
 export const MAX_DRAIN_BYTES = 256 * 1024;
+
+/** ResponseState is where the current response stands. */
+export type ResponseState = 'idle' | 'sending' | 'done' | 'closed';
+type ResponseMove = 'head' | 'data' | 'end' | 'error' | 'cut' | 'next';
 
 const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, ResponseState>>> = {
   idle: { head: 'sending', error: 'done', cut: 'closed' },
@@ -127,6 +127,8 @@ export class Http1Connection {
   }
 
   private move(m: ResponseMove): void {
+    // The commonest move, a chunk while sending, needs no table lookup.
+    if (m === 'data' && this.responseState === 'sending') return;
     const next = RESPONSE_TABLE[this.responseState][m];
     if (next === undefined) throw new Error(`response cannot go from ${this.responseState} by ${m}`);
     this.responseState = next;

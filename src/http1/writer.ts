@@ -50,7 +50,7 @@ export function bodyAllowedForStatus(code: number): boolean {
 
 // ---- headers -----------------------------------------------------------------------------
 
-/** PreparedHeaders is an app's header list, checked and encoded once. */
+/** PreparedHeaders is an app's header list, checked and encoded once. It is shared: never mutate it. */
 export interface PreparedHeaders {
   /** The fields to send, each as `name: value\r\n`, hop-by-hop fields removed. */
   block: string;
@@ -72,6 +72,42 @@ export interface PreparedHeaders {
  */
 export function prepareHeaders(headers: unknown): PreparedHeaders {
   if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)}`);
+  if (matchesLast(headers)) return lastPrepared!;
+  const prepared = prepareFresh(headers);
+  rememberLast(headers, prepared);
+  return prepared;
+}
+
+// Apps tend to send the same header list on every response, built from the same string literals.
+// The last list prepared is remembered as its strings; a list made of the very same strings is
+// valid and encodes the same way, so it skips the checks.
+let lastStrings: string[] = [];
+let lastPrepared: PreparedHeaders | null = null;
+
+function matchesLast(headers: unknown[]): boolean {
+  const last = lastStrings;
+  if (lastPrepared === null || headers.length * 2 !== last.length) return false;
+  for (let i = 0; i < headers.length; i++) {
+    const pair = headers[i];
+    if (!Array.isArray(pair) || pair.length !== 2 || pair[0] !== last[2 * i] || pair[1] !== last[2 * i + 1]) return false;
+  }
+  return true;
+}
+
+function rememberLast(headers: unknown[], prepared: PreparedHeaders): void {
+  const strings: string[] = [];
+  for (const pair of headers as unknown[][]) {
+    if (typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
+      lastPrepared = null;
+      return;
+    }
+    strings.push(pair[0], pair[1]);
+  }
+  lastStrings = strings;
+  lastPrepared = prepared;
+}
+
+function prepareFresh(headers: unknown[]): PreparedHeaders {
   let block = '';
   let contentLength = -1;
   let close = false;
@@ -115,7 +151,7 @@ export function prepareHeaders(headers: unknown): PreparedHeaders {
     }
     block += `${name}: ${value}\r\n`;
   }
-  return { block, contentLength, close, hasDate, hasServer };
+  return Object.freeze({ block, contentLength, close, hasDate, hasServer });
 }
 
 const enum Special {

@@ -10,8 +10,9 @@
 
 import { execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import net from 'node:net';
-import type { App } from '../../protocol/nsgi.ts';
+import type { App, Environ } from '../../protocol/nsgi.ts';
 import { serve, type ServeOptions, type Server } from '../../src/index.ts';
 
 /** DEFAULT_WAIT_MS bounds every wait that is not given its own deadline. */
@@ -397,3 +398,20 @@ export function curl(args: readonly string[], timeoutMs: number = 15_000): Promi
     children.add(child);
   });
 }
+
+/** sha256 hashes bytes to hex. */
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** hashApp reads the whole request body and answers with its length and sha256. */
+export const hashApp: App = async function* (environ: Environ, startResponse) {
+  const hash = createHash('sha256');
+  let n = 0;
+  for await (const part of environ['nsgi.input']) {
+    hash.update(part);
+    n += part.length;
+  }
+  startResponse('200 OK', [['Content-Type', 'text/plain']]);
+  yield `${n} ${hash.digest('hex')}`;
+};
