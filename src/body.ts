@@ -9,10 +9,10 @@ export const INPUT_HIGH_WATER_MARK = 64 * 1024;
 
 /** InputHooks is how a RequestInput talks back to its connection. */
 export interface InputHooks {
-  /** Called at the app's first read: time to send `100 Continue`. */
-  firstRead(): void;
+  /** Called at the app's first read of a body still to come: time to send `100 Continue`. */
+  firstRead(input: RequestInput): void;
   /** Called when the queue falls below the high-water mark: time to read the socket again. */
-  resumeInput(): void;
+  resumeInput(input: RequestInput): void;
 }
 
 type Waiter = {
@@ -94,19 +94,19 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
   next(): Promise<IteratorResult<Uint8Array>> {
     if (!this.started) {
       this.started = true;
-      this.hooks.firstRead();
+      if (this.error === null && !this.ended) this.hooks.firstRead(this);
     }
     if (this.queue.length > 0) {
       const value = this.queue.shift()!;
       const wasFull = this.queued >= INPUT_HIGH_WATER_MARK;
       this.queued -= value.length;
-      if (wasFull && this.queued < INPUT_HIGH_WATER_MARK) this.hooks.resumeInput();
+      if (wasFull && this.queued < INPUT_HIGH_WATER_MARK) this.hooks.resumeInput(this);
       return Promise.resolve({ done: false, value });
     }
     if (this.error !== null) return Promise.reject(this.error);
     if (this.ended) return Promise.resolve(DONE);
     if (this.waiter !== null) return Promise.reject(new TypeError('nsgi.input read again before the previous read finished'));
-    this.hooks.resumeInput();
+    this.hooks.resumeInput(this);
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
@@ -117,7 +117,7 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
     this.abandoned = true;
     this.queue.length = 0;
     this.queued = 0;
-    this.hooks.resumeInput();
+    this.hooks.resumeInput(this);
     return Promise.resolve(DONE);
   }
 

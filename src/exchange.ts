@@ -136,6 +136,7 @@ export class Exchange {
 
   /** setTrailers records trailers for a chunked body (SPEC §7.2). */
   setTrailers(trailers: HeaderList): boolean {
+    if (this.finished) return false;
     const block = prepareHeaders(trailers).block;
     const http = this.host.http;
     let chunked: boolean;
@@ -246,7 +247,7 @@ export class Exchange {
             throw err;
           }
           if (this.finished) return this.closeIterator();
-          if (this.held !== null && peek.done) {
+          if (this.held !== null && peek.done && !this.wantChunked) {
             this.held = null;
             this.emitHead(byteLength(chunk));
             this.host.http.sendData(chunk);
@@ -339,7 +340,8 @@ export class Exchange {
       if (!this.started) {
         throw new AppError('NSGI_NO_START_RESPONSE', 'the body ended but startResponse was never called (SPEC §3.2)');
       }
-      if (!this.headSent) this.emitHead(0);
+      // An empty body has length 0, unless trailers were promised: they need chunked coding.
+      if (!this.headSent) this.emitHead(this.wantChunked ? -1 : 0);
       this.host.http.sendEnd(this.trailerBlock);
     } catch (err) {
       this.fail(err);

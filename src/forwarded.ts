@@ -57,10 +57,15 @@ interface Hop {
  * applyForwarded rewrites REMOTE_ADDR, REMOTE_PORT, `nsgi.url_scheme`, HTTP_HOST, SERVER_NAME and
  * SERVER_PORT from what a trusted proxy reports. Hops are read from the right (the proxy nearest
  * to the server) and skipped while they are trusted proxies themselves; the first untrusted one is
- * the client. `Forwarded` wins over the `X-Forwarded-*` fields when both are present.
+ * the client. `Forwarded` is read only when no `X-Forwarded-*` field is present.
  */
 export function applyForwarded(environ: Environ, trusted: TrustedProxies): void {
-  const hops = environ.HTTP_FORWARDED !== undefined ? parseForwarded(environ.HTTP_FORWARDED) : parseXForwarded(environ);
+  // The X-Forwarded-* fields win when both families are present: the common proxies (nginx with
+  // $proxy_add_x_forwarded_for, most load balancers) set those and pass a client's own Forwarded
+  // through untouched, so a Forwarded next to them is the client's word, not the proxy's.
+  const xForwarded =
+    environ.HTTP_X_FORWARDED_FOR !== undefined || environ.HTTP_X_FORWARDED_PROTO !== undefined || environ.HTTP_X_FORWARDED_HOST !== undefined;
+  const hops = xForwarded || environ.HTTP_FORWARDED === undefined ? parseXForwarded(environ) : parseForwarded(environ.HTTP_FORWARDED);
   if (hops.length === 0) return;
   let i = hops.length - 1;
   while (i > 0 && hops[i]!.for !== undefined && trusted.trusts(splitHostPort(hops[i]!.for!).host)) i--;

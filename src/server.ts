@@ -8,7 +8,7 @@ import type { App, ErrorStream, HeaderList, Upgraded } from '../protocol/nsgi.ts
 import { RequestInput, type InputHooks } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
 import { AppError, ClientGoneError, ProtocolError, ServerClosingError } from './errors.ts';
-import { Exchange, type ExchangeHost } from './exchange.ts';
+import { Exchange, OUTPUT_HIGH_WATER_MARK, type ExchangeHost } from './exchange.ts';
 import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
@@ -244,6 +244,7 @@ class Connection implements ExchangeHost, InputHooks {
   private flushScheduled = false;
   private pausedForInput = false;
   private pausedForPipeline = false;
+  private pausedForOutput = false;
   private peerEnded = false;
   private shuttingDown = false;
   private closing = false;
@@ -374,7 +375,6 @@ class Connection implements ExchangeHost, InputHooks {
     this.exchange = exchange;
     this.input = input;
     if (this.peerEnded) exchange.clientClosed(new ClientGoneError('the client closed its side of the connection'));
-    if (!input.complete) this.startBodyTimer();
     exchange.run(this.settings.app);
   }
 
@@ -383,7 +383,7 @@ class Connection implements ExchangeHost, InputHooks {
     if (this.settings.accessLog !== undefined && this.http.request !== null) this.logAccess();
     const http = this.http;
     if (this.gone || this.closing || this.upgraded) return;
-    if (!http.requestComplete) {
+    if (!http.requestBodyDone) {
       // The app answered without reading the whole body. A client still waiting for 100 Continue
       // may never send it, and a large rest is not worth reading: close. Otherwise read and
       // discard the rest so that it never becomes the next request.
@@ -395,6 +395,7 @@ class Connection implements ExchangeHost, InputHooks {
       this.input?.return();
       this.resume('input');
       this.drained = 0;
+      this.startBodyTimer();
       return;
     }
     if (!this.processing) {
@@ -420,6 +421,14 @@ class Connection implements ExchangeHost, InputHooks {
     this.exchange = null;
     this.input = null;
     this.drained = 0;
+    // Pipelined requests answered in one go must not outrun a client that is not reading: once
+    // the output is past its mark and the socket is full, read no further request until drain.
+    if (http.out.size >= OUTPUT_HIGH_WATER_MARK) this.flushNow();
+    if (this.socket.writableNeedDrain) {
+      this.pause('output');
+      this.startSendTimer();
+      return false;
+    }
     this.resume('pipeline');
     if (http.buffered === 0) this.arm(Timer.Idle, this.settings.keepAliveTimeout);
     return true;
@@ -466,29 +475,33 @@ class Connection implements ExchangeHost, InputHooks {
     }
   }
 
-  private pause(why: 'input' | 'pipeline'): void {
+  private pause(why: 'input' | 'pipeline' | 'output'): void {
     if (why === 'input') this.pausedForInput = true;
-    else this.pausedForPipeline = true;
+    else if (why === 'pipeline') this.pausedForPipeline = true;
+    else this.pausedForOutput = true;
     this.socket.pause();
   }
 
-  private resume(why: 'input' | 'pipeline'): void {
+  private resume(why: 'input' | 'pipeline' | 'output'): void {
     if (why === 'input') this.pausedForInput = false;
-    else this.pausedForPipeline = false;
-    if (!this.pausedForInput && !this.pausedForPipeline && !this.closing) this.socket.resume();
+    else if (why === 'pipeline') this.pausedForPipeline = false;
+    else this.pausedForOutput = false;
+    if (!this.pausedForInput && !this.pausedForPipeline && !this.pausedForOutput && !this.closing) this.socket.resume();
   }
 
   /** firstRead is the input's first read: time for `100 Continue` (SPEC IN-6). */
-  firstRead(): void {
-    if (this.exchange !== null && !this.exchange.finished) {
-      this.http.sendContinue();
-      this.scheduleFlush();
-    }
+  firstRead(input: RequestInput): void {
+    // An input kept by an app past its own exchange must not speak for the next request.
+    if (input !== this.input || this.exchange === null || this.exchange.finished) return;
+    this.http.sendContinue();
+    this.scheduleFlush();
+    // From now on the client owes the body, so its silence counts (SRV-29: never before).
+    this.startBodyTimer();
   }
 
   /** resumeInput is the app catching up with the request body: read the socket again. */
-  resumeInput(): void {
-    this.resume('input');
+  resumeInput(input: RequestInput): void {
+    if (input === this.input) this.resume('input');
   }
 
   // ---- output -----------------------------------------------------------------------------
@@ -538,6 +551,13 @@ class Connection implements ExchangeHost, InputHooks {
       this.drainWaiter = this.drainResolve = this.drainReject = null;
       resolve();
     }
+    if (this.pausedForOutput) {
+      this.resume('output');
+      if (!this.processing && !this.closing) {
+        if (this.http.buffered === 0) this.arm(Timer.Idle, this.settings.keepAliveTimeout);
+        this.process();
+      }
+    }
   }
 
   cut(): void {
@@ -555,9 +575,10 @@ class Connection implements ExchangeHost, InputHooks {
     const socket = this.socket;
     if (this.gone) return;
     const http = this.http;
-    const unread = http.buffered > 0 || (http.request !== null && !http.requestComplete);
+    const unread = http.buffered > 0 || (http.request !== null && !http.requestBodyDone);
     if (!unread || this.peerEnded) {
       socket.destroySoon();
+      if (socket.writableLength > 0) this.startSendTimer();
       return;
     }
     // Lingering close (RFC 9112 §9.6): the client may still be sending; keep reading, and
@@ -641,6 +662,13 @@ class Connection implements ExchangeHost, InputHooks {
     const kind = this.timerKind;
     this.timerKind = Timer.None;
     if (kind === Timer.Linger || kind === Timer.Idle) {
+      // Output still on its way is not idleness: wait for it, and let the send timeout judge a
+      // client that stopped reading.
+      if (this.socket.writableLength > 0) {
+        if (this.sendTimer === null) this.startSendTimer();
+        this.arm(kind, kind === Timer.Idle ? this.settings.keepAliveTimeout : LINGER_MS);
+        return;
+      }
       this.socket.destroy();
     } else if (kind === Timer.Head && this.exchange === null) {
       if (this.http.idle) {
@@ -690,10 +718,14 @@ class Connection implements ExchangeHost, InputHooks {
     else this.sendTimer = setTimeout(onSendTimer, ms, this).unref();
   }
 
-  /** onSendTimeout: the client took nothing for `sendTimeout`; a client that takes a little is kept. */
+  /**
+   * onSendTimeout: output has waited `sendTimeout` on a client that took none of it; a client that
+   * takes a little is kept. Runs whenever output is pending: while the app waits for drain, while
+   * pipelined requests wait, and after the last response of a closing or idle connection.
+   */
   onSendTimeout(): void {
     this.sendTimer = null;
-    if (this.gone || this.drainWaiter === null) return;
+    if (this.gone || this.socket.writableLength === 0) return;
     if (this.socket.writableLength < this.sendBacklog) return this.startSendTimer();
     this.errors.write(`nsgi: dropping ${this.info.remoteAddress}:${this.info.remotePort}: it read nothing for ${this.settings.sendTimeout} ms`);
     this.socket.destroy();

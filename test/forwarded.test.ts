@@ -115,9 +115,14 @@ describe('from a trusted proxy (127.0.0.1)', () => {
     expect(seen['nsgi.url_scheme']).toBe('https');
   });
 
-  it('Forwarded wins over X-Forwarded-For when both are sent', async () => {
-    const seen = await through(trusted, ['X-Forwarded-For: 198.51.100.7', 'Forwarded: for=203.0.113.9']);
-    expect(seen.REMOTE_ADDR).toBe('203.0.113.9');
+  it('X-Forwarded-* win over a Forwarded the client sent through a proxy that sets only X-Forwarded-*', async () => {
+    const seen = await through(trusted, [
+      'X-Forwarded-For: 198.51.100.7',
+      'Forwarded: for=203.0.113.9;proto=https;host=admin.internal',
+    ]);
+    expect(seen.REMOTE_ADDR).toBe('198.51.100.7');
+    expect(seen['nsgi.url_scheme']).toBe('http');
+    expect(seen.SERVER_NAME).not.toBe('admin.internal');
   });
 
   it('for=unknown leaves the peer address', async () => {

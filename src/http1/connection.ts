@@ -103,6 +103,15 @@ export class Http1Connection {
     return this.parser.buffered;
   }
 
+  /**
+   * requestBodyDone is true once nothing more of the current request's body is to come: it has
+   * been read to its end, or the request has none (its end event may not have been taken yet).
+   */
+  get requestBodyDone(): boolean {
+    const req = this.request;
+    return this.requestComplete || (req !== null && req.contentLength <= 0 && !req.chunked);
+  }
+
   /** idle is true between exchanges before any byte of the next request has arrived. */
   get idle(): boolean {
     return this.request === null && this.parser.idle;
