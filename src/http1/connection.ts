@@ -199,26 +199,43 @@ export class Http1Connection {
     this.move('head');
     const isHead = req.method === 'HEAD';
     const http11 = req.version === 'HTTP/1.1';
-    let length = headers.contentLength;
-    const framing = chooseFraming(isHead, status.code, length >= 0 ? length : knownLength, http11);
-    let head = status.line;
-    // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped.
-    head += status.code === 204 && length >= 0 ? stripContentLength(headers.block) : headers.block;
-    if (!headers.hasDate) head += `Date: ${httpDate()}\r\n`;
-    if (!headers.hasServer) head += this.serverHeader;
-    if (length < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && status.code !== 204 && status.code !== 304))) {
-      length = knownLength;
-      head += `Content-Length: ${knownLength}\r\n`;
-    } else if (framing === Framing.Chunked) {
-      head += 'Transfer-Encoding: chunked\r\n';
-    }
+    const appLength = headers.contentLength;
+    const framing = chooseFraming(isHead, status.code, appLength >= 0 ? appLength : knownLength, http11);
+    // The server adds a Content-Length when it knows the whole body and the app gave none (HEAD
+    // gets the one GET would have had).
+    const addLength =
+      appLength < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && status.code !== 204 && status.code !== 304));
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
-    if (!this.keepAlive) head += 'Connection: close\r\n';
-    else head += http11 ? this.keepAliveHeader : `Connection: keep-alive\r\n${this.keepAliveHeader}`;
-    this.out.latin1(head + '\r\n');
+    const date = headers.hasDate ? '' : httpDate();
+
+    const c = lastHead;
+    let head: string;
+    if (
+      c.status === status && c.headers === headers && c.date === date && c.framing === framing &&
+      c.keepAlive === this.keepAlive && c.http11 === http11 && c.length === (addLength ? knownLength : -1) &&
+      c.serverHeader === this.serverHeader && c.keepAliveHeader === this.keepAliveHeader
+    ) {
+      head = c.head;
+    } else {
+      head = status.line;
+      // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped.
+      head += status.code === 204 && appLength >= 0 ? stripContentLength(headers.block) : headers.block;
+      if (date !== '') head += `Date: ${date}\r\n`;
+      if (!headers.hasServer) head += this.serverHeader;
+      if (addLength) head += `Content-Length: ${knownLength}\r\n`;
+      else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
+      if (!this.keepAlive) head += 'Connection: close\r\n';
+      else head += http11 ? this.keepAliveHeader : `Connection: keep-alive\r\n${this.keepAliveHeader}`;
+      head += '\r\n';
+      lastHead = {
+        status, headers, date, framing, keepAlive: this.keepAlive, http11, length: addLength ? knownLength : -1,
+        serverHeader: this.serverHeader, keepAliveHeader: this.keepAliveHeader, head,
+      };
+    }
+    this.out.latin1(head);
     this.framing = framing;
-    this.declaredLength = framing === Framing.Length ? length : -1;
+    this.declaredLength = framing === Framing.Length ? (addLength ? knownLength : appLength) : -1;
     this.statusCode = status.code;
     return framing;
   }
@@ -347,6 +364,28 @@ export class Http1Connection {
     this.chunkOpen = false;
   }
 }
+
+/**
+ * The last head encoded, with everything it was made from. Servers send the same head again and
+ * again (same status, same prepared headers, same second); the encoded string is then reused
+ * rather than concatenated anew, and it is already flat for the write.
+ */
+interface EncodedHead {
+  status: Status | null;
+  headers: PreparedHeaders | null;
+  date: string;
+  framing: Framing;
+  keepAlive: boolean;
+  http11: boolean;
+  length: number;
+  serverHeader: string;
+  keepAliveHeader: string;
+  head: string;
+}
+let lastHead: EncodedHead = {
+  status: null, headers: null, date: '', framing: Framing.None, keepAlive: false, http11: false, length: -1,
+  serverHeader: '', keepAliveHeader: '', head: '',
+};
 
 function stripContentLength(block: string): string {
   return block.replace(/^content-length:[^\r]*\r\n/gim, '');
