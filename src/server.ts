@@ -281,19 +281,21 @@ class Connection implements ExchangeHost, InputHooks {
       errors: settings.errors,
     };
     this.trusted = settings.trustedProxies?.trusts(this.info.remoteAddress) ?? false;
-    socket.on('data', (data: Buffer) => this.onData(data));
-    socket.on('end', () => this.onEnd());
-    socket.on('error', () => {
-      // 'close' follows; a reset client is an ordinary event, not a server error.
-    });
-    socket.on('close', () => this.onClose());
-    socket.on('drain', () => this.onDrain());
+    // Shared listeners that find the connection on the socket, rather than five closures per
+    // connection: idle connections are what a streaming server holds most of.
+    (socket as OwnedSocket)[CONNECTION] = this;
+    socket.on('data', onSocketData);
+    socket.on('end', onSocketEnd);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
+    socket.on('drain', onSocketDrain);
     this.arm(Timer.Head, settings.headersTimeout);
   }
 
   // ---- input ------------------------------------------------------------------------------
 
-  private onData(data: Buffer): void {
+  /** onData takes bytes from the socket. */
+  onData(data: Buffer): void {
     if (this.closing) return;
     if (this.timerKind === Timer.Idle) this.arm(Timer.None, 0);
     this.http.receive(data);
@@ -449,7 +451,8 @@ class Connection implements ExchangeHost, InputHooks {
     this.close();
   }
 
-  private onEnd(): void {
+  /** onEnd is the client's FIN. */
+  onEnd(): void {
     this.peerEnded = true;
     const ex = this.exchange;
     if (ex !== null && !ex.finished) {
@@ -459,7 +462,8 @@ class Connection implements ExchangeHost, InputHooks {
     if (!this.processing && !this.closing) this.close();
   }
 
-  private onClose(): void {
+  /** onClose is the socket gone, for whatever reason. */
+  onClose(): void {
     this.gone = true;
     this.timerKind = Timer.None;
     if (this.timer !== null) clearTimeout(this.timer);
@@ -541,7 +545,8 @@ class Connection implements ExchangeHost, InputHooks {
     return this.drainWaiter;
   }
 
-  private onDrain(): void {
+  /** onDrain is the socket able to take more. */
+  onDrain(): void {
     const resolve = this.drainResolve;
     if (this.sendTimer !== null) {
       clearTimeout(this.sendTimer);
@@ -625,9 +630,9 @@ class Connection implements ExchangeHost, InputHooks {
     this.flushNow();
     const socket = this.socket;
     socket.pause();
-    socket.removeAllListeners('data');
-    socket.removeAllListeners('end');
-    socket.removeAllListeners('drain');
+    socket.off('data', onSocketData);
+    socket.off('end', onSocketEnd);
+    socket.off('drain', onSocketDrain);
     this.timerKind = Timer.None;
     if (this.timer !== null) clearTimeout(this.timer);
     const rest = http.takeBuffered();
@@ -744,6 +749,29 @@ class Connection implements ExchangeHost, InputHooks {
       `${this.info.remoteAddress} - - [${clfDate(new Date())}] ${JSON.stringify(line)} ${status || '-'} ${http.bodyBytes || '-'} ${JSON.stringify(referer)} ${JSON.stringify(agent)} ${ms}ms`,
     );
   }
+}
+
+const CONNECTION = Symbol('nsgi.connection');
+type OwnedSocket = net.Socket & { [CONNECTION]: Connection };
+
+function onSocketData(this: net.Socket, data: Buffer): void {
+  (this as OwnedSocket)[CONNECTION].onData(data);
+}
+
+function onSocketEnd(this: net.Socket): void {
+  (this as OwnedSocket)[CONNECTION].onEnd();
+}
+
+function onSocketError(): void {
+  // 'close' follows; a reset client is an ordinary event, not a server error.
+}
+
+function onSocketClose(this: net.Socket): void {
+  (this as OwnedSocket)[CONNECTION].onClose();
+}
+
+function onSocketDrain(this: net.Socket): void {
+  (this as OwnedSocket)[CONNECTION].onDrain();
 }
 
 function flushTick(conn: Connection): void {
