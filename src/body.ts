@@ -122,14 +122,27 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
   }
 
   /** bytes reads the rest of the body into one buffer. */
-  async bytes(): Promise<Uint8Array> {
-    const parts: Uint8Array[] = [];
-    for await (const part of this) parts.push(part);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  bytes(): Promise<Uint8Array> {
+    return readBytes(this);
   }
 
   /** text reads the rest of the body and decodes it as UTF-8. */
-  async text(): Promise<string> {
-    return new TextDecoder().decode(await this.bytes());
+  text(): Promise<string> {
+    return readText(this);
   }
+}
+
+/**
+ * readBytes reads an input to its end into one buffer: `Input.bytes()` for every implementation
+ * of `nsgi.input` (the server's and the adapters').
+ */
+export async function readBytes(input: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const part of input) parts.push(part);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/** readText reads an input to its end and decodes it as UTF-8: `Input.text()`. */
+export async function readText(input: AsyncIterable<Uint8Array>): Promise<string> {
+  return new TextDecoder().decode(await readBytes(input));
 }

@@ -23,6 +23,7 @@
  */
 import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { App, Environ, ErrorStream, Input } from '../../protocol/nsgi.ts';
+import { readBytes, readText } from '../body.ts';
 import { buildEnviron } from '../environ.ts';
 import { ClientGoneError } from '../errors.ts';
 import type { RequestHead } from '../http1/parser.ts';
@@ -262,13 +263,11 @@ class NodeInput implements Input {
     };
   }
 
-  async bytes(): Promise<Uint8Array> {
-    const parts: Uint8Array[] = [];
-    for await (const part of this) parts.push(part);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  bytes(): Promise<Uint8Array> {
+    return readBytes(this);
   }
 
-  async text(): Promise<string> {
-    return new TextDecoder().decode(await this.bytes());
+  text(): Promise<string> {
+    return readText(this);
   }
 }
