@@ -439,7 +439,8 @@ function makeWrite(exchange: Exchange): Write {
   return write;
 }
 
-function isThenable(v: unknown): v is PromiseLike<unknown> {
+/** isThenable tells whether `v` has a `then` method, as a promise does. */
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
 }
 

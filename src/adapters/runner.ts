@@ -15,7 +15,8 @@
  */
 import type { Body, Chunk, Environ, ErrorStream, ExcInfo, HeaderList, StartResponse, Write } from '../../protocol/nsgi.ts';
 import { AppError, ClientGoneError } from '../errors.ts';
-import { isFieldValue, isToken } from '../http1/syntax.ts';
+import { isThenable } from '../exchange.ts';
+import { checkHeaderList, describe } from '../http1/writer.ts';
 
 /** ResponseHead is what a sink needs to send the head. */
 export interface ResponseHead {
@@ -55,7 +56,6 @@ export interface ResponseSink {
 
 type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade']);
 const STATUS = /^([2-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const RESOLVED = Promise.resolve();
 
@@ -133,7 +133,7 @@ export class ResponseRunner {
     if (m === null) {
       throw new TypeError(`status ${JSON.stringify(status)} is not a code from 200 to 599, a space and a reason phrase, such as "200 OK" (SPEC §4.1)`);
     }
-    const checked = checkHeaders(headers);
+    const checked = checkHeaderList(headers);
     // SR-23: a replacement forgets everything derived from the earlier call.
     this.head = { status: Number(m[1]), reason: m[2] ?? '', ...checked };
     this.started = true;
@@ -383,44 +383,6 @@ function closeLater(body: unknown, errors: ErrorStream): void {
   }
 }
 
-/**
- * checkHeaders checks an app's header list (SPEC §4.2, SR-3 to SR-6), throwing a TypeError that
- * names the header, and returns it with the hop-by-hop fields removed (SR-9).
- */
-export function checkHeaders(headers: unknown): { headers: HeaderList; contentLength: number; close: boolean } {
-  if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)} (SPEC §4.2)`);
-  const out: HeaderList = [];
-  let contentLength = -1;
-  let close = false;
-  for (let i = 0; i < headers.length; i++) {
-    const pair: unknown = headers[i];
-    if (!Array.isArray(pair) || pair.length !== 2) throw new TypeError(`header #${i} must be a [name, value] pair, got ${describe(pair)} (SPEC §4.2)`);
-    const name: unknown = pair[0];
-    let value: unknown = pair[1];
-    if (typeof name !== 'string' || !isToken(name)) throw new TypeError(`header name ${describe(name)} is not a token (SPEC §4.2)`);
-    if (typeof value === 'number') value = String(value);
-    if (typeof value !== 'string') throw new TypeError(`value of header ${JSON.stringify(name)} must be a string, got ${describe(value)} (SPEC §4.2)`);
-    if (!isFieldValue(value)) throw new TypeError(`value of header ${JSON.stringify(name)} contains a control character or a character above U+00FF: ${JSON.stringify(value)} (SPEC §4.2)`);
-    const lower = name.toLowerCase();
-    if (lower === 'content-length') {
-      if (!/^[0-9]{1,15}$/.test(value)) throw new TypeError(`Content-Length ${JSON.stringify(value)} is not one to fifteen decimal digits (SPEC §4.2)`);
-      if (contentLength !== -1 && contentLength !== Number(value)) throw new TypeError('two different Content-Length values (SPEC §4.2)');
-      if (contentLength !== -1) continue;
-      contentLength = Number(value);
-    } else if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection' && /(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) close = true;
-      continue;
-    }
-    out.push([name, value]);
-  }
-  return { headers: out, contentLength, close };
-}
-
-/** isThenable tells whether `v` has a `then` method. */
-export function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
-}
-
 function isChunk(v: unknown): v is Chunk {
   return typeof v === 'string' || v instanceof Uint8Array;
 }
@@ -434,13 +396,3 @@ export function toBytes(chunk: Chunk): Uint8Array {
   return typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
 }
 
-/** describe names a value's type for an error message. */
-export function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (value === undefined) return 'undefined';
-  if (Array.isArray(value)) return 'an array';
-  if (value instanceof Uint8Array) return 'a Uint8Array';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '...' : value);
-  if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
-  return `${typeof value} ${String(value)}`;
-}

@@ -108,50 +108,84 @@ function rememberLast(headers: unknown[], prepared: PreparedHeaders): void {
 }
 
 function prepareFresh(headers: unknown[]): PreparedHeaders {
+  const facts: HeaderFacts = { contentLength: -1, close: false, hasDate: false, hasServer: false };
   let block = '';
-  let contentLength = -1;
-  let close = false;
-  let hasDate = false;
-  let hasServer = false;
   for (let i = 0; i < headers.length; i++) {
-    const pair: unknown = headers[i];
-    if (!Array.isArray(pair) || pair.length !== 2) {
-      throw new TypeError(`header #${i} must be a [name, value] pair, got ${describe(pair)}`);
-    }
-    const name: unknown = pair[0];
-    let value: unknown = pair[1];
-    if (typeof name !== 'string' || !isToken(name)) {
-      throw new TypeError(`header name ${describe(name)} is not a valid token (SPEC §4.2)`);
-    }
-    if (typeof value === 'number') value = String(value);
-    if (typeof value !== 'string') throw new TypeError(`value of header ${JSON.stringify(name)} must be a string, got ${describe(value)}`);
-    if (!isFieldValue(value)) {
-      throw new TypeError(`value of header ${JSON.stringify(name)} contains CR, LF, NUL, another control character or a character above U+00FF: ${JSON.stringify(value)} (SPEC §4.2)`);
-    }
-    switch (classifyHeader(name)) {
-      case Special.None:
-        break;
-      case Special.ContentLength:
-        if (!/^[0-9]{1,15}$/.test(value)) throw new TypeError(`Content-Length ${JSON.stringify(value)} is not a non-negative integer (SPEC §4.3)`);
-        if (contentLength !== -1 && contentLength !== Number(value)) throw new TypeError(`two different Content-Length headers (SPEC §4.3)`);
-        if (contentLength !== -1) continue;
-        contentLength = Number(value);
-        break;
-      case Special.Connection:
-        if (/(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) close = true;
-        continue;
-      case Special.HopByHop:
-        continue;
-      case Special.Date:
-        hasDate = true;
-        break;
-      case Special.Server:
-        hasServer = true;
-        break;
-    }
-    block += `${name}: ${value}\r\n`;
+    const [name, value] = checkField(headers[i], i);
+    if (noteField(name, value, facts)) block += `${name}: ${value}\r\n`;
   }
-  return Object.freeze({ block, contentLength, close, hasDate, hasServer });
+  return Object.freeze({ block, ...facts });
+}
+
+/**
+ * checkHeaderList checks an app's header list like {@link prepareHeaders} and returns the fields
+ * to send as a list, for servers that set headers one by one (the node:http adapter) rather than
+ * writing a head.
+ */
+export function checkHeaderList(headers: unknown): { headers: Array<[string, string]>; contentLength: number; close: boolean } {
+  if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)}`);
+  const facts: HeaderFacts = { contentLength: -1, close: false, hasDate: false, hasServer: false };
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i < headers.length; i++) {
+    const field = checkField(headers[i], i);
+    if (noteField(field[0], field[1], facts)) out.push(field);
+  }
+  return { headers: out, contentLength: facts.contentLength, close: facts.close };
+}
+
+/** HeaderFacts is what the fields the server cares about say, gathered while a list is checked. */
+interface HeaderFacts {
+  contentLength: number;
+  close: boolean;
+  hasDate: boolean;
+  hasServer: boolean;
+}
+
+/** checkField checks one `[name, value]` pair (SPEC §4.2) and returns it with a string value. */
+function checkField(pair: unknown, i: number): [string, string] {
+  if (!Array.isArray(pair) || pair.length !== 2) {
+    throw new TypeError(`header #${i} must be a [name, value] pair, got ${describe(pair)}`);
+  }
+  const name: unknown = pair[0];
+  let value: unknown = pair[1];
+  if (typeof name !== 'string' || !isToken(name)) {
+    throw new TypeError(`header name ${describe(name)} is not a valid token (SPEC §4.2)`);
+  }
+  if (typeof value === 'number') value = String(value);
+  if (typeof value !== 'string') throw new TypeError(`value of header ${JSON.stringify(name)} must be a string, got ${describe(value)}`);
+  if (!isFieldValue(value)) {
+    throw new TypeError(`value of header ${JSON.stringify(name)} contains CR, LF, NUL, another control character or a character above U+00FF: ${JSON.stringify(value)} (SPEC §4.2)`);
+  }
+  return [name, value];
+}
+
+/**
+ * noteField records what a field the server cares about says, and tells whether the field is to
+ * be sent: hop-by-hop fields are the server's (`Connection: close` is honoured), and a repeated
+ * Content-Length of the same value is sent once.
+ */
+function noteField(name: string, value: string, facts: HeaderFacts): boolean {
+  switch (classifyHeader(name)) {
+    case Special.ContentLength:
+      if (!/^[0-9]{1,15}$/.test(value)) throw new TypeError(`Content-Length ${JSON.stringify(value)} is not a non-negative integer (SPEC §4.3)`);
+      if (facts.contentLength !== -1 && facts.contentLength !== Number(value)) throw new TypeError(`two different Content-Length headers (SPEC §4.3)`);
+      if (facts.contentLength !== -1) return false;
+      facts.contentLength = Number(value);
+      return true;
+    case Special.Connection:
+      if (/(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) facts.close = true;
+      return false;
+    case Special.HopByHop:
+      return false;
+    case Special.Date:
+      facts.hasDate = true;
+      return true;
+    case Special.Server:
+      facts.hasServer = true;
+      return true;
+    default:
+      return true;
+  }
 }
 
 const enum Special {
@@ -192,6 +226,7 @@ function classifyHeader(name: string): Special {
 /** describe names a value's type for an error message. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
   if (Array.isArray(value)) return 'an array';
   if (value instanceof Uint8Array) return 'a Uint8Array';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '...' : value);
