@@ -110,7 +110,11 @@ export function isWebSocketRequest(environ: Environ): boolean {
  */
 export function websocketHandshakeProblem(environ: Environ, options: WebSocketOptions = {}): string | undefined {
   if (environ.REQUEST_METHOD !== 'GET') return `a WebSocket handshake must use GET, not ${JSON.stringify(environ.REQUEST_METHOD)}`;
-  if (!listHas(environ.HTTP_UPGRADE, 'websocket')) return `the Upgrade field must name websocket, got ${JSON.stringify(environ.HTTP_UPGRADE ?? '')}`;
+  // ws accepts exactly one Upgrade value, "websocket" in any case; anything else it would refuse
+  // with a response of its own, outside the server's response path.
+  if (environ.HTTP_UPGRADE?.toLowerCase() !== 'websocket') {
+    return `the Upgrade field must be exactly websocket, got ${JSON.stringify(environ.HTTP_UPGRADE ?? '')}`;
+  }
   if ((environ.CONTENT_LENGTH !== undefined && environ.CONTENT_LENGTH !== '0') || environ.HTTP_TRANSFER_ENCODING !== undefined) {
     return 'a WebSocket handshake must not have a body';
   }
@@ -335,7 +339,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 function parseProtocols(value: string): string[] | undefined {
   const out: string[] = [];
   for (const part of value.split(',')) {
-    const token = part.trim();
+    const token = part.replace(/^[ \t]+|[ \t]+$/g, ''); // OWS only: trim() would also take U+00A0
     if (!TOKEN.test(token) || out.includes(token)) return undefined;
     out.push(token);
   }

@@ -2,9 +2,12 @@
  * Regressions found by reviewing the server: each test is one bug that was, named after what it
  * protects, run over a real loopback socket.
  */
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, SetTrailers } from '../protocol/nsgi.ts';
+import { createNodeServer } from '../src/adapters/node-http.ts';
+import { websocketApp } from '../src/websocket.ts';
 import { RawClient, cleanup, header, parseResponses, reqBytes, startServer, waitUntil } from './helpers/server.ts';
 
 afterEach(cleanup);
@@ -128,5 +131,82 @@ describe('the body timeout', () => {
     client.write('hello');
     await client.waitForText('got hello', 5_000);
     expect(client.text).toContain('HTTP/1.1 200 OK');
+  });
+});
+
+describe('the node:http adapter', () => {
+  /** listen serves `app` from node:http through createNodeServer on an ephemeral port. */
+  async function listen(app: App): Promise<{ port: number; close: () => Promise<void> }> {
+    const server = createNodeServer(app, { errors: { write: () => {} } });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    return {
+      port,
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    };
+  }
+
+  it('answers the next request after an app stopped reading a large body early', async () => {
+    const { port, close } = await listen(async (environ, startResponse) => {
+      if (environ.REQUEST_METHOD === 'POST') {
+        let seen = 0;
+        for await (const part of environ['nsgi.input']) {
+          seen += part.length;
+          if (seen > 1024) break;
+        }
+        startResponse('413 Content Too Large', [['Content-Length', '0']]);
+        return [];
+      }
+      startResponse('200 OK', [['Content-Length', '4']]);
+      return ['next'];
+    });
+    try {
+      const client = await RawClient.connect(port);
+      const body = 'a'.repeat(300_000);
+      client.write(
+        `POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n` +
+          'GET /next HTTP/1.1\r\nHost: x\r\n\r\n',
+      );
+      // Either the second request is answered, or the connection is closed: it must not hang.
+      await client.waitFor((data) => data.toString('latin1').includes('next') || client.closed, 'an answer or a close', 5_000);
+      expect(client.text).toContain('413');
+    } finally {
+      await close();
+    }
+  });
+
+  it('closes the connection after a body longer than its Content-Length', async () => {
+    const { port, close } = await listen((_environ, startResponse) => {
+      startResponse('200 OK', [['Content-Length', '3']]);
+      return ['hello'];
+    });
+    try {
+      const client = await RawClient.connect(port);
+      client.write(reqBytes('GET / HTTP/1.1\nHost: x\n\n'));
+      await client.waitForClose(5_000);
+      expect(client.text.endsWith('\r\n\r\nhel')).toBe(true);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe('the WebSocket helper', () => {
+  it('answers an Upgrade that is not exactly websocket with its own 400, keeping the connection HTTP', async () => {
+    const { port } = await startServer(websocketApp(() => {}));
+    const client = await RawClient.connect(port);
+    const key = Buffer.alloc(16, 1).toString('base64');
+    client.write(
+      reqBytes(`GET / HTTP/1.1\nHost: x\nConnection: Upgrade\nUpgrade: websocket, foo\nSec-WebSocket-Version: 13\nSec-WebSocket-Key: ${key}\n\n`),
+    );
+    await client.waitForResponses(1);
+    const [response] = parseResponses(client.data);
+    expect(response!.status).toBe(400);
+    expect(header(response!, 'content-type')).toMatch(/^text\/plain/);
+    expect(client.closed).toBe(false);
   });
 });

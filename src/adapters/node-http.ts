@@ -195,7 +195,11 @@ class NodeSink implements ResponseSink {
 
   end(close: boolean): void {
     if (close && !this.res.headersSent) this.res.setHeader('Connection', 'close');
-    if (close) this.res.once('finish', () => this.res.socket?.destroySoon());
+    if (close) {
+      // node:http lets go of the socket on 'finish', so take hold of it first (SR-17).
+      const socket = this.res.socket;
+      this.res.once('finish', () => socket?.destroySoon());
+    }
     this.res.end();
   }
 
@@ -241,7 +245,9 @@ class NodeInput implements Input {
     const open = (): AsyncIterator<Buffer> => {
       if (inner === null) {
         this.firstRead();
-        inner = this.req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+        // destroyOnReturn: false, so that an app that stops reading early does not destroy the
+        // request, and with it the socket its response is about to use.
+        inner = this.req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
       }
       return inner;
     };
@@ -256,8 +262,12 @@ class NodeInput implements Input {
         }
       },
       return: async () => {
-        // Stop reading; node:http discards the rest once the response is done.
-        if (inner !== null) req.resume();
+        // Stop reading: take the iterator's listeners off, then let the rest of the body flow
+        // away unread so that the connection can carry the next request (IN-8).
+        if (inner !== null) {
+          await inner.return?.();
+          req.resume();
+        }
         return { done: true, value: undefined };
       },
     };
