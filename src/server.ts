@@ -349,6 +349,8 @@ class Connection implements ExchangeHost, InputHooks {
       }
     } finally {
       this.processing = false;
+      // What the requests of this read produced leaves now, in one write (see scheduleFlush).
+      if (this.flushScheduled) this.flushNow();
     }
     // A client that has closed its side sends nothing more: once no response is under way, close.
     if (this.peerEnded && !this.closing && (this.exchange === null || this.exchange.finished)) this.close();
@@ -510,10 +512,20 @@ class Connection implements ExchangeHost, InputHooks {
 
   // ---- output -----------------------------------------------------------------------------
 
+  /**
+   * scheduleFlush arranges for the output to be written once the current work is done: at the end
+   * of process() when called while it runs (so every response to one read leaves together), else
+   * at the end of this tick.
+   */
   scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    process.nextTick(flushTick, this);
+    if (!this.processing) process.nextTick(flushTick, this);
+  }
+
+  /** flushScheduledOutput is the end-of-tick flush, if one is still owed. */
+  flushScheduledOutput(): void {
+    if (this.flushScheduled) this.flushNow();
   }
 
   flushNow(): boolean {
@@ -775,7 +787,7 @@ function onSocketDrain(this: net.Socket): void {
 }
 
 function flushTick(conn: Connection): void {
-  conn.flushNow();
+  conn.flushScheduledOutput();
 }
 
 function onTimer(conn: Connection): void {
