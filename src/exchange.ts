@@ -4,8 +4,9 @@
  * The life of a response. The app is called with the environ and `startResponse`. Calling
  * `startResponse` only records the status and headers; nothing is sent. The server then pulls the
  * body: each non-empty chunk is framed into the connection's output buffer, the first one
- * preceded by the head. The buffer is flushed to the socket at the end of the current tick, or at
- * once when it holds OUTPUT_HIGH_WATER_MARK bytes; when the socket says it is full, the pump waits
+ * preceded by the head. The buffer is flushed to the socket once the work at hand is done (the
+ * end of the read being processed, or of the current tick), or at once when it holds
+ * OUTPUT_HIGH_WATER_MARK bytes; when the socket says it is full, the pump waits
  * for `drain` before it asks the iterator for another chunk. So a slow client suspends the
  * generator, and memory stays bounded however large the body is. A sync iterable is pulled in a
  * plain loop with no await between chunks. When the body ends the terminator goes out; when it
