@@ -323,12 +323,7 @@ function watchedBody(kind: Kind, chunks: Chunk[] | 'forever', throwAtEnd = false
         watched.finallies++;
       }
     })();
-    const original = gen.return.bind(gen);
-    gen.return = (value) => {
-      watched.returns++;
-      return original(value);
-    };
-    watched.body = gen;
+    watched.body = countReturns(gen, watched);
     return watched;
   }
   const gen = (async function* () {
@@ -343,13 +338,18 @@ function watchedBody(kind: Kind, chunks: Chunk[] | 'forever', throwAtEnd = false
       watched.finallies++;
     }
   })();
-  const original = gen.return.bind(gen);
-  gen.return = (value) => {
+  watched.body = countReturns(gen, watched);
+  return watched;
+}
+
+/** countReturns wraps a generator's `return()` so that each call is counted in `watched`. */
+function countReturns<G extends Generator<Chunk> | AsyncGenerator<Chunk>>(gen: G, watched: Watched): G {
+  const original = gen.return.bind(gen) as (value: unknown) => unknown;
+  (gen as { return: (value: unknown) => unknown }).return = (value) => {
     watched.returns++;
     return original(value);
   };
-  watched.body = gen;
-  return watched;
+  return gen;
 }
 
 /** watchApp serves `make()`'s body with `status`, keeping the watched bodies. */
