@@ -1,8 +1,10 @@
 /**
  * The nsgi app every nsgi server under test runs: an array body for `/hello`, a sync or an async
- * generator for `/stream`, and an async generator that waits on `nsgi.signal` for `/sse`.
+ * generator for `/stream`, an async generator that waits on `nsgi.signal` for `/sse`, and the
+ * WebSocket helper echoing every message for `/ws`.
  */
 import type { App } from '../../../protocol/nsgi.ts';
+import { websocketApp } from '../../../src/websocket.ts';
 import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
 
 const HELLO_HEADERS: Array<[string, string]> = [
@@ -10,7 +12,12 @@ const HELLO_HEADERS: Array<[string, string]> = [
   ['Content-Length', String(HELLO.length)],
 ];
 
-/** app serves `/hello`, `/stream` and `/sse`. */
+/** echo answers `/ws`: each message goes back as it came, binary as binary. */
+const echo = websocketApp((ws) => {
+  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+});
+
+/** app serves `/hello`, `/stream`, `/sse` and `/ws`. */
 export const app: App = (environ, startResponse) => {
   const path = environ.PATH_INFO;
   if (path === '/hello') {
@@ -33,6 +40,7 @@ export const app: App = (environ, startResponse) => {
     ]);
     return events(environ['nsgi.signal']);
   }
+  if (path === '/ws') return echo(environ, startResponse);
   startResponse('404 Not Found', [['Content-Type', 'text/plain']]);
   return ['not found'];
 };

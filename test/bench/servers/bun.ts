@@ -1,6 +1,7 @@
 /**
  * Bun.serve, the reference peer, run by the `bun` binary (the npm package). `/stream` with
- * mode=sync is a pull-based ReadableStream, with mode=async an async generator body.
+ * mode=sync is a pull-based ReadableStream, with mode=async an async generator body; `/ws` is
+ * upgraded with `server.upgrade()` and echoed by Bun's native `websocket` handler.
  */
 import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
@@ -8,12 +9,17 @@ import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 // The few Bun APIs used here, declared locally so the typecheck needs no bun-types.
 interface BunServer {
   port: number;
+  upgrade(req: Request): boolean;
+}
+interface BunWebSocket {
+  send(data: string | Uint8Array): number;
 }
 interface BunServeOptions {
   port: number;
   hostname: string;
   idleTimeout: number;
-  fetch(req: Request): Response;
+  fetch(req: Request, server: BunServer): Response | undefined;
+  websocket: { message(ws: BunWebSocket, message: string | Uint8Array): void };
 }
 declare const Bun: { serve(options: BunServeOptions): BunServer };
 
@@ -52,7 +58,7 @@ const server = Bun.serve({
   hostname: '127.0.0.1',
   // Idle SSE connections must stay open; Bun closes idle sockets after 10 s by default.
   idleTimeout: 0,
-  fetch(req) {
+  fetch(req, server) {
     const url = req.url;
     const start = url.indexOf('/', url.indexOf('//') + 2);
     const q = url.indexOf('?', start);
@@ -72,7 +78,17 @@ const server = Bun.serve({
       });
       return new Response(body, { headers: { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' } });
     }
+    if (path === '/ws') {
+      if (server.upgrade(req)) return undefined;
+      return new Response('send a WebSocket handshake', { status: 426 });
+    }
     return new Response('not found', { status: 404 });
+  },
+  websocket: {
+    // A string message goes back as text, bytes as binary.
+    message(ws, message) {
+      ws.send(message);
+    },
   },
 });
 announce('bun', server.port);

@@ -1,9 +1,11 @@
 /**
  * The baseline: a hand-written node:http handler for the same routes, written the way a careful
- * author would (Content-Length for hello, a write loop that waits for `drain`). It ignores
- * `mode`: both 1 KiB scenarios compare against this one loop.
+ * author would (Content-Length for hello, a write loop that waits for `drain`, `ws` on the
+ * server's 'upgrade' event for `/ws`). It ignores `mode`: both 1 KiB scenarios compare against
+ * this one loop.
  */
 import http from 'node:http';
+import { WebSocketServer } from 'ws';
 import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 
@@ -53,6 +55,18 @@ const server = http.createServer((req, res) => {
   }
   res.writeHead(404, { 'Content-Type': 'text/plain' });
   res.end('not found');
+});
+// As in the nsgi helper: no set of every client, no compression.
+const wss = new WebSocketServer({ noServer: true, clientTracking: false, perMessageDeflate: false });
+server.on('upgrade', (req: http.IncomingMessage, socket, head: Buffer) => {
+  if (req.url !== '/ws') {
+    socket.destroy();
+    return;
+  }
+  wss.handleUpgrade(req, socket, head, (ws) => {
+    ws.on('error', () => {});
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  });
 });
 server.listen(portFromArgv(), '127.0.0.1', () => {
   announce('node-http', (server.address() as { port: number }).port);

@@ -5,6 +5,7 @@
  *   GET /hello                                  13 bytes, `Hello, World!`, with a Content-Length
  *   GET /stream?size=N&chunk=K&mode=sync|async  N bytes in K-byte chunks, chunked coding
  *   GET /sse                                    an event stream: one event, then silence until the client leaves
+ *   GET /ws                                     a WebSocket handshake, then every message echoed back
  */
 
 /** HELLO is the body of `/hello`. */
