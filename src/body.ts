@@ -28,7 +28,9 @@ const DONE: IteratorResult<Uint8Array> = Object.freeze({ done: true, value: unde
  * `for await`. It can be iterated once.
  */
 export class RequestInput implements Input, AsyncIterator<Uint8Array> {
-  private readonly queue: Uint8Array[] = [];
+  // Made for the first chunk that arrives before the app asks for it: a request without a body,
+  // or one read as it arrives, never needs it.
+  private queue: Uint8Array[] | null = null;
   private queued = 0;
   private ended = false;
   private error: unknown = null;
@@ -51,7 +53,7 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
       w.resolve({ done: false, value: data });
       return true;
     }
-    this.queue.push(data);
+    (this.queue ??= []).push(data);
     this.queued += data.length;
     return this.queued < INPUT_HIGH_WATER_MARK;
   }
@@ -68,9 +70,9 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
 
   /** fail makes the pending and all later reads reject with `error`, unless the body had ended. */
   fail(error: unknown): void {
-    if (this.ended && this.queue.length === 0) return;
+    if (this.ended && (this.queue === null || this.queue.length === 0)) return;
     this.error = error;
-    this.queue.length = 0;
+    this.queue = null;
     this.queued = 0;
     const w = this.waiter;
     if (w !== null) {
@@ -96,7 +98,7 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
       this.started = true;
       if (this.error === null && !this.ended) this.hooks.firstRead(this);
     }
-    if (this.queue.length > 0) {
+    if (this.queue !== null && this.queue.length > 0) {
       const value = this.queue.shift()!;
       const wasFull = this.queued >= INPUT_HIGH_WATER_MARK;
       this.queued -= value.length;
@@ -115,7 +117,7 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
   /** return stops reading; the server discards the rest of the body. */
   return(): Promise<IteratorResult<Uint8Array>> {
     this.abandoned = true;
-    this.queue.length = 0;
+    this.queue = null;
     this.queued = 0;
     this.hooks.resumeInput(this);
     return Promise.resolve(DONE);

@@ -232,12 +232,21 @@ const enum Timer {
 }
 
 /** Connection drives one socket: bytes in, exchanges run, bytes out, timers, closing. */
-class Connection implements ExchangeHost, InputHooks {
+class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   readonly http: Http1Connection;
   readonly errors: ErrorStream;
   gone = false;
 
-  private readonly info: ConnectionInfo;
+  // What the environ needs to know of the connection (ConnectionInfo), kept on the connection
+  // itself rather than in an object of its own: idle connections are what a streaming server
+  // holds most of.
+  readonly remoteAddress: string;
+  readonly remotePort: string;
+  readonly localAddress: string;
+  readonly localPort: string;
+  readonly urlScheme = 'http';
+  readonly scriptName: string;
+  readonly multiprocess: boolean;
   private exchange: Exchange | null = null;
   private input: RequestInput | null = null;
   private processing = false;
@@ -270,17 +279,13 @@ class Connection implements ExchangeHost, InputHooks {
   ) {
     this.http = new Http1Connection(settings.limits, settings.serverName, settings.keepAliveTimeout);
     this.errors = settings.errors;
-    this.info = {
-      remoteAddress: socket.remoteAddress ?? '',
-      remotePort: String(socket.remotePort ?? ''),
-      localAddress: socket.localAddress ?? '',
-      localPort: String(socket.localPort ?? ''),
-      urlScheme: 'http',
-      scriptName: settings.scriptName,
-      multiprocess: settings.multiprocess,
-      errors: settings.errors,
-    };
-    this.trusted = settings.trustedProxies?.trusts(this.info.remoteAddress) ?? false;
+    this.remoteAddress = socket.remoteAddress ?? '';
+    this.remotePort = String(socket.remotePort ?? '');
+    this.localAddress = socket.localAddress ?? '';
+    this.localPort = String(socket.localPort ?? '');
+    this.scriptName = settings.scriptName;
+    this.multiprocess = settings.multiprocess;
+    this.trusted = settings.trustedProxies?.trusts(this.remoteAddress) ?? false;
     // Shared listeners that find the connection on the socket, rather than five closures per
     // connection: idle connections are what a streaming server holds most of.
     (socket as OwnedSocket)[CONNECTION] = this;
@@ -368,7 +373,7 @@ class Connection implements ExchangeHost, InputHooks {
     }
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
     const exchange = new Exchange(this, input);
-    const environ = buildEnviron(head, this.info, input, exchange);
+    const environ = buildEnviron(head, this, input, exchange);
     exchange.environ = environ;
     if (head.version === 'HTTP/1.1') {
       environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
@@ -744,7 +749,7 @@ class Connection implements ExchangeHost, InputHooks {
     this.sendTimer = null;
     if (this.gone || this.socket.writableLength === 0) return;
     if (this.socket.writableLength < this.sendBacklog) return this.startSendTimer();
-    this.errors.write(`nsgi: dropping ${this.info.remoteAddress}:${this.info.remotePort}: it read nothing for ${this.settings.sendTimeout} ms`);
+    this.errors.write(`nsgi: dropping ${this.remoteAddress}:${this.remotePort}: it read nothing for ${this.settings.sendTimeout} ms`);
     this.socket.destroy();
   }
 
@@ -758,7 +763,7 @@ class Connection implements ExchangeHost, InputHooks {
     const agent = (environ?.HTTP_USER_AGENT as string | undefined) ?? '-';
     const ms = this.requestStart === 0 ? 0 : Date.now() - this.requestStart;
     this.settings.accessLog!(
-      `${this.info.remoteAddress} - - [${clfDate(new Date())}] ${JSON.stringify(line)} ${status || '-'} ${http.bodyBytes || '-'} ${JSON.stringify(referer)} ${JSON.stringify(agent)} ${ms}ms`,
+      `${this.remoteAddress} - - [${clfDate(new Date())}] ${JSON.stringify(line)} ${status || '-'} ${http.bodyBytes || '-'} ${JSON.stringify(referer)} ${JSON.stringify(agent)} ${ms}ms`,
     );
   }
 }

@@ -44,6 +44,30 @@ const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, Respons
   closed: { cut: 'closed' },
 };
 
+// The Server and Keep-Alive lines of the last configuration seen: every connection of a server
+// shares one copy of each (and the head cache compares them by identity).
+let lastServerName = 'nsgi';
+let lastServerHeader = 'Server: nsgi\r\n';
+let lastKeepAliveMs = 0;
+let lastKeepAliveHeader = '';
+
+function serverHeaderLine(serverName: string): string {
+  if (serverName !== lastServerName) {
+    lastServerName = serverName;
+    lastServerHeader = serverName === '' ? '' : `Server: ${serverName}\r\n`;
+  }
+  return lastServerHeader;
+}
+
+function keepAliveHeaderLine(keepAliveTimeout: number): string {
+  if (keepAliveTimeout !== lastKeepAliveMs) {
+    const seconds = Math.floor(keepAliveTimeout / 1000);
+    lastKeepAliveMs = keepAliveTimeout;
+    lastKeepAliveHeader = seconds >= 1 && Number.isFinite(seconds) ? `Keep-Alive: timeout=${seconds}\r\n` : '';
+  }
+  return lastKeepAliveHeader;
+}
+
 /** Http1Connection is the protocol state of one HTTP/1.1 server connection. */
 export class Http1Connection {
   /** out holds the bytes to send, gathered until the server flushes them. */
@@ -76,9 +100,8 @@ export class Http1Connection {
    */
   constructor(limits: Partial<ParserLimits> = {}, serverName = 'nsgi', keepAliveTimeout = 0) {
     this.parser = new RequestParser(limits);
-    this.serverHeader = serverName === '' ? '' : `Server: ${serverName}\r\n`;
-    const seconds = Math.floor(keepAliveTimeout / 1000);
-    this.keepAliveHeader = seconds >= 1 && Number.isFinite(seconds) ? `Keep-Alive: timeout=${seconds}\r\n` : '';
+    this.serverHeader = serverHeaderLine(serverName);
+    this.keepAliveHeader = keepAliveHeaderLine(keepAliveTimeout);
   }
 
   /**

@@ -37,6 +37,18 @@ export const DEFAULT_LIMITS: Readonly<ParserLimits> = Object.freeze({
   maxBodySize: Infinity,
 });
 
+// The limits object given last and its completed copy: the parsers of one server share it.
+let lastLimitsGiven: Partial<ParserLimits> | null = null;
+let lastLimits: ParserLimits = DEFAULT_LIMITS;
+
+function resolveLimits(limits: Partial<ParserLimits>): ParserLimits {
+  if (limits !== lastLimitsGiven) {
+    lastLimitsGiven = limits;
+    lastLimits = Object.freeze({ ...DEFAULT_LIMITS, ...limits });
+  }
+  return lastLimits;
+}
+
 /** Longest chunk-size line (size and extensions) accepted; longer gets 400. */
 const MAX_CHUNK_LINE = 4 * 1024;
 
@@ -146,10 +158,11 @@ export class RequestParser {
   // Body state.
   private remaining = 0;
   private bodyBytes = 0;
-  private trailers: Array<[string, string]> = [];
+  // Made for the first trailer field: almost no request has one.
+  private trailers: Array<[string, string]> | null = null;
 
   constructor(limits: Partial<ParserLimits> = {}) {
-    this.limits = { ...DEFAULT_LIMITS, ...limits };
+    this.limits = resolveLimits(limits);
   }
 
   /** feed appends bytes received from the peer. */
@@ -205,7 +218,7 @@ export class RequestParser {
     this.headers = [];
     this.headerBytes = 0;
     this.bodyBytes = 0;
-    this.trailers = [];
+    this.trailers = null;
     this.lineStart = this.scan = this.pos;
   }
 
@@ -523,16 +536,17 @@ export class RequestParser {
       const end = lf - 1;
       this.lineStart = this.scan = this.pos = lf + 1;
       if (end === start) {
-        return this.end(this.trailers.length > 0 ? { kind: 'end', trailers: this.trailers } : END_NO_TRAILERS);
+        return this.end(this.trailers !== null ? { kind: 'end', trailers: this.trailers } : END_NO_TRAILERS);
       }
       this.headerBytes += end - start + 2;
       if (this.headerBytes > this.limits.maxHeaderSize) {
         fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
       }
-      if (this.trailers.length >= this.limits.maxHeaderCount) {
+      const trailers = (this.trailers ??= []);
+      if (trailers.length >= this.limits.maxHeaderCount) {
         fail('NSGI_TOO_MANY_TRAILERS', 431, `more than ${this.limits.maxHeaderCount} trailer fields`);
       }
-      this.trailers.push(parseField(buf, start, end));
+      trailers.push(parseField(buf, start, end));
     }
   }
 }

@@ -311,7 +311,8 @@ let slabUsed = 0;
  * OutBuffer holds no memory of its own.
  */
 export class OutBuffer {
-  private parts: Uint8Array[] = [];
+  // Made when the first part is sealed, so an idle buffer holds no array.
+  private parts: Uint8Array[] | null = null;
   private open: Buffer | null = null;
   private openStart = 0;
   private openEnd = 0;
@@ -372,7 +373,7 @@ export class OutBuffer {
     if (n === 0) return;
     if (n >= COPY_LIMIT) {
       this.seal();
-      this.parts.push(data);
+      (this.parts ??= []).push(data);
       this.size += n;
       return;
     }
@@ -383,8 +384,8 @@ export class OutBuffer {
   /** take returns everything gathered, in order, and leaves the buffer empty. */
   take(): Uint8Array[] {
     this.seal();
-    const parts = this.parts;
-    this.parts = [];
+    const parts = this.parts ?? [];
+    this.parts = null;
     this.size = 0;
     return parts;
   }
@@ -410,7 +411,7 @@ export class OutBuffer {
 
   private seal(): void {
     if (this.open !== null) {
-      this.parts.push(this.open.subarray(this.openStart, this.openEnd));
+      (this.parts ??= []).push(this.open.subarray(this.openStart, this.openEnd));
       this.open = null;
     }
   }
