@@ -66,9 +66,6 @@ export class Exchange {
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
 
-  /** environ is the request's environ, set by the server right after construction. */
-  environ!: Environ;
-
   constructor(
     private readonly host: ExchangeHost,
     readonly input: RequestInput,
@@ -181,11 +178,15 @@ export class Exchange {
     return upgraded;
   }
 
-  /** run calls the app and pumps its body to the end. It never throws. */
-  run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>): void {
+  /**
+   * run calls the app and pumps its body to the end. It never throws. The exchange keeps no
+   * reference to the environ: once the app has it, it lives only as long as the app holds it (an
+   * event stream that kept only `nsgi.signal` does not pin the rest).
+   */
+  run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>, environ: Environ): void {
     let body: unknown;
     try {
-      body = app(this.environ, this.startResponse);
+      body = app(environ, this.startResponse);
     } catch (err) {
       this.fail(err);
       return;

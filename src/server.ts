@@ -374,7 +374,6 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
     const exchange = new Exchange(this, input);
     const environ = buildEnviron(head, this, input, exchange);
-    exchange.environ = environ;
     if (head.version === 'HTTP/1.1') {
       environ['nsgi.early_hints'] = exchange.earlyHints.bind(exchange);
       environ['nsgi.set_trailers'] = exchange.setTrailers.bind(exchange);
@@ -384,7 +383,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     this.exchange = exchange;
     this.input = input;
     if (this.peerEnded) exchange.clientClosed(new ClientGoneError('the client closed its side of the connection'));
-    exchange.run(this.settings.app);
+    exchange.run(this.settings.app, environ);
   }
 
   /** exchangeDone is called by the exchange when its response is complete, cut, or abandoned. */
@@ -756,11 +755,10 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   private logAccess(err?: ProtocolError): void {
     const http = this.http;
     const req = http.request;
-    const environ = this.exchange?.environ;
     const status = err?.status ?? http.statusCode;
     const line = req === null ? '-' : `${req.method} ${req.target} ${req.version}`;
-    const referer = (environ?.HTTP_REFERER as string | undefined) ?? '-';
-    const agent = (environ?.HTTP_USER_AGENT as string | undefined) ?? '-';
+    const referer = (req !== null && this.exchange !== null && fieldValue(req.headers, 'referer')) || '-';
+    const agent = (req !== null && this.exchange !== null && fieldValue(req.headers, 'user-agent')) || '-';
     const ms = this.requestStart === 0 ? 0 : Date.now() - this.requestStart;
     this.settings.accessLog!(
       `${this.remoteAddress} - - [${clfDate(new Date())}] ${JSON.stringify(line)} ${status || '-'} ${http.bodyBytes || '-'} ${JSON.stringify(referer)} ${JSON.stringify(agent)} ${ms}ms`,
@@ -805,6 +803,12 @@ function onBodyTimer(conn: Connection): void {
 
 function onSendTimer(conn: Connection): void {
   conn.onSendTimeout();
+}
+
+/** fieldValue is the first value of the field `name` (lower case), or undefined. */
+function fieldValue(headers: Array<[string, string]>, name: string): string | undefined {
+  for (const [n, v] of headers) if (n.length === name.length && n.toLowerCase() === name) return v;
+  return undefined;
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
