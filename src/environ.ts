@@ -110,14 +110,9 @@ export function buildEnviron(
   let serverName = conn.localAddress;
   let serverPort = conn.localPort;
   if (host !== undefined && host !== '') {
-    const colon = host.lastIndexOf(':');
-    if (colon !== -1 && colon > host.lastIndexOf(']')) {
-      serverName = host.slice(0, colon);
-      serverPort = host.slice(colon + 1) || defaultPort(conn.urlScheme);
-    } else {
-      serverName = host;
-      serverPort = defaultPort(conn.urlScheme);
-    }
+    if (host !== lastHost || conn.urlScheme !== lastScheme) splitHost(host, conn.urlScheme);
+    serverName = lastServerName;
+    serverPort = lastServerPort;
   }
 
   const environ = {
@@ -154,6 +149,25 @@ export function buildEnviron(
   if (lazySignal) Object.defineProperty(environ, 'nsgi.signal', SIGNAL_PROPERTY);
   else environ['nsgi.signal'] = signal;
   return environ;
+}
+
+// The last Host split into SERVER_NAME and SERVER_PORT: nearly every request repeats it.
+let lastHost = '';
+let lastScheme = '';
+let lastServerName = '';
+let lastServerPort = '';
+
+function splitHost(host: string, scheme: string): void {
+  const colon = host.lastIndexOf(':');
+  if (colon !== -1 && colon > host.lastIndexOf(']')) {
+    lastServerName = host.slice(0, colon);
+    lastServerPort = host.slice(colon + 1) || defaultPort(scheme);
+  } else {
+    lastServerName = host;
+    lastServerPort = defaultPort(scheme);
+  }
+  lastHost = host;
+  lastScheme = scheme;
 }
 
 function defaultPort(scheme: string): string {
