@@ -79,6 +79,7 @@ export function buildEnviron(
   let path: string;
   let query = '';
   let host = head.host;
+  let scheme = conn.urlScheme;
   const q = target.indexOf('?');
   if (target.charCodeAt(0) === 0x2f) {
     path = q === -1 ? target : target.slice(0, q);
@@ -86,13 +87,14 @@ export function buildEnviron(
   } else if (target === '*' || head.method === 'CONNECT') {
     path = target === '*' ? '*' : '';
   } else {
-    // absolute-form (RFC 9112 §3.2.2): the authority in the target replaces Host.
+    // absolute-form (RFC 9112 §3.2.2): the authority in the target replaces Host, and the
+    // target's scheme gives the default port. The parser has checked the authority as a Host.
     const end = q === -1 ? target.length : q;
     const authorityStart = target.indexOf('//') + 2;
     let pathStart = target.indexOf('/', authorityStart);
     if (pathStart === -1 || pathStart > end) pathStart = end;
-    const authority = target.slice(authorityStart, pathStart);
-    host = authority.slice(authority.lastIndexOf('@') + 1);
+    host = target.slice(authorityStart, pathStart);
+    scheme = authorityStart === 8 ? 'https' : 'http';
     path = pathStart === end ? '/' : target.slice(pathStart, end);
     if (q !== -1) query = target.slice(q + 1);
   }
@@ -110,9 +112,12 @@ export function buildEnviron(
   let serverName = conn.localAddress;
   let serverPort = conn.localPort;
   if (host !== undefined && host !== '') {
-    if (host !== lastHost || conn.urlScheme !== lastScheme) splitHost(host, conn.urlScheme);
-    serverName = lastServerName;
-    serverPort = lastServerPort;
+    if (host !== lastHost || scheme !== lastScheme) splitHost(host, scheme);
+    // A Host of only a port (`:80`) names no host: the listening address and port stand (ENV-7).
+    if (lastServerName !== '') {
+      serverName = lastServerName;
+      serverPort = lastServerPort;
+    }
   }
 
   const environ = {
@@ -145,7 +150,6 @@ export function buildEnviron(
     if (prev === undefined) environ[key] = field[1];
     else environ[key] = prev + (key === 'HTTP_COOKIE' ? '; ' : ', ') + field[1];
   }
-  if (host !== head.host && host !== undefined) environ.HTTP_HOST = host;
   if (lazySignal) Object.defineProperty(environ, 'nsgi.signal', SIGNAL_PROPERTY);
   else environ['nsgi.signal'] = signal;
   return environ;

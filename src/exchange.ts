@@ -252,7 +252,7 @@ export class Exchange {
           if (this.held !== null && peek.done && !this.wantChunked) {
             this.held = null;
             this.emitHead(byteLength(chunk));
-            this.host.http.sendData(chunk);
+            this.sendFramed(chunk);
             return this.finish();
           }
           if (!this.releaseHeld()) await this.host.waitForDrain();
@@ -317,7 +317,7 @@ export class Exchange {
   private sendFramed(chunk: Chunk): boolean {
     if (this.noBody) {
       const code = this.status!.code;
-      if (code === 204 || code === 304) {
+      if (code === 204 || code === 205 || code === 304) {
         this.host.errors.write(`nsgi: body chunk for a ${code} response discarded (SPEC §4.3)`);
       }
       return true;

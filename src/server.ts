@@ -341,10 +341,16 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
           this.input?.end();
           if (!this.finishCycle()) break;
         } else if (event.kind === 'need-data') {
-          // The head deadline runs from the first byte of a head, including one that stopped at
-          // a line end (every whole line is already parsed, so nothing counts as buffered).
-          if (http.request === null && !http.idle && this.timerKind !== Timer.Head) {
-            this.arm(Timer.Head, this.settings.headersTimeout);
+          // Between requests, the head deadline runs from the first byte of a head, including one
+          // that stopped at a line end (every whole line is already parsed, so nothing counts as
+          // buffered).
+          if (http.request === null && this.timerKind !== Timer.Head) {
+            if (!http.idle) this.arm(Timer.Head, this.settings.headersTimeout);
+            // Only empty lines, which a client may send before a request line (RFC 9112 §2.2):
+            // the parser is idle again, and so is the connection, but its bytes stopped the idle
+            // timer. A head deadline no more empty lines can push back takes its place, no
+            // longer than the idle timeout.
+            else if (this.timerKind === Timer.None) this.arm(Timer.Head, this.emptyLineTimeout());
           }
           break;
         } else {
@@ -676,6 +682,11 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     this.timerMs = ms;
     this.timer = setTimeout(onTimer, ms, this);
     this.timer.unref();
+  }
+
+  private emptyLineTimeout(): number {
+    const { keepAliveTimeout, headersTimeout } = this.settings;
+    return keepAliveTimeout > 0 && keepAliveTimeout < headersTimeout ? keepAliveTimeout : headersTimeout;
   }
 
   /** onTimeout acts on the timer that fired, if it is still wanted. */

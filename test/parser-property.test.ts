@@ -20,11 +20,13 @@ const TIME_LIMIT_MS = Number(process.env.NSGI_FUZZ_MS ?? (RUNS > 200 ? 600_000 :
 const PARAMS = { numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS } as const;
 
 const TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
-/** Bytes a request-target may hold: visible ASCII. */
-const TARGET_CHARS = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i));
+/** Bytes a request-target may hold: visible ASCII but `#`. */
+const TARGET_CHARS = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i)).filter((c) => c !== '#');
+/** Visible ASCII. */
+const VISIBLE = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i));
 /** Bytes a field value may hold inside (not at its ends): visible ASCII, SP, HTAB, obs-text. */
-const VALUE_INNER = [...TARGET_CHARS, ' ', '\t', '\x80', '\xa0', '\xe9', '\xff'];
-const VALUE_EDGE = [...TARGET_CHARS, '\x80', '\xe9', '\xff'];
+const VALUE_INNER = [...VISIBLE, ' ', '\t', '\x80', '\xa0', '\xe9', '\xff'];
+const VALUE_EDGE = [...VISIBLE, '\x80', '\xe9', '\xff'];
 /** Field names the parser reads for framing or connection handling; the generator sets those itself. */
 const RESERVED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'expect', 'upgrade']);
 

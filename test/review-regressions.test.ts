@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { App, SetTrailers } from '../protocol/nsgi.ts';
 import { createNodeServer } from '../src/adapters/node-http.ts';
 import { websocketApp } from '../src/websocket.ts';
-import { RawClient, cleanup, header, parseResponses, reqBytes, startServer, waitUntil } from './helpers/server.ts';
+import { RawClient, cleanup, header, parseResponses, rawRequest, reqBytes, startServer, waitUntil } from './helpers/server.ts';
 
 afterEach(cleanup);
 
@@ -208,5 +208,148 @@ describe('the WebSocket helper', () => {
     expect(response!.status).toBe(400);
     expect(header(response!, 'content-type')).toMatch(/^text\/plain/);
     expect(client.closed).toBe(false);
+  });
+});
+
+// ---- found by probing the server from outside, as a conformance suite would ----------------------
+
+/** environEcho answers with the environ keys a test asks about, as JSON. */
+const environEcho: App = (environ, startResponse) => {
+  const picked = Object.fromEntries(
+    ['SERVER_NAME', 'SERVER_PORT', 'HTTP_HOST', 'PATH_INFO'].map((key) => [key, environ[key] ?? null]),
+  );
+  const body = JSON.stringify(picked);
+  startResponse('200 OK', [['Content-Type', 'application/json'], ['Content-Length', String(body.length)]]);
+  return [body];
+};
+
+describe('empty lines after a keep-alive response', () => {
+  it('closes a connection that sends only a CRLF after its response, at the idle timeout', async () => {
+    const { port } = await startServer(environEcho, { keepAliveTimeout: 300, headersTimeout: 5_000 });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: a\n\n');
+    await client.waitForResponses(1);
+    await sleepFor(100);
+    client.write('\r\n');
+    await client.waitForClose(3_000);
+  });
+
+  it('closes a connection whose POST body is followed by a stray CRLF in the same write', async () => {
+    const { port } = await startServer(
+      async (environ, startResponse) => {
+        await environ['nsgi.input'].bytes();
+        startResponse('200 OK', [['Content-Length', '2']]);
+        return ['ok'];
+      },
+      { keepAliveTimeout: 300, headersTimeout: 5_000 },
+    );
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: a\nContent-Length: 3\n\nabc\n');
+    await client.waitForResponses(1);
+    await client.waitForClose(3_000);
+  });
+
+  it('does not let a trickle of empty lines push the deadline back', { timeout: 10_000 }, async () => {
+    const { port } = await startServer(environEcho, { keepAliveTimeout: 400, headersTimeout: 5_000 });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: a\n\n');
+    await client.waitForResponses(1);
+    const started = Date.now();
+    for (let i = 0; i < 20 && !client.closed; i++) {
+      client.write('\r\n');
+      await sleepFor(100);
+    }
+    expect(client.closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(1_500);
+  });
+
+  it('still serves a request that follows the empty lines', async () => {
+    const { port } = await startServer(environEcho, { keepAliveTimeout: 2_000 });
+    const client = await RawClient.connect(port);
+    client.write('GET /one HTTP/1.1\nHost: a\n\n\n\nGET /two HTTP/1.1\nHost: a\n\n');
+    await client.waitForResponses(2);
+    expect(parseResponses(client.data).map((r) => JSON.parse(r.body.toString()).PATH_INFO)).toEqual(['/one', '/two']);
+  });
+});
+
+describe('request-targets a server must refuse', () => {
+  for (const target of [
+    'http:///p', // an http URI with an empty host (RFC 9110 §4.2.1)
+    'http://:80/p', // a port and no host
+    'http://a"b<c>/p', // not a uri-host
+    'http://a:xyz/p', // a port that is not digits
+    'http://user:pw@example.com/p', // userinfo (RFC 9110 §4.2.4)
+    'ftp://example.com/p', // not a scheme an HTTP server serves
+    '/a#frag', // no request-target has a fragment (RFC 9112 §3.2)
+  ]) {
+    it(`answers 400 to ${target} and closes`, async () => {
+      const { port } = await startServer(environEcho);
+      const result = await rawRequest(port, `GET ${target} HTTP/1.1\nHost: a\n\nGET /smuggled HTTP/1.1\nHost: a\n\n`);
+      const responses = parseResponses(result.data);
+      expect(responses.map((r) => r.status)).toEqual([400]);
+      expect(result.closed).toBe(true);
+    });
+  }
+});
+
+describe('the environ of an absolute-form target', () => {
+  it('takes SERVER_NAME and SERVER_PORT from the target, and leaves HTTP_HOST as received', async () => {
+    const { port } = await startServer(environEcho);
+    const result = await rawRequest(port, 'GET http://example.com:8080/p HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(JSON.parse(parseResponses(result.data)[0]!.body.toString())).toEqual({
+      SERVER_NAME: 'example.com', SERVER_PORT: '8080', HTTP_HOST: 'a', PATH_INFO: '/p',
+    });
+  });
+
+  it('gives an https target without a port the port 443', async () => {
+    const { port } = await startServer(environEcho);
+    const result = await rawRequest(port, 'GET HTTPS://example.com/p HTTP/1.1\nHost: example.com\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(JSON.parse(parseResponses(result.data)[0]!.body.toString())).toMatchObject({ SERVER_NAME: 'example.com', SERVER_PORT: '443' });
+  });
+
+  it('adds no HTTP_HOST to an HTTP/1.0 request that had no Host field', async () => {
+    const { port } = await startServer(environEcho);
+    const result = await rawRequest(port, 'GET http://example.com:81/x HTTP/1.0\n\n');
+    expect(JSON.parse(parseResponses(result.data)[0]!.body.toString())).toMatchObject({ SERVER_NAME: 'example.com', SERVER_PORT: '81', HTTP_HOST: null });
+  });
+});
+
+describe('a Host with a port and no host', () => {
+  it('uses the listening address and port (ENV-7)', async () => {
+    const { port } = await startServer(environEcho);
+    const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: :80\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(JSON.parse(parseResponses(result.data)[0]!.body.toString())).toMatchObject({ SERVER_NAME: '127.0.0.1', SERVER_PORT: String(port) });
+  });
+});
+
+describe('205 Reset Content', () => {
+  it('sends no content, says Content-Length: 0, and keeps the connection', async () => {
+    const { port, errors } = await startServer((_environ, startResponse) => {
+      startResponse('205 Reset Content', [['Content-Length', '5']]);
+      return ['hello'];
+    });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\nHost: a\n\n');
+    await client.waitForResponses(2);
+    const responses = parseResponses(client.data);
+    for (const r of responses) {
+      expect(r.status).toBe(205);
+      expect(header(r, 'content-length')).toBe('0');
+      expect(r.body.length).toBe(0);
+    }
+    expect(client.text).not.toContain('hello');
+    expect(errors.some((line) => line.includes('205 response discarded'))).toBe(true);
+  });
+});
+
+describe('a body chunk for a response that has no body', () => {
+  it('is reported when it is the whole body of a 204', async () => {
+    const { port, errors } = await startServer((_environ, startResponse) => {
+      startResponse('204 No Content', []);
+      return ['ignored'];
+    });
+    const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(result.text).not.toContain('ignored');
+    await waitUntil(() => errors.some((line) => line.includes('204 response discarded')), 'the report on nsgi.errors');
   });
 });

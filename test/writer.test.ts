@@ -146,9 +146,9 @@ describe('chooseFraming', () => {
     expect(chooseFraming(isHead, code, length, http11)).toBe(framing);
   });
 
-  it('bodyAllowedForStatus excludes 1xx, 204 and 304 only', () => {
-    expect([100, 101, 199, 200, 204, 205, 304, 404].map(bodyAllowedForStatus)).toEqual([
-      false, false, false, true, false, true, false, true,
+  it('bodyAllowedForStatus excludes 1xx, 204, 205 and 304 only', () => {
+    expect([100, 101, 199, 200, 204, 205, 206, 304, 404].map(bodyAllowedForStatus)).toEqual([
+      false, false, false, true, false, false, true, false, true,
     ]);
   });
 });

@@ -226,8 +226,9 @@ export class Http1Connection {
     const framing = chooseFraming(isHead, status.code, appLength >= 0 ? appLength : knownLength, http11);
     // The server adds a Content-Length when it knows the whole body and the app gave none (HEAD
     // gets the one GET would have had).
+    const code = status.code;
     const addLength =
-      appLength < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && status.code !== 204 && status.code !== 304));
+      appLength < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && code !== 204 && code !== 205 && code !== 304));
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
     const date = headers.hasDate ? '' : httpDate();
@@ -242,11 +243,13 @@ export class Http1Connection {
       head = c.head;
     } else {
       head = status.line;
-      // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped.
-      head += status.code === 204 && appLength >= 0 ? stripContentLength(headers.block) : headers.block;
+      // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped. A 205 has no
+      // content either, but is not bodiless by definition, so it says so: Content-Length: 0.
+      head += (code === 204 || code === 205) && appLength >= 0 ? stripContentLength(headers.block) : headers.block;
       if (date !== '') head += `Date: ${date}\r\n`;
       if (!headers.hasServer) head += this.serverHeader;
-      if (addLength) head += `Content-Length: ${knownLength}\r\n`;
+      if (code === 205) head += 'Content-Length: 0\r\n';
+      else if (addLength) head += `Content-Length: ${knownLength}\r\n`;
       else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
       if (!this.keepAlive) head += 'Connection: close\r\n';
       else head += http11 ? this.keepAliveHeader : `Connection: keep-alive\r\n${this.keepAliveHeader}`;

@@ -616,7 +616,8 @@ function parseVersion(buf: Buffer, start: number, end: number): 'HTTP/1.0' | 'HT
   return minor === 0 ? 'HTTP/1.0' : 'HTTP/1.1';
 }
 
-const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
+// absolute-form for the two schemes an HTTP server serves: the scheme, then the authority.
+const ABSOLUTE_FORM = /^https?:\/\/([^/?]*)/i;
 
 /** checkTargetForm enforces the four request-target forms of RFC 9112 §3.2. */
 function checkTargetForm(method: string, target: string): void {
@@ -627,8 +628,15 @@ function checkTargetForm(method: string, target: string): void {
     if (method === 'OPTIONS') return;
     fail('NSGI_BAD_TARGET', 400, `asterisk-form target with method ${quote(method)}`);
   }
-  if (ABSOLUTE_FORM.test(target)) return;
-  fail('NSGI_BAD_TARGET', 400, `invalid request-target ${quote(target)}`);
+  const absolute = ABSOLUTE_FORM.exec(target);
+  if (absolute === null) fail('NSGI_BAD_TARGET', 400, `invalid request-target ${quote(target)}`);
+  // The authority replaces Host (RFC 9112 §3.2.2), so it gets the checks Host gets. An http(s)
+  // URI with an empty host MUST be rejected (RFC 9110 §4.2.1), and userinfo is an error (§4.2.4).
+  const authority = absolute[1]!;
+  if (authority.includes('@')) fail('NSGI_BAD_TARGET', 400, `userinfo in the request-target ${quote(target)}`);
+  if (authority === '' || authority.charCodeAt(0) === 0x3a || !isHost(authority)) {
+    fail('NSGI_BAD_TARGET', 400, `invalid authority in the request-target ${quote(target)}`);
+  }
 }
 
 /** parseContentLength reads a Content-Length value: one or more digits and nothing else. */

@@ -23,9 +23,10 @@ export const FIELD_VALUE = table((b) => b === 0x09 || (b >= 0x20 && b !== 0x7f))
 
 /**
  * TARGET marks the bytes allowed in a request-target (RFC 9112 §3.2, RFC 3986 §2): visible ASCII
- * only. Raw spaces, controls and non-ASCII bytes must be percent-encoded by the client.
+ * only. Raw spaces, controls and non-ASCII bytes must be percent-encoded by the client, and `#`
+ * never appears: no form of request-target has a fragment.
  */
-export const TARGET = table((b) => b > 0x20 && b < 0x7f);
+export const TARGET = table((b) => b > 0x20 && b < 0x7f && b !== 0x23);
 
 /** HEX maps a hexadecimal digit byte to its value, and every other byte to 255. */
 export const HEX = (() => {

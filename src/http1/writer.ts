@@ -43,9 +43,12 @@ export const REASONS: Record<number, string> = {
   500: 'Internal Server Error', 501: 'Not Implemented', 503: 'Service Unavailable', 505: 'HTTP Version Not Supported',
 };
 
-/** bodyAllowedForStatus tells whether a response with this status may carry a body (RFC 9110 §6.4.1). */
+/**
+ * bodyAllowedForStatus tells whether a response with this status may carry a body: not 1xx, 204
+ * or 304 (RFC 9110 §6.4.1), nor 205, which a server MUST NOT send content in (§15.3.6).
+ */
 export function bodyAllowedForStatus(code: number): boolean {
-  return !(code < 200 || code === 204 || code === 304);
+  return !(code < 200 || code === 204 || code === 205 || code === 304);
 }
 
 // ---- headers -----------------------------------------------------------------------------
@@ -238,7 +241,7 @@ export function describe(value: unknown): string {
 
 /** Framing is how a response body is delimited on the wire (RFC 9112 §6). */
 export enum Framing {
-  /** No body at all: HEAD, 1xx, 204, 304. */
+  /** No body at all: HEAD, 1xx, 204, 205, 304. */
   None,
   /** Content-Length. */
   Length,
@@ -250,7 +253,7 @@ export enum Framing {
 
 /**
  * chooseFraming decides how a response is framed, in one place:
- * 1. HEAD and statuses without a body (1xx, 204, 304) send no body (RFC 9110 §9.3.2, §6.4.1).
+ * 1. HEAD and statuses without a body (1xx, 204, 205, 304) send no body (RFC 9110 §9.3.2, §6.4.1).
  * 2. A Content-Length the app gave, or the server learned by having the whole body, is used.
  * 3. Otherwise an HTTP/1.1 client gets chunked coding (RFC 9112 §7).
  * 4. Otherwise (HTTP/1.0) the body ends with the connection (RFC 9112 §6.3, step 8).
