@@ -28,7 +28,7 @@ export interface ResponseHead {
   readonly headers: HeaderList;
   /** The length of the whole body when the runner knows it (the app's Content-Length or computed), else -1. */
   readonly contentLength: number;
-  /** True when the response carries no body: HEAD, 204, 304 (SR-20). */
+  /** True when the response carries no body: HEAD, 204, 205, 304 (SR-20). */
   readonly noBody: boolean;
   /** True when the app asked for `Connection: close` (SR-10). */
   readonly close: boolean;
@@ -275,7 +275,7 @@ export class ResponseRunner {
   private sendBytes(bytes: Uint8Array): boolean {
     if (this.noBody) {
       const code = this.head!.status;
-      if (code === 204 || code === 304) this.errors.write(`nsgi: body chunk for a ${code} response discarded (SPEC §4.3, SR-21)`);
+      if (code === 204 || code === 205 || code === 304) this.errors.write(`nsgi: body chunk for a ${code} response discarded (SPEC §4.3, SR-21)`);
       return true;
     }
     const declared = this.head!.contentLength;
@@ -297,10 +297,14 @@ export class ResponseRunner {
   private emitHead(knownLength: number, flush = false): void {
     this.headSent = true;
     const h = this.head!;
-    const noBody = this.isHead || h.status === 204 || h.status === 304;
+    const noBody = this.isHead || h.status === 204 || h.status === 205 || h.status === 304;
     this.noBody = noBody;
-    const contentLength = h.status === 204 ? -1 : h.contentLength >= 0 ? h.contentLength : knownLength;
-    this.sink.head({ ...h, contentLength, noBody }, flush);
+    // 204 has no Content-Length (RFC 9110 §8.6); 205 has no content, and says so (§15.3.6): the
+    // app's Content-Length is dropped from both, and the sink adds 0 for a 205.
+    const empty = h.status === 204 || h.status === 205;
+    const contentLength = h.status === 204 ? -1 : h.status === 205 ? 0 : h.contentLength >= 0 ? h.contentLength : knownLength;
+    const headers = empty && h.contentLength >= 0 ? h.headers.filter(([name]) => name.toLowerCase() !== 'content-length') : h.headers;
+    this.sink.head({ ...h, headers, contentLength, noBody }, flush);
   }
 
   /** finish ends a body that ran to its end. */
@@ -311,7 +315,7 @@ export class ResponseRunner {
         throw new AppError('NSGI_NO_START_RESPONSE', 'the body ended but startResponse was never called (SPEC §3.2, BODY-10)');
       }
       const declared = this.head!.contentLength;
-      const exempt = this.isHead || this.head!.status === 304 || this.head!.status === 204;
+      const exempt = this.isHead || this.head!.status === 304 || this.head!.status === 204 || this.head!.status === 205;
       if (!exempt && declared >= 0 && this.sent < declared) {
         throw new AppError('NSGI_CONTENT_LENGTH_SHORT', `the body ended after ${this.sent} of the ${declared} bytes its Content-Length declares (SPEC §4.3, SR-18)`);
       }

@@ -678,6 +678,22 @@ export const CASES: Case[] = [
     },
   },
   {
+    name: 'a 205 response has no content and no nonzero Content-Length; a chunk is discarded and reported',
+    spec: ['SR-20', 'SR-21'],
+    app: (p) => (_env, startResponse) => {
+      startResponse('205 Reset Content', [['Content-Length', '4']]);
+      return countingBody(p, async (n) => (n < 3 ? 'oops' : null));
+    },
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.status).toBe(205);
+      expect(r.body.length).toBe(0);
+      expect(r.header('content-length') ?? '0').toBe('0');
+      await exactlyOnce(p);
+      await until(() => t.errors.some((e) => e.includes('205')), 'the discarded chunk reported');
+    },
+  },
+  {
     name: 'a body with both iterator methods is iterated asynchronously',
     spec: ['BODY-2'],
     app: () => (_env, startResponse) => {
