@@ -81,6 +81,15 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
     }
   }
 
+  /**
+   * discard is the server throwing away the rest of the body (the response ended before the app
+   * read it): what arrives is dropped, and reads fail with `reason`.
+   */
+  discard(reason: unknown): void {
+    this.fail(reason);
+    this.abandoned = true;
+  }
+
   /** complete is true when every byte of the body has been received. */
   get complete(): boolean {
     return this.ended;

@@ -2,8 +2,10 @@
  * The two kinds of failure nsgi reports. A {@link ProtocolError} is the peer's fault: the client
  * sent something HTTP/1.1 does not allow, and the server answers with its `status` and closes. An
  * {@link AppError} is our caller's fault: the app broke the contract, and the server logs it and
- * answers 500 (or cuts the connection if the head has already left).
+ * answers 500 (or cuts the connection if the head has already left). {@link STDERR} is where
+ * such reports go unless the server is given another `nsgi.errors`.
  */
+import type { ErrorStream } from '../protocol/nsgi.ts';
 
 /** ProtocolError is a malformed or unacceptable request; `status` is the response to send. */
 export class ProtocolError extends Error {
@@ -59,3 +61,14 @@ export class ServerClosingError extends Error {
     this.name = 'ServerClosingError';
   }
 }
+
+/**
+ * STDERR is the default `nsgi.errors`: each message on its own line of the process's stderr. It
+ * never throws (ENV-24): a message that is not a string is written as `String(message)`.
+ */
+export const STDERR: ErrorStream = {
+  write(message: string): void {
+    const text = typeof message === 'string' ? message : String(message);
+    process.stderr.write(text.endsWith('\n') ? text : text + '\n');
+  },
+};

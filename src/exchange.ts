@@ -65,6 +65,8 @@ export class Exchange {
   private held: Chunk | null = null;
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
+  /** True while a sync iterator's `next()` runs (see pullSync). */
+  private pulling = false;
 
   constructor(
     private readonly host: ExchangeHost,
@@ -109,6 +111,10 @@ export class Exchange {
           : new AppError('NSGI_WRITE_AFTER_END', 'write() called after the response ended (SPEC §4.5)'),
       );
     }
+    // SR-29: a chunk of the wrong type is the caller's mistake, refused; the response goes on.
+    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
+      return Promise.reject(new TypeError(`write() takes a string or a Uint8Array, got ${describe(chunk)} (SPEC §3.1, SR-29)`));
+    }
     try {
       this.releaseHeld();
       return this.send(chunk) ? RESOLVED : this.host.waitForDrain();
@@ -134,7 +140,8 @@ export class Exchange {
 
   /** setTrailers records trailers for a chunked body (SPEC §7.2). */
   setTrailers(trailers: HeaderList): boolean {
-    if (this.finished) return false;
+    // EXT-9: nothing is recorded before startResponse (which would forget it anyway) or after the end.
+    if (this.finished || !this.started) return false;
     const block = prepareHeaders(trailers).block;
     const http = this.host.http;
     let chunked: boolean;
@@ -187,15 +194,16 @@ export class Exchange {
     let body: unknown;
     try {
       body = app(environ, this.startResponse);
+      // A `then` that throws is a rejection, as it would be for `await` (APP-3).
+      if (isThenable(body)) {
+        body.then(
+          (b) => this.pump(b),
+          (err) => this.fail(err),
+        );
+        return;
+      }
     } catch (err) {
       this.fail(err);
-      return;
-    }
-    if (isThenable(body)) {
-      body.then(
-        (b) => this.pump(b),
-        (err) => this.fail(err),
-      );
       return;
     }
     this.pump(body);
@@ -207,17 +215,17 @@ export class Exchange {
       this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks${hint} (SPEC §3)`));
       return;
     }
-    const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
-    const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
     try {
+      const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
+      const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
       // SPEC BODY-2: an object that is both is iterated asynchronously.
       if (typeof asyncFn === 'function') {
-        const it = asyncFn.call(body) as AsyncIterator<unknown>;
+        const it = checkIterator(asyncFn.call(body), body) as AsyncIterator<unknown>;
         this.iterator = it;
         if (this.finished) return this.closeIterator();
         void this.pumpAsync(it);
       } else if (typeof syncFn === 'function') {
-        const it = syncFn.call(body) as Iterator<unknown>;
+        const it = checkIterator(syncFn.call(body), body) as Iterator<unknown>;
         this.iterator = it;
         if (this.finished) return this.closeIterator();
         void this.pumpSync(it);
@@ -232,7 +240,9 @@ export class Exchange {
   private async pumpSync(it: Iterator<unknown>): Promise<void> {
     try {
       for (;;) {
-        const r = it.next();
+        // A bodiless head already out (through write() or a peek) ends the pulling (SR-21).
+        if (this.noBody && this.headSent) return this.finish();
+        const r = this.pullSync(it);
         if (this.finished) return this.closeIterator();
         if (r.done) return this.finish();
         let chunk = r.value as Chunk;
@@ -243,7 +253,7 @@ export class Exchange {
           this.held = chunk;
           let peek: IteratorResult<unknown>;
           try {
-            peek = it.next();
+            peek = this.pullSync(it);
           } catch (err) {
             this.releaseHeld();
             throw err;
@@ -262,7 +272,6 @@ export class Exchange {
         }
         if (!this.send(chunk)) await this.host.waitForDrain();
         if (this.finished) return this.closeIterator();
-        if (this.noBody && this.headSent) return this.finish();
       }
     } catch (err) {
       this.fail(err);
@@ -272,15 +281,28 @@ export class Exchange {
   private async pumpAsync(it: AsyncIterator<unknown>): Promise<void> {
     try {
       for (;;) {
+        if (this.noBody && this.headSent) return this.finish();
         const r = await it.next();
         if (this.finished) return this.closeIterator();
         if (r.done) return this.finish();
         if (!this.send(r.value)) await this.host.waitForDrain();
         if (this.finished) return this.closeIterator();
-        if (this.noBody && this.headSent) return this.finish();
       }
     } catch (err) {
       this.fail(err);
+    }
+  }
+
+  /**
+   * pullSync calls a sync iterator's `next()`. While it runs, the iterator cannot be closed (a
+   * running generator throws from `return()`), so closeIterator waits for it to come back.
+   */
+  private pullSync(it: Iterator<unknown>): IteratorResult<unknown> {
+    this.pulling = true;
+    try {
+      return it.next();
+    } finally {
+      this.pulling = false;
     }
   }
 
@@ -415,23 +437,16 @@ export class Exchange {
     this.host.exchangeDone();
   }
 
-  /** closeIterator calls the iterator's `return()` exactly once (SPEC §3.4). */
+  /**
+   * closeIterator calls the iterator's `return()` exactly once (SPEC §3.4). Called from inside a
+   * sync `next()` (the body failed the response through write(), say), it does nothing yet: the
+   * pump calls it again once `next()` has returned.
+   */
   private closeIterator(): void {
     const it = this.iterator;
-    if (it === null || this.iteratorClosed) return;
+    if (it === null || this.iteratorClosed || this.pulling) return;
     this.iteratorClosed = true;
-    if (typeof it.return !== 'function') return;
-    try {
-      const r = it.return() as unknown;
-      if (isThenable(r)) r.then(undefined, (err) => this.logCloseError(err));
-    } catch (err) {
-      this.logCloseError(err);
-    }
-  }
-
-  private logCloseError(err: unknown): void {
-    const what = err instanceof Error ? (err.stack ?? err.message) : describe(err);
-    this.host.errors.write(`nsgi: error while closing the body iterator: ${what}`);
+    callReturn(it, this.host.errors);
   }
 }
 
@@ -439,6 +454,32 @@ function makeWrite(exchange: Exchange): Write {
   const write = exchange.writeChunk.bind(exchange) as Write;
   write.flushHead = exchange.flushHead.bind(exchange);
   return write;
+}
+
+/**
+ * callReturn calls `it.return()` if it has one (BODY-16), writing whatever it throws or rejects
+ * with to `errors` (BODY-18): nothing an iterator does while being closed escapes.
+ */
+export function callReturn(it: object, errors: ErrorStream): void {
+  const log = (err: unknown): void => {
+    errors.write(`nsgi: error while closing the body iterator: ${err instanceof Error ? (err.stack ?? err.message) : describe(err)}`);
+  };
+  try {
+    const close = (it as { return?: unknown }).return;
+    if (typeof close !== 'function') return;
+    const r: unknown = close.call(it);
+    if (isThenable(r)) r.then(undefined, log);
+  } catch (err) {
+    log(err);
+  }
+}
+
+/** checkIterator returns what a body's iterator method made, if it is an object (BODY-1), else throws. */
+export function checkIterator(it: unknown, body: unknown): object {
+  if (it === null || (typeof it !== 'object' && typeof it !== 'function')) {
+    throw new AppError('NSGI_BAD_BODY', `the iterator method of the body ${describe(body)} returned ${describe(it)}, not an iterator (SPEC §3, BODY-1)`);
+  }
+  return it;
 }
 
 /** isThenable tells whether `v` has a `then` method, as a promise does. */

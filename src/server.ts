@@ -7,7 +7,7 @@ import net from 'node:net';
 import type { App, ErrorStream, HeaderList, Upgraded } from '../protocol/nsgi.ts';
 import { RequestInput, type InputHooks } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
-import { AppError, ClientGoneError, ProtocolError, ServerClosingError } from './errors.ts';
+import { AppError, ClientGoneError, ProtocolError, STDERR, ServerClosingError } from './errors.ts';
 import { Exchange, OUTPUT_HIGH_WATER_MARK, type ExchangeHost } from './exchange.ts';
 import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
@@ -117,12 +117,6 @@ const OVERLOADED = (() => {
   );
 })();
 
-const stderr: ErrorStream = {
-  write(message: string): void {
-    process.stderr.write(message.endsWith('\n') ? message : message + '\n');
-  },
-};
-
 interface Settings {
   app: App;
   limits: typeof DEFAULT_LIMITS;
@@ -160,7 +154,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
       maxHeaderSize: options.maxHeaderSize ?? DEFAULT_LIMITS.maxHeaderSize,
       maxBodySize: options.maxBodySize ?? DEFAULT_LIMITS.maxBodySize,
     },
-    errors: options.errors ?? stderr,
+    errors: options.errors ?? STDERR,
     accessLog: options.accessLog,
     scriptName,
     keepAliveTimeout: options.keepAliveTimeout ?? SERVER_DEFAULTS.keepAliveTimeout,
@@ -406,7 +400,9 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
         this.close();
         return;
       }
-      this.input?.return();
+      // The rest is read and thrown away: an app still reading learns so, rather than seeing
+      // the body end early.
+      this.input?.discard(new AppError('NSGI_INPUT_AFTER_RESPONSE', 'the response ended before the request body was read; the rest of the body was discarded'));
       this.resume('input');
       this.drained = 0;
       this.startBodyTimer();
@@ -463,12 +459,18 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     this.close();
   }
 
-  /** onEnd is the client's FIN. */
+  /**
+   * onEnd is the client's FIN. While a response is in progress it counts as the client leaving
+   * (SPEC §2.4), as on node:http: the signal fires, the body's `return()` is called, what was
+   * produced so far is sent, and the connection closes. Responses complete before the FIN (a
+   * client that half-closes after sending its requests) are not affected.
+   */
   onEnd(): void {
     this.peerEnded = true;
     const ex = this.exchange;
     if (ex !== null && !ex.finished) {
-      ex.clientClosed(new ClientGoneError('the client closed its side of the connection'));
+      ex.abort(new ClientGoneError('the client closed its side of the connection'));
+      this.cut();
       return;
     }
     if (!this.processing && !this.closing) this.close();

@@ -447,7 +447,7 @@ class Call {
     }
     if (typeof asyncFn === 'function') {
       const wrapper: AsyncIterable<Chunk> & Partial<Iterable<Chunk>> = {
-        [Symbol.asyncIterator]: () => this.wrapAsync(asyncFn.call(body) as AsyncIterator<unknown>),
+        [Symbol.asyncIterator]: () => this.wrapAsync(checkIterator(asyncFn.call(body), '[Symbol.asyncIterator]') as AsyncIterator<unknown>),
       };
       if (typeof syncFn === 'function') {
         wrapper[Symbol.iterator] = () => {
@@ -456,7 +456,7 @@ class Call {
       }
       return wrapper;
     }
-    return { [Symbol.iterator]: () => this.wrapSync(syncFn!.call(body) as Iterator<unknown>) };
+    return { [Symbol.iterator]: () => this.wrapSync(checkIterator(syncFn!.call(body), '[Symbol.iterator]') as Iterator<unknown>) };
   }
 
   /** beforeNext runs the server-side checks of a pull (BODY-14, BODY-19) and BODY-7. */
@@ -854,4 +854,12 @@ function show(value: unknown): string {
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'object') return `an object (${(value as object).constructor?.name ?? 'Object'})`;
   return `${typeof value} ${String(value)}`;
+}
+
+/** checkIterator passes on what a body's iterator method returned if it is an iterator (BODY-1). */
+function checkIterator(it: unknown, method: string): unknown {
+  if (it === null || typeof it !== 'object' || typeof (it as { next?: unknown }).next !== 'function') {
+    throw new ValidationError('BODY-1', 'app', `the body's ${method}() returned ${show(it)}, not an iterator with a next() method`);
+  }
+  return it;
 }

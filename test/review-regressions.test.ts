@@ -7,6 +7,7 @@ import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, SetTrailers } from '../protocol/nsgi.ts';
 import { createNodeServer } from '../src/adapters/node-http.ts';
+import { STDERR } from '../src/errors.ts';
 import { websocketApp } from '../src/websocket.ts';
 import { RawClient, cleanup, header, parseResponses, rawRequest, reqBytes, startServer, waitUntil } from './helpers/server.ts';
 
@@ -351,5 +352,58 @@ describe('a body chunk for a response that has no body', () => {
     const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
     expect(result.text).not.toContain('ignored');
     await waitUntil(() => errors.some((line) => line.includes('204 response discarded')), 'the report on nsgi.errors');
+  });
+});
+
+describe('found by probing the contract from outside', () => {
+  it('nsgi.set_trailers before startResponse returns false and sends nothing (EXT-9)', async () => {
+    let answer: boolean | undefined;
+    const { port } = await startServer((environ, startResponse) => {
+      answer = (environ['nsgi.set_trailers'] as SetTrailers)([['X-T', '1']]);
+      startResponse('200 OK', []);
+      return (async function* () {
+        yield 'a';
+      })();
+    });
+    const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(answer).toBe(false);
+    expect(result.text).not.toContain('X-T');
+  });
+
+  it('a read of nsgi.input after the response ended fails rather than ending the body early (IN-1)', async () => {
+    let read: unknown;
+    let sawError: unknown;
+    const { port } = await startServer((environ, startResponse) => {
+      startResponse('200 OK', [['Content-Length', '2']]);
+      // Answer at once; read the body afterwards.
+      setTimeout(() => {
+        environ['nsgi.input'].text().then(
+          (text) => (read = text),
+          (err: unknown) => (sawError = err),
+        );
+      }, 50);
+      return ['ok'];
+    });
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: a\nContent-Length: 10\n\nhello');
+    await client.waitForResponses(1);
+    await sleepFor(100);
+    client.write('world');
+    await waitUntil(() => read !== undefined || sawError !== undefined, 'the late read to settle');
+    expect(read).toBeUndefined();
+    expect((sawError as { code?: string }).code).toBe('NSGI_INPUT_AFTER_RESPONSE');
+  });
+
+  it('the default nsgi.errors does not throw on a message that is not a string (ENV-24)', () => {
+    const original = process.stderr.write;
+    const written: string[] = [];
+    process.stderr.write = ((chunk: string) => written.push(String(chunk)) > 0) as typeof process.stderr.write;
+    try {
+      STDERR.write(42 as unknown as string);
+      STDERR.write(undefined as unknown as string);
+    } finally {
+      process.stderr.write = original;
+    }
+    expect(written).toEqual(['42\n', 'undefined\n']);
   });
 });

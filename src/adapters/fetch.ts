@@ -16,7 +16,7 @@ import type { ReadableStreamReadResult } from 'node:stream/web';
 import type { App, Environ, ErrorStream, HeaderList, Input } from '../../protocol/nsgi.ts';
 import { readBytes, readText } from '../body.ts';
 import { buildEnviron } from '../environ.ts';
-import { ClientGoneError } from '../errors.ts';
+import { ClientGoneError, STDERR } from '../errors.ts';
 import type { RequestHead } from '../http1/parser.ts';
 import { ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
 
@@ -223,12 +223,6 @@ export interface RunFetchHooks {
   onHead?: (head: ResponseHead) => void;
 }
 
-const stderr: ErrorStream = {
-  write(message: string): void {
-    process.stderr.write(message.endsWith('\n') ? message : message + '\n');
-  },
-};
-
 /**
  * toFetch turns an nsgi app into a fetch handler.
  *
@@ -253,7 +247,7 @@ export function toFetch(app: App, options: ToFetchOptions = {}): (request: Reque
 
 /** runFetch serves one Request with `app`; see {@link toFetch}. */
 export function runFetch(app: App, request: Request, options: ToFetchOptions, hooks: RunFetchHooks): Promise<Response> {
-  const errors = options.errors ?? stderr;
+  const errors = options.errors ?? STDERR;
   const url = new URL(request.url);
   const head = requestHead(request, url);
   const controller = new AbortController();

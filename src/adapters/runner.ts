@@ -15,7 +15,7 @@
  */
 import type { Body, Chunk, Environ, ErrorStream, ExcInfo, HeaderList, StartResponse, Write } from '../../protocol/nsgi.ts';
 import { AppError, ClientGoneError } from '../errors.ts';
-import { isThenable } from '../exchange.ts';
+import { callReturn, checkIterator, isThenable } from '../exchange.ts';
 import { checkHeaderList, describe } from '../http1/writer.ts';
 
 /** ResponseHead is what a sink needs to send the head. */
@@ -74,6 +74,7 @@ export class ResponseRunner {
   private held: Chunk | null = null;
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
+  private pulling = false;
 
   /** startResponse is the function handed to the app (SPEC §4). */
   readonly startResponse: StartResponse;
@@ -99,15 +100,16 @@ export class ResponseRunner {
     let body: unknown;
     try {
       body = app(environ, this.startResponse);
+      // A `then` that throws is a rejection, as it would be for `await` (APP-3).
+      if (isThenable(body)) {
+        body.then(
+          (b) => this.pump(b),
+          (err) => this.fail(err),
+        );
+        return;
+      }
     } catch (err) {
       this.fail(err);
-      return;
-    }
-    if (isThenable(body)) {
-      body.then(
-        (b) => this.pump(b),
-        (err) => this.fail(err),
-      );
       return;
     }
     this.pump(body);
@@ -172,16 +174,18 @@ export class ResponseRunner {
       this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks${hint} (SPEC §3, BODY-1, BODY-3)`));
       return;
     }
-    const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
-    const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
     try {
+      const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
+      const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
       // BODY-2: an object with both is iterated asynchronously.
       if (typeof asyncFn === 'function') {
-        this.iterator = asyncFn.call(body) as AsyncIterator<unknown>;
-        void this.pumpAsync(this.iterator);
+        const it = checkIterator(asyncFn.call(body), body) as AsyncIterator<unknown>;
+        this.iterator = it;
+        void this.pumpAsync(it);
       } else if (typeof syncFn === 'function') {
-        this.iterator = syncFn.call(body) as Iterator<unknown>;
-        void this.pumpSync(this.iterator);
+        const it = checkIterator(syncFn.call(body), body) as Iterator<unknown>;
+        this.iterator = it;
+        void this.pumpSync(it);
       } else {
         this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks (SPEC §3, BODY-1)`));
       }
@@ -193,7 +197,9 @@ export class ResponseRunner {
   private async pumpSync(it: Iterator<unknown>): Promise<void> {
     try {
       for (;;) {
-        const r = it.next();
+        // A bodiless head already out (through write()) ends the pulling (SR-21).
+        if (this.noBody && this.headSent) return this.finish();
+        const r = this.pullSync(it);
         if (this.finished) return this.closeIterator();
         if (r.done) return this.finish();
         let chunk = r.value;
@@ -204,7 +210,7 @@ export class ResponseRunner {
           this.held = chunk as Chunk;
           let peek: IteratorResult<unknown>;
           try {
-            peek = it.next();
+            peek = this.pullSync(it);
           } catch (err) {
             this.releaseHeld();
             throw err;
@@ -226,7 +232,6 @@ export class ResponseRunner {
         }
         if (!this.send(chunk)) await this.sink.drain();
         if (this.finished) return this.closeIterator();
-        if (this.noBody && this.headSent) return this.finish();
       }
     } catch (err) {
       this.fail(err);
@@ -236,15 +241,25 @@ export class ResponseRunner {
   private async pumpAsync(it: AsyncIterator<unknown>): Promise<void> {
     try {
       for (;;) {
+        if (this.noBody && this.headSent) return this.finish();
         const r = await it.next();
         if (this.finished) return this.closeIterator();
         if (r.done) return this.finish();
         if (!this.send(r.value)) await this.sink.drain();
         if (this.finished) return this.closeIterator();
-        if (this.noBody && this.headSent) return this.finish();
       }
     } catch (err) {
       this.fail(err);
+    }
+  }
+
+  /** pullSync calls a sync iterator's `next()`; while it runs, closing waits (see Exchange.pullSync). */
+  private pullSync(it: Iterator<unknown>): IteratorResult<unknown> {
+    this.pulling = true;
+    try {
+      return it.next();
+    } finally {
+      this.pulling = false;
     }
   }
 
@@ -354,23 +369,9 @@ export class ResponseRunner {
   /** closeIterator calls the iterator's `return()` at most once (BODY-16, BODY-17, BODY-18). */
   private closeIterator(): void {
     const it = this.iterator;
-    if (it === null || this.iteratorClosed) return;
+    if (it === null || this.iteratorClosed || this.pulling) return;
     this.iteratorClosed = true;
     callReturn(it, this.errors);
-  }
-}
-
-/** callReturn calls `it.return()` if it has one, writing what it throws to `errors` (BODY-18). */
-function callReturn(it: AnyIterator, errors: ErrorStream): void {
-  if (typeof it.return !== 'function') return;
-  const log = (err: unknown): void => {
-    errors.write(`nsgi: error while closing the body iterator: ${err instanceof Error ? (err.stack ?? err.message) : describe(err)}`);
-  };
-  try {
-    const r = it.return() as unknown;
-    if (isThenable(r)) r.then(undefined, log);
-  } catch (err) {
-    log(err);
   }
 }
 
@@ -381,7 +382,7 @@ function closeLater(body: unknown, errors: ErrorStream): void {
     const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
     const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
     const it = typeof asyncFn === 'function' ? asyncFn.call(body) : typeof syncFn === 'function' ? syncFn.call(body) : null;
-    if (it !== null) callReturn(it as AnyIterator, errors);
+    if (it !== null && typeof it === 'object') callReturn(it, errors);
   } catch {
     // Nothing can reach the client any more.
   }

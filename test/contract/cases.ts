@@ -376,6 +376,23 @@ export const CASES: Case[] = [
       expect(p.value).toBeInstanceOf(Error);
     },
   },
+  {
+    name: 'a FIN while the response is in progress closes the body: return() once, even for an iterator parked in next()',
+    spec: ['ENV-27', 'BODY-16'],
+    wireOnly: 'a half-close needs a connection',
+    app: (p) => (_env, startResponse) => {
+      startResponse('200 OK', TEXT);
+      // The first chunk, then a next() that never settles: only return() can end this body.
+      return countingBody(p, (n) => (n === 0 ? Promise.resolve('first\n') : new Promise<never>(() => {})));
+    },
+    async run(t, p) {
+      const x = await t.start({});
+      await x.bodyUntil((b) => b.includes('first'), 'the first chunk');
+      x.halfClose();
+      await exactlyOnce(p);
+      await until(() => x.closed, 'the server to close the connection');
+    },
+  },
   // ---- request body ---------------------------------------------------------------------------
   {
     name: 'nsgi.input streams a chunked upload in order, for hashing as it arrives',
@@ -543,6 +560,87 @@ export const CASES: Case[] = [
     async run(t) {
       const r = await t.send({});
       expect(r.status).toBe(500);
+    },
+  },
+  {
+    name: 'write() of a chunk that is not a string or Uint8Array rejects with a TypeError; the response goes on',
+    spec: ['SR-29'],
+    violates: 'BODY-4',
+    app: (p) => (_env, startResponse) => {
+      const write = startResponse('200 OK', TEXT);
+      return (async function* () {
+        p.value = await write(42 as unknown as string).then(() => 'resolved', (err: unknown) => err);
+        yield 'still here';
+      })();
+    },
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe('still here');
+      expect(p.value).toBeInstanceOf(TypeError);
+    },
+  },
+  {
+    name: 'an iterator method that returns no iterator is an app error: 500, and the server carries on',
+    spec: ['BODY-1', 'ERR-1'],
+    violates: 'BODY-1',
+    app: () => (_env, startResponse) => {
+      startResponse('200 OK', TEXT);
+      return { [Symbol.asyncIterator]: () => undefined } as unknown as Iterable<string>;
+    },
+    async run(t) {
+      expect((await t.send({})).status).toBe(500);
+      expect((await t.send({})).status).toBe(500);
+    },
+  },
+  {
+    name: 'a thenable whose then() throws is a rejection: 500, and the server carries on',
+    spec: ['APP-3', 'ERR-1'],
+    app: () => () =>
+      ({
+        then() {
+          throw new Error('then() threw');
+        },
+      }) as unknown as Promise<string[]>,
+    async run(t) {
+      expect((await t.send({})).status).toBe(500);
+      expect((await t.send({})).status).toBe(500);
+    },
+  },
+  {
+    name: 'a sync generator that overruns its Content-Length through write() is still closed once',
+    spec: ['BODY-16', 'SR-17'],
+    violates: 'SR-16',
+    app: (p) => (_env, startResponse) =>
+      (function* () {
+        const write = startResponse('200 OK', [['Content-Length', '3']]);
+        try {
+          yield '';
+          write('abcdef').catch(() => {});
+          yield 'x';
+        } finally {
+          p.returnCalls++;
+        }
+      })(),
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.body.toString()).toBe('abc');
+      await exactlyOnce(p);
+    },
+  },
+  {
+    name: 'a 204 head sent through write() ends the pulling: the body is closed without a next()',
+    spec: ['SR-21', 'BODY-16'],
+    app: (p) => (_env, startResponse) => {
+      const write = startResponse('204 No Content', []);
+      write('dropped').catch(() => {});
+      return countingBody(p, async () => 'never pulled');
+    },
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.status).toBe(204);
+      await exactlyOnce(p);
+      expect(p.nextCalls).toBe(0);
     },
   },
   {
