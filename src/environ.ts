@@ -24,6 +24,30 @@ export interface SignalSource {
   readonly signal: AbortSignal;
 }
 
+/**
+ * LazySignal is the source of a request's `nsgi.signal` (SPEC §2.4): the AbortController behind it
+ * is made when the app first asks for the signal, already aborted if the reason came first.
+ */
+export class LazySignal implements SignalSource {
+  private controller: AbortController | null = null;
+  private abortReason: Error | null = null;
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.abortReason !== null) this.controller.abort(this.abortReason);
+    }
+    return this.controller.signal;
+  }
+
+  /** abortSignal fires `nsgi.signal` once, with `reason`. */
+  abortSignal(reason: Error): void {
+    if (this.abortReason !== null) return;
+    this.abortReason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
 // `nsgi.signal` is an accessor that asks the SignalSource, so the AbortController behind it is only
 // made for apps that use it: making one costs more than everything else a small request needs.
 // The accessor is one shared descriptor, defined after the other keys (an accessor in the object

@@ -15,6 +15,7 @@
  */
 import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Upgraded, UpgradeOptions, Write } from '../protocol/nsgi.ts';
 import type { RequestInput } from './body.ts';
+import { LazySignal } from './environ.ts';
 import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
 import { Framing, bodyAllowedForStatus, describe, parseStatus, prepareHeaders, type PreparedHeaders, type Status } from './http1/writer.ts';
@@ -47,13 +48,10 @@ const RESOLVED = Promise.resolve();
 type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
 /** Exchange runs the app for one request and carries its response to the connection. */
-export class Exchange {
+export class Exchange extends LazySignal {
   /** finished is true once the response is complete, cut, or abandoned. */
   finished = false;
 
-  // Made on first use (see SignalSource in environ.ts): most requests never look at it.
-  private controller: AbortController | null = null;
-  private abortReason: Error | null = null;
   private started = false;
   /** True once the head is committed: sent, or held back with the first chunk. */
   private headSent = false;
@@ -71,7 +69,9 @@ export class Exchange {
   constructor(
     private readonly host: ExchangeHost,
     readonly input: RequestInput,
-  ) {}
+  ) {
+    super();
+  }
 
   // The functions handed to the app are bound methods rather than arrow-function fields: they
   // are made for every request, and bound functions skip the name bookkeeping that the
@@ -157,22 +157,6 @@ export class Exchange {
     }
     if (chunked) this.trailerBlock = block;
     return chunked;
-  }
-
-  /** signal is `environ['nsgi.signal']` (SPEC §2.4), made when first asked for. */
-  get signal(): AbortSignal {
-    if (this.controller === null) {
-      this.controller = new AbortController();
-      if (this.abortReason !== null) this.controller.abort(this.abortReason);
-    }
-    return this.controller.signal;
-  }
-
-  /** abortSignal fires `nsgi.signal` once, with `reason`. */
-  abortSignal(reason: Error): void {
-    if (this.abortReason !== null) return;
-    this.abortReason = reason;
-    this.controller?.abort(reason);
   }
 
   /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */

@@ -34,6 +34,6 @@ export { sse, sseResponse, lastEventId, formatEvent, SSE_HEADERS, DEFAULT_SSE_HE
 export { Topic, DEFAULT_TOPIC_CAPACITY, type Entry, type PollResult, type TopicOptions, type WaitOptions } from './helpers/longpoll.ts';
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
 export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
-export { toNodeListener, createNodeServer, type NodeListener, type NodeListenerOptions } from './adapters/node-http.ts';
+export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListener, type NodeListenerOptions, type NodeUpgradeListener } from './adapters/node-http.ts';
 export * as testing from './testing.ts';
 export type { TestRequest, TestResponse, TestStream } from './testing.ts';

@@ -5,45 +5,15 @@
  * a graceful shutdown.
  */
 
-import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Environ } from '../protocol/nsgi.ts';
+import type { Environ } from '../protocol/nsgi.ts';
 import { RawClient, cleanup, finalResponses, header, parseResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from './helpers/server.ts';
+import { UPGRADE_OFFER_CASES, UPGRADE_REQUEST, echoOnUpgrade } from './helpers/upgrade.ts';
 
 afterEach(cleanup);
 
-const UPGRADE_REQUEST = 'GET /echo HTTP/1.1\nHost: t\nConnection: Upgrade\nUpgrade: x-echo\n\n';
-
-/** echoOnUpgrade accepts every upgrade with a server-written 101 and echoes what the client sends. */
-function echoOnUpgrade(record: { head?: Buffer; socket?: Socket; environ?: Environ } = {}): App {
-  return (environ, startResponse) => {
-    const upgrade = environ['nsgi.upgrade'];
-    if (upgrade === undefined) {
-      startResponse('200 OK', [['Content-Type', 'text/plain']]);
-      return ['plain http\n'];
-    }
-    const { socket, head } = upgrade({ headers: [['Upgrade', 'x-echo']] });
-    record.head = Buffer.from(head);
-    record.socket = socket;
-    record.environ = environ;
-    if (head.length > 0) socket.write(head);
-    socket.on('data', (data: Buffer) => socket.write(data));
-    socket.on('end', () => socket.end());
-    socket.resume();
-    return [];
-  };
-}
-
 describe('when the hook is offered (UPG-1)', () => {
-  const cases: Array<{ name: string; request: string; offered: boolean }> = [
-    { name: 'HTTP/1.1 with Connection: upgrade and Upgrade', request: UPGRADE_REQUEST, offered: true },
-    { name: 'Connection listing upgrade among other options', request: 'GET / HTTP/1.1\nHost: t\nConnection: keep-alive, Upgrade\nUpgrade: websocket\n\n', offered: true },
-    { name: 'Upgrade without Connection: upgrade', request: 'GET / HTTP/1.1\nHost: t\nUpgrade: websocket\n\n', offered: false },
-    { name: 'Connection: upgrade without Upgrade', request: 'GET / HTTP/1.1\nHost: t\nConnection: upgrade\n\n', offered: false },
-    { name: 'an HTTP/1.0 request', request: 'GET / HTTP/1.0\nConnection: upgrade\nUpgrade: websocket\n\n', offered: false },
-    { name: 'an ordinary request', request: 'GET / HTTP/1.1\nHost: t\n\n', offered: false },
-  ];
-  for (const { name, request, offered } of cases) {
+  for (const { name, request, offered } of UPGRADE_OFFER_CASES) {
     it(`${offered ? 'offers' : 'does not offer'} nsgi.upgrade for ${name}`, async () => {
       const { port } = await startServer((environ, startResponse) => {
         startResponse('200 OK', [['Content-Type', 'text/plain']]);

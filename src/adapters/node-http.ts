@@ -1,35 +1,57 @@
 /**
  * An nsgi app served by `node:http`: {@link toNodeListener} turns an app into a request listener,
  * so it mounts wherever a Node `(req, res)` listener fits (`http.createServer`, `https`, Express's
- * `app.use`, a test harness).
+ * `app.use`, a test harness); {@link toNodeUpgradeListener} is its twin for the server's
+ * `'upgrade'` event; {@link createNodeServer} wires both.
  *
  * What node:http does and what this adapter does:
  * - HTTP parsing, framing, keep-alive, pipelining, Date and reading an unread body to the end are
- *   node:http's. The adapter hands it the status and headers (hop-by-hop fields removed, SR-9) and
- *   the body bytes; it lets node:http choose chunked or Content-Length framing.
+ *   node:http's. The adapter hands it the status and headers (hop-by-hop fields removed, SR-9) in
+ *   one `writeHead()` and the body bytes; it lets node:http choose chunked or Content-Length
+ *   framing.
  * - The lazy head, exc_info, `write()`, `flushHead()`, the body pump and `return()` are the shared
  *   {@link ResponseRunner}'s, as in `toFetch`.
  * - Backpressure: the runner pulls the next chunk only while `res.write()` returns true, else after
  *   `'drain'` (BODY-12). The request body is read through `req`'s own async iterator, which pauses
  *   the socket while the app does not read (IN-4).
  * - Disconnect: `res` closing before it finished aborts `nsgi.signal` (ENV-27), fails pending
- *   writes and input reads, and closes the iterator.
+ *   writes and input reads, and closes the iterator; for an upgrade request, the socket closing
+ *   or a FIN before the response is complete does the same. The AbortController behind the
+ *   signal is made only for apps that ask for it, and a response that is complete when the app
+ *   returns needs no `'close'` listener at all.
  * - `Expect: 100-continue` (IN-6): node:http answers it by itself, before the app runs, unless the
  *   server has a `'checkContinue'` listener. Register the same listener for both events
  *   (`server.on('checkContinue', listener)`, as {@link createNodeServer} does) and the adapter sends
  *   `100 Continue` at the app's first read of `nsgi.input`, as the spec asks.
+ * - Upgrades (SPEC §6): node:http gives a request that asks to switch protocols (`Connection:
+ *   upgrade` and `Upgrade`) to the server's `'upgrade'` listeners, with the raw socket and the bytes
+ *   read past the head, and never to the request listener; with no such listener it is an ordinary
+ *   request without `nsgi.upgrade`. {@link toNodeUpgradeListener} runs the app for it with
+ *   `nsgi.upgrade` in the environ (HTTP/1.1 only, UPG-1). `upgrade()` hands over the socket, paused,
+ *   and as `head` every byte read past the request head (and its body); with `headers` it writes the
+ *   101 first. An app that answers instead has its response written onto the socket by a
+ *   `ServerResponse` of its own, and the connection then closes: node:http has let go of it and
+ *   would not read another request from it. node:http leaves such a request's body unparsed, so the
+ *   adapter reads it (Content-Length or chunked) with nsgi's own parser.
+ * - Shutdown: the server of {@link createNodeServer} fires `nsgi.signal` of its upgraded
+ *   connections when `close()` is called (UPG-7), so that the app can close its protocol properly;
+ *   node:http has no shutdown deadline, and `close()` completes once those connections have closed.
  * - Early hints and trailers are not offered: `nsgi.early_hints` and `nsgi.set_trailers` are absent
  *   (EXT-2).
  */
+import type { EventEmitter } from 'node:events';
 import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { App, Environ, ErrorStream, Input } from '../../protocol/nsgi.ts';
-import { readBytes, readText } from '../body.ts';
-import { buildEnviron } from '../environ.ts';
-import { ClientGoneError } from '../errors.ts';
-import type { RequestHead } from '../http1/parser.ts';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { App, Environ, ErrorStream, HeaderList, Input, StartResponse, Upgraded, UpgradeOptions, Write } from '../../protocol/nsgi.ts';
+import { RequestInput, readBytes, readText, type InputHooks } from '../body.ts';
+import { LazySignal, buildEnviron, type ConnectionInfo } from '../environ.ts';
+import { AppError, ClientGoneError, STDERR, ServerClosingError } from '../errors.ts';
+import { RequestParser, type RequestHead } from '../http1/parser.ts';
+import { prepareHeaders } from '../http1/writer.ts';
 import { ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
 
-/** NodeListenerOptions configures {@link toNodeListener}. */
+/** NodeListenerOptions configures {@link toNodeListener} and {@link toNodeUpgradeListener}. */
 export interface NodeListenerOptions {
   /** Where app errors go (`nsgi.errors`); default stderr. */
   errors?: ErrorStream;
@@ -42,11 +64,27 @@ export interface NodeListenerOptions {
 /** NodeListener is a node:http request listener. */
 export type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
 
-const stderr: ErrorStream = {
-  write(message: string): void {
-    process.stderr.write(message.endsWith('\n') ? message : message + '\n');
-  },
-};
+/** NodeUpgradeListener is a node:http `'upgrade'` listener. */
+export type NodeUpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+
+/** Settings is what every request of one listener shares. */
+interface Settings {
+  readonly app: App;
+  readonly errors: ErrorStream;
+  readonly scriptName: string;
+  readonly multiprocess: boolean;
+}
+
+function settingsOf(caller: string, app: App, options: NodeListenerOptions): Settings {
+  if (typeof app !== 'function') throw new TypeError(`${caller}() needs an app function, got ${typeof app}`);
+  return {
+    app,
+    errors: options.errors ?? STDERR,
+    scriptName: (options.scriptName ?? '').replace(/\/+$/, ''),
+    multiprocess: options.multiprocess ?? false,
+  };
+}
 
 /**
  * toNodeListener returns a node:http request listener that serves `app`.
@@ -55,123 +93,204 @@ const stderr: ErrorStream = {
  * const listener = toNodeListener(app);
  * const server = http.createServer(listener);
  * server.on('checkContinue', listener); // 100 Continue at the app's first read
+ * server.on('upgrade', toNodeUpgradeListener(app)); // nsgi.upgrade, WebSockets
  * server.listen(8000);
  * ```
  */
 export function toNodeListener(app: App, options: NodeListenerOptions = {}): NodeListener {
-  if (typeof app !== 'function') throw new TypeError(`toNodeListener() needs an app function, got ${typeof app}`);
-  const errors = options.errors ?? stderr;
-  const scriptName = (options.scriptName ?? '').replace(/\/+$/, '');
-  const multiprocess = options.multiprocess ?? false;
-  return (req, res) => {
-    const socket = req.socket;
-    const head = requestHead(req);
-    const controller = new AbortController();
-    const sink = new NodeSink(res);
-    const runner = new ResponseRunner(sink, errors, head.method === 'HEAD', `${head.method} ${head.target}`);
-    const input = new NodeInput(req, () => {
-      // IN-6, IN-7: one 100 Continue, at the first read, only if node:http has not sent it.
-      const sent100 = (res as unknown as { _sent100?: boolean })._sent100 === true;
-      if (head.expectContinue && head.version === 'HTTP/1.1' && !sent100 && !runner.headSent && !res.headersSent) res.writeContinue();
-    });
-    const environ: Environ = buildEnviron(
-      head,
-      {
-        remoteAddress: socket.remoteAddress ?? '',
-        remotePort: String(socket.remotePort ?? ''),
-        localAddress: socket.localAddress ?? '',
-        localPort: String(socket.localPort ?? ''),
-        urlScheme: (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
-        scriptName,
-        multiprocess,
-        errors,
-      },
-      input,
-      controller.signal,
-    );
-    res.on('close', () => {
-      if (res.writableFinished) return;
-      // ENV-27: the client left before the response was complete.
-      const reason = new ClientGoneError();
-      sink.gone(reason);
-      if (!controller.signal.aborted) controller.abort(reason);
-      runner.abort();
-    });
-    runner.run(app, environ);
-  };
+  const settings = settingsOf('toNodeListener', app, options);
+  return (req, res) => serveRequest(settings, req, res);
+}
+
+/**
+ * toNodeUpgradeListener returns a listener for a node:http server's `'upgrade'` event that serves
+ * `app` with `nsgi.upgrade` in the environ (SPEC §6). With it, the server no longer hands upgrade
+ * requests to its request listener, so the app answers all of them here, accepting or refusing.
+ * On a server of your own, `close()` does not fire `nsgi.signal` of upgraded connections; on the
+ * one {@link createNodeServer} makes, it does.
+ */
+export function toNodeUpgradeListener(app: App, options: NodeListenerOptions = {}): NodeUpgradeListener {
+  const settings = settingsOf('toNodeUpgradeListener', app, options);
+  return (req, socket, head) => new UpgradeExchange(settings, req, socket as Socket, head, null).start();
 }
 
 /**
  * createNodeServer is `http.createServer` with `app` served by {@link toNodeListener} for both
- * `'request'` and `'checkContinue'`, so `100 Continue` waits for the app's first read.
+ * `'request'` and `'checkContinue'`, so `100 Continue` waits for the app's first read, and by
+ * {@link toNodeUpgradeListener} for `'upgrade'`. Its `close()` fires `nsgi.signal` of upgraded
+ * connections (UPG-7).
  */
 export function createNodeServer(app: App, options: NodeListenerOptions = {}): http.Server {
-  const listener = toNodeListener(app, options);
-  const server = http.createServer(listener);
+  const settings = settingsOf('createNodeServer', app, options);
+  const listener: NodeListener = (req, res) => serveRequest(settings, req, res);
+  const server = new NodeServer(listener);
   server.on('checkContinue', listener);
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    new UpgradeExchange(settings, req, socket as Socket, head, server.upgrades).start();
+  });
   return server;
 }
 
-/** requestHead describes a node:http request the way the reference parser does, for buildEnviron. */
-function requestHead(req: IncomingMessage): RequestHead {
+/** NodeServer is the server {@link createNodeServer} makes: it knows its upgrade exchanges. */
+class NodeServer extends http.Server {
+  /** Every upgrade request whose socket is still open, accepted or not. */
+  readonly upgrades = new Set<UpgradeExchange>();
+
+  /** close is node:http's, after `nsgi.signal` has fired on every upgrade connection (UPG-7). */
+  override close(callback?: (err?: Error) => void): this {
+    const reason = new ServerClosingError();
+    for (const upgrade of this.upgrades) upgrade.serverClosing(reason);
+    return super.close(callback);
+  }
+}
+
+/** serveRequest answers one request of the request listener. */
+function serveRequest(settings: Settings, req: IncomingMessage, res: ServerResponse): void {
+  const head = requestHead(req, false);
+  const exchange = new NodeExchange(res, res, settings.errors, head);
+  const environ = buildEnviron(head, connectionInfo(settings, req.socket), new NodeInput(req, exchange), exchange);
+  const runner = exchange.runner;
+  runner.run(settings.app, environ);
+  // ENV-27: a response still under way must learn that the client left; a finished one need not.
+  if (!runner.finished) res.on('close', exchange.onClose.bind(exchange));
+}
+
+/** CONNECTION_INFO keeps, on each socket, what the environ needs to know of it and of the listener. */
+const CONNECTION_INFO = Symbol('nsgi.connectionInfo');
+
+type InfoSocket = Socket & { [CONNECTION_INFO]?: ConnectionInfo & { readonly settings: Settings } };
+
+/**
+ * connectionInfo is what buildEnviron needs to know of the connection and the listener. It is
+ * made once per socket and listener: the requests of a keep-alive connection share it.
+ */
+function connectionInfo(settings: Settings, socket: InfoSocket): ConnectionInfo {
+  const known = socket[CONNECTION_INFO];
+  if (known !== undefined && known.settings === settings) return known;
+  const info = {
+    remoteAddress: socket.remoteAddress ?? '',
+    remotePort: String(socket.remotePort ?? ''),
+    localAddress: socket.localAddress ?? '',
+    localPort: String(socket.localPort ?? ''),
+    urlScheme: (socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
+    scriptName: settings.scriptName,
+    multiprocess: settings.multiprocess,
+    errors: settings.errors,
+    settings,
+  };
+  socket[CONNECTION_INFO] = info;
+  return info;
+}
+
+/**
+ * requestHead describes a node:http request the way the reference parser does, for buildEnviron.
+ * `upgrade` is true for a request node:http gave to the `'upgrade'` event: it has `Connection:
+ * upgrade` and `Upgrade`, and the hook is offered on HTTP/1.1 only (UPG-1).
+ */
+function requestHead(req: IncomingMessage, upgrade: boolean): RequestHead {
   const raw = req.rawHeaders;
   const headers: Array<[string, string]> = [];
   let host: string | undefined;
   let contentLength = -1;
   let chunked = false;
   let expectContinue = false;
+  let close = false;
+  // The length test keeps the lowercasing to few names.
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
     headers.push([name, value]);
-    const lower = name.toLowerCase();
-    if (lower === 'host' && host === undefined) host = value;
-    else if (lower === 'content-length') contentLength = Number(value);
-    else if (lower === 'transfer-encoding') chunked = /chunked/i.test(value);
-    else if (lower === 'expect') expectContinue = /^100-continue$/i.test(value.trim());
+    switch (name.length) {
+      case 4:
+        if (host === undefined && name.toLowerCase() === 'host') host = value;
+        break;
+      case 6:
+        if (name.toLowerCase() === 'expect') expectContinue = /^100-continue$/i.test(value.trim());
+        break;
+      case 10:
+        if (name.toLowerCase() === 'connection' && /close/i.test(value)) close = true;
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') contentLength = Number(value);
+        break;
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') chunked = /chunked/i.test(value);
+        break;
+    }
   }
+  const version = req.httpVersionMajor === 1 && req.httpVersionMinor === 0 ? 'HTTP/1.0' : 'HTTP/1.1';
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    version: req.httpVersionMajor === 1 && req.httpVersionMinor === 0 ? 'HTTP/1.0' : 'HTTP/1.1',
+    version,
     headers,
     host,
     contentLength,
     chunked,
-    keepAlive: !/close/i.test(req.headers.connection ?? ''),
+    keepAlive: !close,
     expectContinue,
-    upgrade: false,
+    upgrade: upgrade && version === 'HTTP/1.1',
   };
 }
 
-/** NodeSink writes a runner's response to a node:http ServerResponse. */
-class NodeSink implements ResponseSink {
+const RESOLVED = Promise.resolve();
+
+/**
+ * NodeExchange is one request's response on a node:http ServerResponse: the runner's sink, and the
+ * source of the request listener's `nsgi.signal`.
+ */
+class NodeExchange extends LazySignal implements ResponseSink {
+  readonly runner: ResponseRunner;
   private closedBy: Error | null = null;
+  private full = false;
+  private listening = false;
   private drainWaiter: Promise<void> | null = null;
   private drainResolve: (() => void) | null = null;
   private drainReject: ((err: Error) => void) | null = null;
 
-  constructor(private readonly res: ServerResponse) {
-    res.on('drain', () => {
-      const resolve = this.drainResolve;
-      this.drainWaiter = this.drainResolve = this.drainReject = null;
-      resolve?.();
-    });
+  constructor(
+    readonly res: ServerResponse,
+    /** What emits `'drain'` once `res` can take more: `res` itself, or the socket of an upgrade request. */
+    private readonly drainSource: EventEmitter,
+    errors: ErrorStream,
+    private readonly request: RequestHead,
+  ) {
+    super();
+    this.runner = new ResponseRunner(this, errors, request.method === 'HEAD', `${request.method} ${request.target}`);
   }
 
-  /** gone fails pending and later drains: the client has left. */
+  /** onClose is `res` closing: before it finished, the client has left (ENV-27). */
+  onClose(): void {
+    if (!this.res.writableFinished) this.gone(new ClientGoneError());
+  }
+
+  /** gone fails pending and later drains, fires the signal and stops the runner: the client has left. */
   gone(reason: Error): void {
     this.closedBy = reason;
     const reject = this.drainReject;
     this.drainWaiter = this.drainResolve = this.drainReject = null;
     reject?.(reason);
+    this.abortSignal(reason);
+    this.runner.abort();
+  }
+
+  /** firstRead sends one 100 Continue at the app's first read, unless one went out (IN-6, IN-7). */
+  firstRead(): void {
+    const res = this.res;
+    const sent100 = (res as unknown as { _sent100?: boolean })._sent100 === true;
+    if (this.request.expectContinue && this.request.version === 'HTTP/1.1' && !sent100 && !this.runner.headSent && !res.headersSent) res.writeContinue();
   }
 
   head(head: ResponseHead, flush: boolean): void {
+    const fields = head.headers;
     const flat: string[] = [];
-    for (const [name, value] of head.headers) flat.push(name, value);
+    let hasLength = false;
+    for (let i = 0; i < fields.length; i++) {
+      const [name, value] = fields[i]!;
+      if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
+      flat.push(name, value);
+    }
     if (head.close) flat.push('Connection', 'close');
-    const hasLength = head.headers.some(([n]) => n.length === 14 && n.toLowerCase() === 'content-length');
     if (!hasLength && head.contentLength >= 0) flat.push('Content-Length', String(head.contentLength));
     this.res.writeHead(head.status, head.reason || STATUS_CODES[head.status] || '', flat);
     // node:http holds the head until the first write or end(); flushHead() wants it now.
@@ -179,18 +298,30 @@ class NodeSink implements ResponseSink {
   }
 
   data(chunk: Uint8Array): boolean {
-    if (this.closedBy !== null) return true;
-    return this.res.write(chunk);
+    if (this.closedBy !== null || this.res.write(chunk)) return true;
+    this.full = true;
+    return false;
   }
 
   drain(): Promise<void> {
     if (this.closedBy !== null) return Promise.reject(this.closedBy);
-    if (!this.res.writableNeedDrain) return Promise.resolve();
+    if (!this.full) return RESOLVED;
+    if (!this.listening) {
+      this.listening = true;
+      this.drainSource.on('drain', this.onDrain.bind(this));
+    }
     this.drainWaiter ??= new Promise<void>((resolve, reject) => {
       this.drainResolve = resolve;
       this.drainReject = reject;
     });
     return this.drainWaiter;
+  }
+
+  private onDrain(): void {
+    this.full = false;
+    const resolve = this.drainResolve;
+    this.drainWaiter = this.drainResolve = this.drainReject = null;
+    resolve?.();
   }
 
   end(close: boolean): void {
@@ -235,7 +366,7 @@ class NodeInput implements Input {
 
   constructor(
     private readonly req: IncomingMessage,
-    private readonly firstRead: () => void,
+    private readonly exchange: NodeExchange,
   ) {}
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
@@ -244,7 +375,7 @@ class NodeInput implements Input {
     let inner: AsyncIterator<Buffer> | null = null;
     const open = (): AsyncIterator<Buffer> => {
       if (inner === null) {
-        this.firstRead();
+        this.exchange.firstRead();
         // destroyOnReturn: false, so that an app that stops reading early does not destroy the
         // request, and with it the socket its response is about to use.
         inner = this.req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
@@ -280,4 +411,207 @@ class NodeInput implements Input {
   text(): Promise<string> {
     return readText(this);
   }
+}
+
+/** UPGRADE_BUFFER_LIMIT is how many bytes past the body are read, for `head`, before reading stops. */
+const UPGRADE_BUFFER_LIMIT = 64 * 1024;
+
+/**
+ * UpgradeExchange serves one request that node:http handed to its `'upgrade'` event, with the
+ * socket. It reads the socket itself: the body, if any, into `nsgi.input` through a
+ * {@link RequestParser} (fed a head that states only the framing), and what follows into the
+ * parser's buffer, which becomes `head` if the app upgrades. A refusal is an ordinary response on a
+ * ServerResponse bound to the socket, which closes after it. Once the app has taken the connection,
+ * the response and the parser are dropped: an upgraded connection keeps little more than its signal.
+ */
+class UpgradeExchange extends LazySignal implements InputHooks {
+  private readonly request: RequestHead;
+  private readonly input: RequestInput;
+  private response: NodeExchange | null;
+  private parser: RequestParser | null;
+  private readonly onData = this.readData.bind(this);
+  private readonly onEnd = this.peerEnded.bind(this);
+  private pausedForInput = false;
+  private upgraded = false;
+  private closed = false;
+
+  constructor(
+    private readonly settings: Settings,
+    req: IncomingMessage,
+    private readonly socket: Socket,
+    head: Buffer,
+    private readonly registry: Set<UpgradeExchange> | null,
+  ) {
+    super();
+    this.request = requestHead(req, true);
+    const res = new http.ServerResponse(req);
+    // node:http no longer reads this connection, so it ends after the response (Connection: close).
+    res.shouldKeepAlive = false;
+    this.response = new NodeExchange(res, socket, settings.errors, this.request);
+    const { contentLength, chunked } = this.request;
+    this.input = new RequestInput(this, contentLength <= 0 && !chunked);
+    const framing = chunked ? 'Transfer-Encoding: chunked\r\n' : contentLength > 0 ? `Content-Length: ${contentLength}\r\n` : '';
+    const parser = new RequestParser();
+    this.parser = parser;
+    parser.feed(Buffer.from(`POST / HTTP/1.1\r\nHost: upgrade\r\n${framing}\r\n`, 'latin1'));
+    try {
+      parser.next();
+    } catch (err) {
+      // A Content-Length node:http took and nsgi's parser does not (over 15 digits): reads fail.
+      this.input.fail(err);
+    }
+    parser.feed(head);
+  }
+
+  /** start takes the socket over from node:http: from here its errors and its closing are the adapter's. */
+  start(): void {
+    const socket = this.socket;
+    this.registry?.add(this);
+    socket.on('error', ignoreSocketError);
+    socket.on('close', this.socketClosed.bind(this));
+    this.whenSocketFree();
+  }
+
+  /**
+   * whenSocketFree runs the app once the socket carries no response: node:http hands over an
+   * upgrade request pipelined behind others while it is still sending their responses.
+   */
+  private whenSocketFree(): void {
+    if (this.closed) return;
+    const earlier = (this.socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (earlier != null) {
+      earlier.once('finish', this.whenSocketFree.bind(this));
+      return;
+    }
+    this.run(this.response!);
+  }
+
+  /** run reads the socket and calls the app. */
+  private run(response: NodeExchange): void {
+    const socket = this.socket;
+    response.res.assignSocket(socket);
+    response.res.on('finish', this.responseFinished.bind(this));
+    // node:http's keep-alive and request timeouts no longer apply (UPG-4).
+    socket.setTimeout(0);
+    socket.on('end', this.onEnd);
+    socket.on('data', this.onData);
+    const environ = buildEnviron(this.request, connectionInfo(this.settings, socket), this.input, this);
+    if (this.request.upgrade) environ['nsgi.upgrade'] = this.upgrade.bind(this);
+    response.runner.run(this.callApp.bind(this), environ);
+    // The body that came with the head is read after the app's first call, as the reference
+    // server reads it: an app that upgrades at once has not read it (UPG-3).
+    this.process();
+  }
+
+  /** callApp calls the app with a startResponse that throws once the connection is upgraded (UPG-6). */
+  private callApp(environ: Environ, startResponse: StartResponse): ReturnType<App> {
+    return this.settings.app(environ, (status: string, headers: HeaderList, excInfo?: unknown): Write => {
+      if (this.upgraded) throw new AppError('NSGI_START_RESPONSE_AFTER_END', 'startResponse called after nsgi.upgrade() (SPEC §6.2, UPG-6)');
+      return startResponse(status, headers, excInfo);
+    });
+  }
+
+  /** upgrade is `environ['nsgi.upgrade']` (SPEC §6.2): the app takes the connection over. */
+  private upgrade(options?: UpgradeOptions): Upgraded {
+    const response = this.response;
+    const parser = this.parser;
+    if (this.closed) throw new ClientGoneError();
+    if (response === null || parser === null || response.runner.finished) {
+      throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
+    }
+    if (response.runner.headSent) throw new AppError('NSGI_UPGRADE_AFTER_HEAD', 'nsgi.upgrade() called after the response head was sent (SPEC §6.2)');
+    if (!this.input.complete) throw new AppError('NSGI_UPGRADE_WITH_BODY', 'nsgi.upgrade() called before the request body was read (SPEC §6.2)');
+    let head101 = '';
+    if (options?.headers !== undefined) {
+      const block = prepareHeaders(options.headers).block;
+      // Upgrade is hop-by-hop, so prepareHeaders drops it; a 101 needs it (RFC 9110 §7.8).
+      const upgrade = upgradeField(options.headers) ?? upgradeField(this.request.headers) ?? '';
+      head101 = `HTTP/1.1 101 Switching Protocols\r\n${block}Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`;
+    }
+    this.upgraded = true;
+    // UPG-4: the adapter's listeners come off, except 'close' (for the signal) and 'error'.
+    const socket = this.socket;
+    response.res.detachSocket(socket);
+    socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
+    socket.pause();
+    response.runner.abort();
+    const rest = parser.takeBuffered();
+    this.response = this.parser = null;
+    if (head101 !== '') socket.write(head101, 'latin1');
+    return { socket, head: rest };
+  }
+
+  /** serverClosing fires `nsgi.signal` because the server is shutting down (UPG-7). */
+  serverClosing(reason: Error): void {
+    this.abortSignal(reason);
+  }
+
+  firstRead(): void {
+    this.response?.firstRead();
+  }
+
+  resumeInput(): void {
+    if (!this.pausedForInput || this.parser === null) return;
+    this.pausedForInput = false;
+    if (this.parser.buffered <= UPGRADE_BUFFER_LIMIT) this.socket.resume();
+  }
+
+  private readData(data: Buffer): void {
+    this.parser?.feed(data);
+    this.process();
+  }
+
+  /** process turns what the parser holds into body for `nsgi.input`; the rest stays buffered. */
+  private process(): void {
+    const parser = this.parser;
+    if (parser === null) return;
+    const input = this.input;
+    try {
+      for (;;) {
+        const event = parser.next();
+        if (event.kind === 'data') {
+          if (!input.push(event.data)) this.pausedForInput = true;
+        } else if (event.kind === 'end') {
+          input.end();
+        } else {
+          break;
+        }
+      }
+    } catch (err) {
+      // A malformed body: the app's read fails, and nothing more is read.
+      input.fail(err);
+      this.socket.pause();
+      return;
+    }
+    if (this.pausedForInput || parser.buffered > UPGRADE_BUFFER_LIMIT) this.socket.pause();
+  }
+
+  /** peerEnded is a FIN before the upgrade: the client has left, unless its response is complete (ENV-27). */
+  private peerEnded(): void {
+    if (this.response?.runner.finished === false) this.socket.destroy();
+  }
+
+  private responseFinished(): void {
+    this.socket.destroySoon();
+  }
+
+  /** socketClosed fires the signal (ENV-27, UPG-7) and, before an upgrade, fails the body and the response. */
+  private socketClosed(): void {
+    this.closed = true;
+    this.registry?.delete(this);
+    const reason = new ClientGoneError();
+    this.abortSignal(reason);
+    this.input.fail(reason);
+    this.response?.gone(reason);
+  }
+}
+
+/** upgradeField is the value of the first Upgrade field in `headers`. */
+function upgradeField(headers: HeaderList): string | undefined {
+  return headers.find(([name]) => name.toLowerCase() === 'upgrade')?.[1];
+}
+
+function ignoreSocketError(): void {
+  // 'close' follows; a reset client is an ordinary event, not a server error.
 }
