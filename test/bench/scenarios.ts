@@ -8,7 +8,7 @@ import type { Metric, ScenarioResult, ServerId } from './lib/model.ts';
 import { cpuSeconds, rssBytes, sleep, type Pinning, type RunningServer } from './lib/proc.ts';
 import { fmt } from './lib/stats.ts';
 import { runWrk } from './lib/wrk.ts';
-import { HandshakeRefused, runEcho } from './lib/ws-client.ts';
+import { runEcho } from './lib/ws-client.ts';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -189,9 +189,7 @@ function streamScenario(
 
 /**
  * websocketScenario echoes 32-byte binary messages over `/ws`, 16 in flight per connection, and
- * reports messages per second with the server's CPU per message, like the wrk scenarios. A server
- * whose `/ws` handshake is refused (nsgi on node:http, while `toNodeListener` has no upgrade
- * path) is left out with a note rather than failed.
+ * reports messages per second with the server's CPU per message, like the wrk scenarios.
  */
 const websocketScenario: Scenario = {
   id: 'websocket-echo',
@@ -214,25 +212,8 @@ const websocketScenario: Scenario = {
         seconds,
         ...hooks,
       });
-    const servers: ServerId[] = [];
-    for (const id of ctx.servers) {
-      if (id === 'nsgi-node-http') {
-        try {
-          await echo(ctx.live.get(id)!, 0);
-        } catch (err) {
-          if (err instanceof HandshakeRefused) {
-            const note = `${id} not measured: its /ws handshake was answered ${JSON.stringify(err.statusLine)}; toNodeListener gives the app no nsgi.upgrade (node:http's 'upgrade' event is not wired to it), so the WebSocket helper cannot take the connection`;
-            ctx.progress(`[${result.id}] ${note}`);
-            result.notes.push(note);
-            continue;
-          }
-          // Any other failure is the server's to report: its runs fail with the reason.
-        }
-      }
-      servers.push(id);
-    }
     await throughput(
-      { ...ctx, servers },
+      ctx,
       result,
       null,
       async (server) => {

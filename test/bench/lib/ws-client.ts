@@ -47,7 +47,7 @@ export interface EchoResult {
 }
 
 /** HandshakeRefused is a handshake answered with something other than `101 Switching Protocols`. */
-export class HandshakeRefused extends Error {
+class HandshakeRefused extends Error {
   constructor(readonly statusLine: string) {
     super(`the WebSocket handshake was answered ${JSON.stringify(statusLine)}, not 101 Switching Protocols`);
   }
