@@ -445,17 +445,18 @@ function makeWrite(exchange: Exchange): Write {
  * with to `errors` (BODY-18): nothing an iterator does while being closed escapes.
  */
 export function callReturn(it: object, errors: ErrorStream): void {
-  const log = (err: unknown): void => {
-    errors.write(`nsgi: error while closing the body iterator: ${err instanceof Error ? (err.stack ?? err.message) : describe(err)}`);
-  };
   try {
     const close = (it as { return?: unknown }).return;
     if (typeof close !== 'function') return;
     const r: unknown = close.call(it);
-    if (isThenable(r)) r.then(undefined, log);
+    if (isThenable(r)) r.then(undefined, (err) => logCloseError(errors, err));
   } catch (err) {
-    log(err);
+    logCloseError(errors, err);
   }
+}
+
+function logCloseError(errors: ErrorStream, err: unknown): void {
+  errors.write(`nsgi: error while closing the body iterator: ${err instanceof Error ? (err.stack ?? err.message) : describe(err)}`);
 }
 
 /** checkIterator returns what a body's iterator method made, if it is an object (BODY-1), else throws. */

@@ -286,7 +286,7 @@ const sseScenario: Scenario = {
 const slowReaderScenario: Scenario = {
   id: 'slow-reader',
   title: 'slow reader at 1 MiB/s',
-  metrics: [{ key: 'mib', unit: 'server RSS growth MiB', better: 'lower' }],
+  metrics: [{ key: 'mib', unit: 'server RSS growth MiB', better: 'lower', absolute: true }],
   needsWrk: false,
   memoryOnly: true,
   async run(ctx, result) {

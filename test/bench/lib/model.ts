@@ -20,6 +20,11 @@ export interface Metric {
   key: string;
   unit: string;
   better: 'higher' | 'lower';
+  /**
+   * True for a figure judged on its own scale rather than as a ratio: RSS growth that is often a
+   * page or two, or zero, where a ratio to another server would only magnify noise.
+   */
+  absolute?: boolean;
 }
 
 /** ScenarioResult holds every run of one scenario: runs[server][k] is run k's figures. */

@@ -26,8 +26,8 @@ export function resultsTable(results: ScenarioResult[]): string {
       for (const id of SERVER_ORDER) {
         if (!r.runs.has(id)) continue;
         const s = summarize(series(r, id, m.key));
-        const vsNode = r.runs.has('node-http') ? ratioSummary(r, id, 'node-http', m.key) : NaN;
-        const vsCeiling = r.runs.has('ceiling') ? ratioSummary(r, id, 'ceiling', m.key) : NaN;
+        const vsNode = r.runs.has('node-http') && !m.absolute ? ratioSummary(r, id, 'node-http', m.key) : NaN;
+        const vsCeiling = r.runs.has('ceiling') && !m.absolute ? ratioSummary(r, id, 'ceiling', m.key) : NaN;
         const arrow = m.better === 'higher' ? '↑' : '↓';
         lines.push(
           `| ${r.title} | ${m.unit} ${arrow} | ${SERVER_LABELS[id]} | ${fmt(s.median)} | ${fmt(s.min)} | ${fmt(s.max)} | ${fmtRatio(vsNode)} | ${fmtRatio(vsCeiling)} |`,
@@ -35,7 +35,7 @@ export function resultsTable(results: ScenarioResult[]): string {
       }
     }
   }
-  lines.push('', '↑ higher is better, ↓ lower is better. Ratios are medians of per-run ratios (run k of each server against run k of the other).');
+  lines.push('', '↑ higher is better, ↓ lower is better. Ratios are medians of per-run ratios (run k of each server against run k of the other); RSS growth, often zero or a page or two, is shown without ratios.');
   return lines.join('\n');
 }
 
@@ -121,7 +121,7 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
  * node:http (node:http = 1), on a log2 axis so 0.5x and 2x sit equally far from 1.
  */
 export function chartSvg(results: ScenarioResult[], caption: string): string {
-  const groups = results.filter((r) => r.runs.has('node-http'));
+  const groups = results.filter((r) => r.runs.has('node-http') && !r.metrics[0]!.absolute);
   const servers = SERVER_ORDER.filter((id) => groups.some((r) => r.runs.has(id)));
   const values = groups.map((r) => servers.map((id) => (r.runs.has(id) ? ratioSummary(r, id, 'node-http', r.metrics[0]!.key) : NaN)));
   const finite = values.flat().filter((v) => Number.isFinite(v) && v > 0);
