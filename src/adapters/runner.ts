@@ -16,7 +16,7 @@
 import type { Body, Chunk, Environ, ErrorStream, ExcInfo, HeaderList, StartResponse, Write } from '../../protocol/nsgi.ts';
 import { AppError, ClientGoneError } from '../errors.ts';
 import { callReturn, checkIterator, isThenable } from '../exchange.ts';
-import { checkHeaderList, describe } from '../http1/writer.ts';
+import { checkHeaderList, describe, parseStatus } from '../http1/writer.ts';
 
 /** ResponseHead is what a sink needs to send the head. */
 export interface ResponseHead {
@@ -56,7 +56,6 @@ export interface ResponseSink {
 
 type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
-const STATUS = /^([2-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const RESOLVED = Promise.resolve();
 
 /** ResponseRunner runs an app for one request and carries its response to a {@link ResponseSink}. */
@@ -133,15 +132,12 @@ export class ResponseRunner {
     } else if (this.started) {
       throw new AppError('NSGI_START_RESPONSE_TWICE', 'startResponse called a second time without excInfo (SPEC §4.4, SR-22)');
     }
-    const m = typeof status === 'string' ? STATUS.exec(status) : null;
-    if (m === null) {
-      throw new TypeError(`status ${JSON.stringify(status)} is not a code from 200 to 599, a space and a reason phrase, such as "200 OK" (SPEC §4.1)`);
-    }
+    const code = parseStatus(status).code;
     const checked = checkHeaderList(headers);
     // SR-23: a replacement forgets everything derived from the earlier call.
     // Every field spelled out, no spread: one object shape for every head keeps the code that
     // reads them fast.
-    this.head = { status: Number(m[1]), reason: m[2] ?? '', headers: checked.headers, contentLength: checked.contentLength, close: checked.close };
+    this.head = { status: code, reason: status.slice(4), headers: checked.headers, contentLength: checked.contentLength, close: checked.close };
     this.started = true;
     return this.write;
   }
