@@ -65,6 +65,8 @@ export class Exchange extends LazySignal {
   private iteratorClosed = false;
   /** True while a sync iterator's `next()` runs (see pullSync). */
   private pulling = false;
+  /** True once the response ended because the client left (a close, a reset, or a FIN). */
+  private aborted = false;
 
   constructor(
     private readonly host: ExchangeHost,
@@ -90,7 +92,7 @@ export class Exchange extends LazySignal {
     } else if (this.started) {
       throw new AppError('NSGI_START_RESPONSE_TWICE', 'startResponse called a second time without excInfo (SPEC §4.4)');
     }
-    if (this.finished && !this.host.gone) {
+    if (this.finished && !this.clientLeft()) {
       throw new AppError('NSGI_START_RESPONSE_AFTER_END', 'startResponse called after the response ended');
     }
     const parsed = parseStatus(status);
@@ -106,7 +108,7 @@ export class Exchange extends LazySignal {
   writeChunk(chunk: Chunk): Promise<void> {
     if (this.finished) {
       return Promise.reject(
-        this.host.gone
+        this.clientLeft()
           ? new ClientGoneError()
           : new AppError('NSGI_WRITE_AFTER_END', 'write() called after the response ended (SPEC §4.5)'),
       );
@@ -161,7 +163,10 @@ export class Exchange extends LazySignal {
 
   /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */
   upgrade(options?: UpgradeOptions): Upgraded {
-    if (this.finished) throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
+    if (this.finished) {
+      if (this.clientLeft()) throw new ClientGoneError();
+      throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
+    }
     if (this.headSent) throw new AppError('NSGI_UPGRADE_AFTER_HEAD', 'nsgi.upgrade() called after the response head was sent (SPEC §6.2)');
     const upgraded = this.host.upgrade(options?.headers);
     this.closeIterator();
@@ -178,9 +183,10 @@ export class Exchange extends LazySignal {
     let body: unknown;
     try {
       body = app(environ, this.startResponse);
-      // A `then` that throws is a rejection, as it would be for `await` (APP-3).
+      // Through Promise.resolve, as `await` would: a `then` that throws is a rejection, and one
+      // that calls back twice is heard once (APP-3).
       if (isThenable(body)) {
-        body.then(
+        Promise.resolve(body).then(
           (b) => this.pump(b),
           (err) => this.fail(err),
         );
@@ -250,6 +256,7 @@ export class Exchange extends LazySignal {
             return this.finish();
           }
           if (!this.releaseHeld()) await this.host.waitForDrain();
+          if (this.finished) return this.closeIterator();
           if (this.noBody) return this.finish();
           if (peek.done) return this.finish();
           chunk = peek.value as Chunk;
@@ -402,6 +409,7 @@ export class Exchange extends LazySignal {
 
   /** abort is the client going away: the signal fires, reads fail, the iterator is closed. */
   abort(reason: Error): void {
+    this.aborted = true;
     this.abortSignal(reason);
     this.input.fail(reason);
     if (!this.finished) {
@@ -414,6 +422,14 @@ export class Exchange extends LazySignal {
   clientClosed(reason: Error): void {
     this.abortSignal(reason);
     if (!this.input.complete) this.input.fail(reason);
+  }
+
+  /**
+   * clientLeft tells a call after the end that it came too late because the client left, not
+   * because the app broke the contract: the socket may linger after a FIN while output drains.
+   */
+  private clientLeft(): boolean {
+    return this.aborted || this.host.gone;
   }
 
   private complete(): void {

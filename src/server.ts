@@ -221,6 +221,8 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
 const enum Timer {
   None,
   Idle,
+  /** Only empty lines since the last response (RFC 9112 §2.2): idle, but not to be pushed back. */
+  EmptyLines,
   Head,
   Linger,
 }
@@ -342,9 +344,8 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
             if (!http.idle) this.arm(Timer.Head, this.settings.headersTimeout);
             // Only empty lines, which a client may send before a request line (RFC 9112 §2.2):
             // the parser is idle again, and so is the connection, but its bytes stopped the idle
-            // timer. A head deadline no more empty lines can push back takes its place, no
-            // longer than the idle timeout.
-            else if (this.timerKind === Timer.None) this.arm(Timer.Head, this.emptyLineTimeout());
+            // timer. One that more empty lines cannot push back takes its place.
+            else if (this.timerKind === Timer.None) this.arm(Timer.EmptyLines, this.emptyLineTimeout());
           }
           break;
         } else {
@@ -362,7 +363,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   }
 
   private startExchange(head: RequestHead): void {
-    if (this.timerKind === Timer.Head) this.arm(Timer.None, 0);
+    if (this.timerKind === Timer.Head || this.timerKind === Timer.EmptyLines) this.arm(Timer.None, 0);
     this.requestStart = this.settings.accessLog === undefined ? 0 : Date.now();
     const http = this.http;
     if (this.shuttingDown) http.mustClose();
@@ -688,19 +689,19 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
 
   private emptyLineTimeout(): number {
     const { keepAliveTimeout, headersTimeout } = this.settings;
-    return keepAliveTimeout > 0 && keepAliveTimeout < headersTimeout ? keepAliveTimeout : headersTimeout;
+    return Math.min(keepAliveTimeout, headersTimeout);
   }
 
   /** onTimeout acts on the timer that fired, if it is still wanted. */
   onTimeout(): void {
     const kind = this.timerKind;
     this.timerKind = Timer.None;
-    if (kind === Timer.Linger || kind === Timer.Idle) {
+    if (kind === Timer.Linger || kind === Timer.Idle || kind === Timer.EmptyLines) {
       // Output still on its way is not idleness: wait for it, and let the send timeout judge a
       // client that stopped reading.
       if (this.socket.writableLength > 0) {
         if (this.sendTimer === null) this.startSendTimer();
-        this.arm(kind, kind === Timer.Idle ? this.settings.keepAliveTimeout : LINGER_MS);
+        this.arm(kind, kind === Timer.Idle ? this.settings.keepAliveTimeout : kind === Timer.EmptyLines ? this.emptyLineTimeout() : LINGER_MS);
         return;
       }
       this.socket.destroy();

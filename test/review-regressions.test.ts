@@ -407,3 +407,37 @@ describe('found by probing the contract from outside', () => {
     expect(written).toEqual(['42\n', 'undefined\n']);
   });
 });
+
+describe('found by reviewing the fixes above', () => {
+  it('a head that starts after an empty line gets the whole head timeout, not the idle one', async () => {
+    const { port } = await startServer(environEcho, { keepAliveTimeout: 400, headersTimeout: 3_000 });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: a\n\n');
+    await client.waitForResponses(1);
+    client.write('\r\n');
+    await sleepFor(200);
+    client.write('GET /late HTTP/1.1\r\n');
+    await sleepFor(600); // past the idle timeout, well within the head timeout
+    client.write('Host: a\r\n\r\n');
+    await client.waitForResponses(2);
+    expect(parseResponses(client.data).map((r) => r.status)).toEqual([200, 200]);
+  });
+
+  it('a write() after the client half-closed rejects with ClientGoneError, not an app error', async () => {
+    let late: unknown;
+    const { port } = await startServer((environ, startResponse) => {
+      const write = startResponse('200 OK', []);
+      write.flushHead();
+      return (async function* () {
+        await new Promise<void>((resolve) => environ['nsgi.signal'].addEventListener('abort', () => resolve(), { once: true }));
+        late = await write('too late').then(() => 'resolved', (err: unknown) => err);
+      })();
+    });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: a\n\n');
+    await client.waitForText('\r\n\r\n');
+    client.socket.end();
+    await waitUntil(() => late !== undefined, 'the late write() to settle');
+    expect((late as { code?: string }).code).toBe('NSGI_CLIENT_GONE');
+  });
+});

@@ -101,9 +101,10 @@ export class ResponseRunner {
     let body: unknown;
     try {
       body = app(environ, this.startResponse);
-      // A `then` that throws is a rejection, as it would be for `await` (APP-3).
+      // Through Promise.resolve, as `await` would: a `then` that throws is a rejection, and one
+      // that calls back twice is heard once (APP-3).
       if (isThenable(body)) {
-        body.then(
+        Promise.resolve(body).then(
           (b) => this.pump(b),
           (err) => this.fail(err),
         );
@@ -220,7 +221,7 @@ export class ResponseRunner {
             const bytes = toBytes(this.held);
             this.held = null;
             this.emitHead(bytes.length);
-            if (!this.noBody) this.sink.data(bytes);
+            this.sendBytes(bytes);
             return this.finish();
           }
           const ok = this.releaseHeld();
@@ -296,14 +297,16 @@ export class ResponseRunner {
     const declared = this.head!.contentLength;
     if (declared >= 0 && this.sent + bytes.length > declared) {
       // SR-17: only the declared bytes go out; then the response ends and the connection closes.
+      // The write() or the pull that overran fails with the error, as on the reference server.
       const room = declared - this.sent;
       if (room > 0) this.sink.data(bytes.subarray(0, room));
       this.sent = declared;
-      this.errors.write(`nsgi: error in app for ${this.what}: the body is longer than its Content-Length ${declared} (SPEC §4.3, SR-17)`);
+      const err = new AppError('NSGI_CONTENT_LENGTH_EXCEEDED', `the body is longer than its Content-Length ${declared} (SPEC §4.3, SR-17)`);
+      this.errors.write(`nsgi: error in app for ${this.what}: ${err.message}`);
       this.closeIterator();
       this.finished = true;
       this.sink.end(true);
-      return true;
+      throw err;
     }
     this.sent += bytes.length;
     return this.sink.data(bytes);

@@ -644,6 +644,54 @@ export const CASES: Case[] = [
     },
   },
   {
+    name: 'write() past the Content-Length rejects; only the declared bytes are sent',
+    spec: ['SR-17'],
+    violates: 'SR-16',
+    app: (p) => (_env, startResponse) => {
+      const write = startResponse('200 OK', [['Content-Length', '3']]);
+      return (async function* () {
+        p.value = await write('abcdef').then(() => 'resolved', (err: unknown) => err);
+      })();
+    },
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.body.toString()).toBe('abc');
+      await until(() => p.value !== undefined, 'the write() to settle');
+      expect(p.value).toBeInstanceOf(Error);
+    },
+  },
+  {
+    name: 'a whole body of one chunk for a 204 is discarded and reported',
+    spec: ['SR-21'],
+    app: () => (_env, startResponse) => {
+      startResponse('204 No Content', []);
+      return ['hello'];
+    },
+    async run(t) {
+      const r = await t.send({});
+      expect(r.status).toBe(204);
+      expect(r.body.length).toBe(0);
+      await until(() => t.errors.some((e) => e.includes('204')), 'the discarded chunk reported');
+    },
+  },
+  {
+    name: 'a thenable that calls back twice gives one response, its body closed once',
+    spec: ['APP-3', 'BODY-17'],
+    app: (p) => (_env, startResponse) =>
+      ({
+        then(onFulfilled: (body: AsyncIterable<Chunk>) => void) {
+          startResponse('200 OK', TEXT);
+          onFulfilled(countingBody(p, async (n) => (n === 0 ? 'once' : null)));
+          onFulfilled(countingBody(p, async (n) => (n === 0 ? 'twice' : null)));
+        },
+      }) as unknown as Promise<string[]>,
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.body.toString()).toBe('once');
+      await exactlyOnce(p);
+    },
+  },
+  {
     name: 'a chunk before startResponse is an app error: 500',
     spec: ['BODY-9', 'BODY-11'],
     violates: 'BODY-9',
