@@ -201,7 +201,10 @@ export class Exchange extends LazySignal {
 
   private pump(body: unknown): void {
     if (body === null || typeof body !== 'object' || body instanceof Uint8Array) {
-      const hint = typeof body === 'string' || body instanceof Uint8Array ? '; wrap it in an array: [body]' : '';
+      const hint =
+        typeof body === 'string' || body instanceof Uint8Array ? '; wrap it in an array: [body]'
+        : typeof body === 'function' ? '; is the export a factory that makes the app? Export the app it returns'
+        : '';
       this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks${hint} (SPEC §3)`));
       return;
     }

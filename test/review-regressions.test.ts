@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { App, SetTrailers } from '../protocol/nsgi.ts';
 import { createNodeServer } from '../src/adapters/node-http.ts';
 import { STDERR } from '../src/errors.ts';
+import { sseResponse } from '../src/helpers/sse.ts';
 import { websocketApp } from '../src/websocket.ts';
 import { RawClient, cleanup, header, parseResponses, rawRequest, reqBytes, startServer, waitUntil } from './helpers/server.ts';
 
@@ -439,5 +440,27 @@ describe('found by reviewing the fixes above', () => {
     client.socket.end();
     await waitUntil(() => late !== undefined, 'the late write() to settle');
     expect((late as { code?: string }).code).toBe('NSGI_CLIENT_GONE');
+  });
+});
+
+describe('found by probing the CLI and the helpers', () => {
+  it('HEAD on an event stream sends no Content-Length (RFC 9110 §8.6)', async () => {
+    const { port } = await startServer((environ, startResponse) =>
+      sseResponse(environ, startResponse, (async function* () {})()),
+    );
+    const result = await rawRequest(port, 'HEAD /events HTTP/1.1\nHost: a\n\n', {
+      until: (d) => d.includes('\r\n\r\n'),
+    });
+    expect(result.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(result.text.toLowerCase()).not.toContain('content-length');
+    expect(result.text.toLowerCase()).not.toContain('transfer-encoding');
+  });
+
+  it('an app that returns a function is told it may be a factory, without its source', async () => {
+    const { port, errors } = await startServer((() => () => ['never']) as unknown as App);
+    const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(parseResponses(result.data)[0]!.status).toBe(500);
+    await waitUntil(() => errors.some((e) => e.includes('factory')), 'the hint on nsgi.errors');
+    expect(errors.join('\n')).not.toContain("['never']");
   });
 });

@@ -86,8 +86,10 @@ export function sse(source: (environ: Environ) => SseSource, options: SseOptions
  */
 export function sseResponse(environ: Environ, startResponse: StartResponse, source: SseSource, options: SseOptions = {}): Body {
   const write = startResponse('200 OK', [...SSE_HEADERS, ...(options.headers ?? [])]);
-  if (environ.REQUEST_METHOD === 'HEAD') return [];
+  // The head leaves before the body is known, so a HEAD gets no Content-Length: a GET's stream
+  // has none either (RFC 9110 §8.6).
   write.flushHead();
+  if (environ.REQUEST_METHOD === 'HEAD') return [];
   return frames(source, environ, options.heartbeatMs ?? DEFAULT_SSE_HEARTBEAT_MS);
 }
 

@@ -234,6 +234,7 @@ export function describe(value: unknown): string {
   if (value instanceof Uint8Array) return 'a Uint8Array';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '...' : value);
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
+  if (typeof value === 'function') return value.name === '' ? 'a function' : `the function ${value.name}`;
   return `${typeof value} ${String(value)}`;
 }
 
