@@ -342,7 +342,8 @@ export async function loadApp(target: AppTarget, cwd: string = process.cwd()): P
   try {
     exports = (await import(pathToFileURL(file).href)) as Record<string, unknown>;
   } catch (err) {
-    throw new CliError(`cannot load ${target.file}: ${describeError(err)}`);
+    const where = appFrame(err);
+    throw new CliError(`cannot load ${target.file}: ${describeError(err)}${where === undefined ? '' : ` (at ${where})`}`);
   }
 
   const name = target.exportName;
@@ -405,6 +406,22 @@ function describeError(err: unknown): string {
   }
   const line = text.replace(/\s*\n\s*/g, ' ').trim();
   return line.length > 500 ? line.slice(0, 500) + '...' : line;
+}
+
+/**
+ * appFrame is where in the app's own code an error was thrown (`lib.ts:3:15`, relative to the
+ * working directory): the first frame of its stack outside node_modules and Node itself, or
+ * undefined when there is none, as for a syntax error, whose message already says where.
+ */
+function appFrame(err: unknown): string | undefined {
+  if (!(err instanceof Error) || typeof err.stack !== 'string') return undefined;
+  for (const line of err.stack.split('\n').slice(1)) {
+    const m = /(?:\(|at )(?:file:\/\/)?(\/[^()\s]+:\d+:\d+)\)?\s*$/.exec(line);
+    if (m === null || m[1]!.includes('/node_modules/')) continue;
+    const relative = path.relative(process.cwd(), m[1]!);
+    return relative.startsWith('..') ? m[1] : relative;
+  }
+  return undefined;
 }
 
 /** errorCode reads a Node system error's `code`, such as `ENOENT`. */

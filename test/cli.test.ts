@@ -285,7 +285,7 @@ describe('bad input exits 2 with one line on stderr', { timeout: SPAWN_TEST_TIME
     ['a root path without a leading slash', () => ['--root-path', 'api', fixture('plain.mjs')], ['--root-path', '"api"']],
     ['a missing module file', () => [fixture('nowhere/missing.ts')], ['no such file', fixture('nowhere/missing.ts')]],
     ['a directory instead of a module', () => [dir], [`${dir} is not a file`]],
-    ['a module that throws while loading', () => [fixture('throws.ts')], ['cannot load', 'throws.ts', 'boom while loading the module']],
+    ['a module that throws while loading', () => [fixture('throws.ts')], ['cannot load', 'throws.ts', 'boom while loading the module', 'throws.ts:3:']],
     ['a module with a syntax error', () => [fixture('broken.ts')], ['cannot load', 'broken.ts']],
     ['a missing named export', () => [`${fixture('typed.ts')}:nope`], ['no export named "nope"', 'Handler', 'default', 'notAnApp', 'other']],
     ['a module with no default export', () => [fixture('empty.mjs')], ['empty.mjs has no default export', 'it exports nothing']],
