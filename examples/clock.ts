@@ -58,7 +58,9 @@ async function* ticks(count: number, signal: AbortSignal, errors: ErrorStream): 
   } catch (err) {
     if (!signal.aborted) throw err;
   } finally {
-    errors.write(`clock: ${sent} of ${count} ticks sent${signal.aborted ? ', the client left' : ''}`);
+    // The reason says who stopped it: the client leaving, or the server shutting down.
+    const why = signal.aborted ? `, stopped: ${(signal.reason as Error).message}` : '';
+    errors.write(`clock: ${sent} of ${count} ticks sent${why}`);
   }
 }
 

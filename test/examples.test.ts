@@ -209,7 +209,7 @@ describe('clock', () => {
     expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/^\d{4}-\d\d-\d\dT/);
     const leftAt = Date.now();
     controller.abort();
-    await waitFor(() => served.errors.find((l) => l === 'clock: 1 of 60 ticks sent, the client left'), 3000, 'the clock to stop');
+    await waitFor(() => served.errors.find((l) => l.startsWith('clock: 1 of 60 ticks sent, stopped: the client closed')), 3000, 'the clock to stop');
     // Well before the next tick was due: the abort, not the next write, ended the wait.
     expect(Date.now() - leftAt).toBeLessThan(800);
   });
