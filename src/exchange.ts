@@ -64,7 +64,7 @@ export class Exchange extends LazySignal {
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
   /** True while a sync iterator's `next()` runs (see pullSync). */
-  private pulling = false;
+  pulling = false;
   /** True once the response ended because the client left (a close, a reset, or a FIN). */
   private aborted = false;
 
@@ -180,26 +180,11 @@ export class Exchange extends LazySignal {
    * event stream that kept only `nsgi.signal` does not pin the rest).
    */
   run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>, environ: Environ): void {
-    let body: unknown;
-    try {
-      body = app(environ, this.startResponse);
-      // Through Promise.resolve, as `await` would: a `then` that throws is a rejection, and one
-      // that calls back twice is heard once (APP-3).
-      if (isThenable(body)) {
-        Promise.resolve(body).then(
-          (b) => this.pump(b),
-          (err) => this.fail(err),
-        );
-        return;
-      }
-    } catch (err) {
-      this.fail(err);
-      return;
-    }
-    this.pump(body);
+    runApp(this, app, environ, this.startResponse);
   }
 
-  private pump(body: unknown): void {
+  /** pump iterates the app's body (for runApp). */
+  pump(body: unknown): void {
     if (body === null || typeof body !== 'object' || body instanceof Uint8Array) {
       const hint =
         typeof body === 'string' || body instanceof Uint8Array ? '; wrap it in an array: [body]'
@@ -235,7 +220,7 @@ export class Exchange extends LazySignal {
       for (;;) {
         // A bodiless head already out (through write() or a peek) ends the pulling (SR-21).
         if (this.noBody && this.headSent) return this.finish();
-        const r = this.pullSync(it);
+        const r = pullSync(this, it);
         if (this.finished) return this.closeIterator();
         if (r.done) return this.finish();
         let chunk = r.value as Chunk;
@@ -246,7 +231,7 @@ export class Exchange extends LazySignal {
           this.held = chunk;
           let peek: IteratorResult<unknown>;
           try {
-            peek = this.pullSync(it);
+            peek = pullSync(this, it);
           } catch (err) {
             this.releaseHeld();
             throw err;
@@ -284,19 +269,6 @@ export class Exchange extends LazySignal {
       }
     } catch (err) {
       this.fail(err);
-    }
-  }
-
-  /**
-   * pullSync calls a sync iterator's `next()`. While it runs, the iterator cannot be closed (a
-   * running generator throws from `return()`), so closeIterator waits for it to come back.
-   */
-  private pullSync(it: Iterator<unknown>): IteratorResult<unknown> {
-    this.pulling = true;
-    try {
-      return it.next();
-    } finally {
-      this.pulling = false;
     }
   }
 
@@ -457,6 +429,53 @@ function makeWrite(exchange: Exchange): Write {
   const write = exchange.writeChunk.bind(exchange) as Write;
   write.flushHead = exchange.flushHead.bind(exchange);
   return write;
+}
+
+/** BodyOwner is what {@link runApp} drives: the exchange, or an adapter's runner. */
+export interface BodyOwner {
+  pump(body: unknown): void;
+  fail(err: unknown): void;
+}
+
+/**
+ * runApp calls the app and hands its body to `owner.pump`, or what it threw to `owner.fail`. A
+ * promised body goes through Promise.resolve, as `await` would: a `then` that throws is a
+ * rejection, and one that calls back twice is heard once (APP-3).
+ */
+export function runApp(
+  owner: BodyOwner,
+  app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>,
+  environ: Environ,
+  startResponse: StartResponse,
+): void {
+  let body: unknown;
+  try {
+    body = app(environ, startResponse);
+    if (isThenable(body)) {
+      Promise.resolve(body).then(
+        (b) => owner.pump(b),
+        (err) => owner.fail(err),
+      );
+      return;
+    }
+  } catch (err) {
+    owner.fail(err);
+    return;
+  }
+  owner.pump(body);
+}
+
+/**
+ * pullSync calls a sync iterator's `next()` with `owner.pulling` set. While it runs, the iterator
+ * cannot be closed (a running generator throws from `return()`), so closing waits for it.
+ */
+export function pullSync(owner: { pulling: boolean }, it: Iterator<unknown>): IteratorResult<unknown> {
+  owner.pulling = true;
+  try {
+    return it.next();
+  } finally {
+    owner.pulling = false;
+  }
 }
 
 /**

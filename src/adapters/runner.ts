@@ -15,7 +15,7 @@
  */
 import type { Body, Chunk, Environ, ErrorStream, ExcInfo, HeaderList, StartResponse, Write } from '../../protocol/nsgi.ts';
 import { AppError, ClientGoneError } from '../errors.ts';
-import { callReturn, checkIterator, isThenable } from '../exchange.ts';
+import { callReturn, checkIterator, pullSync, runApp } from '../exchange.ts';
 import { checkHeaderList, describe, parseStatus } from '../http1/writer.ts';
 
 /** ResponseHead is what a sink needs to send the head. */
@@ -73,7 +73,8 @@ export class ResponseRunner {
   private held: Chunk | null = null;
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
-  private pulling = false;
+  /** True while a sync iterator's `next()` runs (see pullSync). */
+  pulling = false;
 
   /** startResponse is the function handed to the app (SPEC §4). */
   readonly startResponse: StartResponse;
@@ -98,23 +99,7 @@ export class ResponseRunner {
 
   /** run calls the app and pumps its body to the end; it never throws. */
   run(app: (environ: Environ, startResponse: StartResponse) => Body | Promise<Body>, environ: Environ): void {
-    let body: unknown;
-    try {
-      body = app(environ, this.startResponse);
-      // Through Promise.resolve, as `await` would: a `then` that throws is a rejection, and one
-      // that calls back twice is heard once (APP-3).
-      if (isThenable(body)) {
-        Promise.resolve(body).then(
-          (b) => this.pump(b),
-          (err) => this.fail(err),
-        );
-        return;
-      }
-    } catch (err) {
-      this.fail(err);
-      return;
-    }
-    this.pump(body);
+    runApp(this, app, environ, this.startResponse);
   }
 
   /** abort is the client going away: pending waits fail, the iterator is closed, nothing more is sent. */
@@ -165,7 +150,8 @@ export class ResponseRunner {
     this.emitHead(-1, true);
   }
 
-  private pump(body: unknown): void {
+  /** pump iterates the app's body (for runApp). */
+  pump(body: unknown): void {
     if (this.finished) {
       closeLater(body, this.errors);
       return;
@@ -200,7 +186,7 @@ export class ResponseRunner {
       for (;;) {
         // A bodiless head already out (through write()) ends the pulling (SR-21).
         if (this.noBody && this.headSent) return this.finish();
-        const r = this.pullSync(it);
+        const r = pullSync(this, it);
         if (this.finished) return this.closeIterator();
         if (r.done) return this.finish();
         let chunk = r.value;
@@ -211,7 +197,7 @@ export class ResponseRunner {
           this.held = chunk as Chunk;
           let peek: IteratorResult<unknown>;
           try {
-            peek = this.pullSync(it);
+            peek = pullSync(this, it);
           } catch (err) {
             this.releaseHeld();
             throw err;
@@ -251,16 +237,6 @@ export class ResponseRunner {
       }
     } catch (err) {
       this.fail(err);
-    }
-  }
-
-  /** pullSync calls a sync iterator's `next()`; while it runs, closing waits (see Exchange.pullSync). */
-  private pullSync(it: Iterator<unknown>): IteratorResult<unknown> {
-    this.pulling = true;
-    try {
-      return it.next();
-    } finally {
-      this.pulling = false;
     }
   }
 
@@ -348,7 +324,7 @@ export class ResponseRunner {
   }
 
   /** fail handles an app error (SPEC §8): a 500 before the head, a cut after it. */
-  private fail(err: unknown): void {
+  fail(err: unknown): void {
     this.closeIterator();
     if (this.finished) return;
     this.finished = true;
