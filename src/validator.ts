@@ -68,6 +68,7 @@
  * `test/contract/` checks the server-side ones over real connections.
  */
 import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write } from '../protocol/nsgi.ts';
+import { isThenable } from './cycle.ts';
 import { decodePath } from './environ.ts';
 import { isFieldValue, isToken } from './http1/syntax.ts';
 
@@ -834,10 +835,6 @@ function fieldProblem(fields: unknown): string | null {
 
 function isChunk(v: unknown): v is Chunk {
   return typeof v === 'string' || v instanceof Uint8Array;
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
 }
 
 function errorText(err: unknown): string {

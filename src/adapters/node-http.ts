@@ -148,8 +148,8 @@ class NodeServer extends http.Server {
 function serveRequest(settings: Settings, req: IncomingMessage, res: ServerResponse): void {
   const head = requestHead(req, false);
   const exchange = new NodeExchange(res, res, settings.errors, head);
-  const environ = buildEnviron(head, connectionInfo(settings, req.socket), new NodeInput(req, exchange), exchange);
   const runner = exchange.runner;
+  const environ = buildEnviron(head, connectionInfo(settings, req.socket), new NodeInput(req, exchange), runner);
   runner.run(settings.app, environ);
   // ENV-27: a response still under way must learn that the client left; a finished one need not.
   if (!runner.finished) res.on('close', exchange.onClose.bind(exchange));
@@ -236,10 +236,10 @@ function requestHead(req: IncomingMessage, upgrade: boolean): RequestHead {
 const RESOLVED = Promise.resolve();
 
 /**
- * NodeExchange is one request's response on a node:http ServerResponse: the runner's sink, and the
- * source of the request listener's `nsgi.signal`.
+ * NodeExchange is one request's response on a node:http ServerResponse: the runner's sink. Its
+ * runner is the source of the request listener's `nsgi.signal`.
  */
-class NodeExchange extends LazySignal implements ResponseSink {
+class NodeExchange implements ResponseSink {
   readonly runner: ResponseRunner;
   private closedBy: Error | null = null;
   private full = false;
@@ -255,7 +255,6 @@ class NodeExchange extends LazySignal implements ResponseSink {
     errors: ErrorStream,
     private readonly request: RequestHead,
   ) {
-    super();
     this.runner = new ResponseRunner(this, errors, request.method === 'HEAD', `${request.method} ${request.target}`);
   }
 
@@ -270,7 +269,7 @@ class NodeExchange extends LazySignal implements ResponseSink {
     const reject = this.drainReject;
     this.drainWaiter = this.drainResolve = this.drainReject = null;
     reject?.(reason);
-    this.abortSignal(reason);
+    this.runner.abortSignal(reason);
     this.runner.abort();
   }
 

@@ -768,6 +768,22 @@ export const CASES: Case[] = [
     },
   },
   {
+    name: 'an empty body against a Content-Length above 0 fails before the head: 500, logged',
+    spec: ['SR-18', 'ERR-1', 'BODY-16'],
+    violates: 'SR-16',
+    app: (p) => (_env, startResponse) => {
+      startResponse('200 OK', [...TEXT, ['Content-Length', '10']]);
+      return countingBody(p, async () => null);
+    },
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.status).toBe(500);
+      expect(r.complete).toBe(true);
+      await exactlyOnce(p);
+      await until(() => t.errors.some((e) => e.includes('Content-Length')), 'the error in nsgi.errors');
+    },
+  },
+  {
     name: 'without a Content-Length an HTTP/1.1 body is chunked',
     spec: ['SR-19', 'SRV-24'],
     app: () => (_env, startResponse) => {
