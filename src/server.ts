@@ -457,7 +457,8 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     }
     this.http.rejectRequest(err);
     if (this.settings.accessLog !== undefined) this.logAccess(err);
-    this.close();
+    // A refused request's body may still be on its way, though none of it has arrived yet.
+    this.close(true);
   }
 
   /**
@@ -597,15 +598,19 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
 
   // ---- closing ----------------------------------------------------------------------------
 
-  /** close flushes what is pending, ends the socket, and reads on briefly before destroying it. */
-  private close(): void {
+  /**
+   * close flushes what is pending, ends the socket, and reads on briefly before destroying it
+   * when the client may still be sending: bytes are buffered, a request body is unread, or
+   * `mayBeSending` says so (a request refused at its head).
+   */
+  private close(mayBeSending = false): void {
     if (this.closing) return;
     this.closing = true;
     this.flushNow();
     const socket = this.socket;
     if (this.gone) return;
     const http = this.http;
-    const unread = http.buffered > 0 || (http.request !== null && !http.requestBodyDone);
+    const unread = mayBeSending || http.buffered > 0 || (http.request !== null && !http.requestBodyDone);
     if (!unread || this.peerEnded) {
       socket.destroySoon();
       if (socket.writableLength > 0) this.startSendTimer();

@@ -301,6 +301,22 @@ describe('error responses', () => {
     expect(conn.keepAliveRequested).toBe(false);
   });
 
+  it('rejectRequest of a HEAD request refused at its head sends no body', () => {
+    const conn = new Http1Connection();
+    conn.receive(req`HEAD / HTTP/1.1\nHost: a b\n\n`);
+    let error: unknown;
+    try {
+      conn.nextEvent();
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ProtocolError);
+    conn.rejectRequest(error as ProtocolError);
+    const text = output(conn);
+    expect(text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*Content-Length: \d+\r\n/);
+    expect(text.endsWith('\r\n\r\n')).toBe(true);
+  });
+
   it('rejectRequest after the head went out writes nothing more', () => {
     const conn = connect(req`POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n`);
     conn.sendHead(ok, prepareHeaders([]));

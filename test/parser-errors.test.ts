@@ -93,6 +93,11 @@ const ERRORS: ErrorCase[] = [
   { name: 'Host with a space', bytes: req`GET / HTTP/1.1\nHost: a b\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
   { name: 'Host with a slash', bytes: req`GET / HTTP/1.1\nHost: a/b\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
   { name: 'Host with a userinfo @', bytes: req`GET / HTTP/1.1\nHost: u@a\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
+  { name: 'Host with brackets around no IPv6 address', bytes: req`GET / HTTP/1.1\nHost: [:::::]\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
+  { name: 'Host with an IPv4 address in brackets', bytes: req`GET / HTTP/1.1\nHost: [1.2.3.4]\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
+  { name: 'Host with nine IPv6 groups', bytes: req`GET / HTTP/1.1\nHost: [1:2:3:4:5:6:7:8:9]\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
+  { name: 'Host with two :: in its IPv6 address', bytes: req`GET / HTTP/1.1\nHost: [1::2::3]:80\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
+  { name: 'Host with a % not followed by two hex digits', bytes: req`GET / HTTP/1.1\nHost: %zz\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
   // limits
   { name: 'request line over 8 KiB', bytes: crlf(`GET /${'a'.repeat(8 * 1024)} HTTP/1.1\nHost: a\n\n`), status: 414, code: 'NSGI_REQUEST_LINE_TOO_LONG' },
   { name: 'request line over 8 KiB that never ends', bytes: raw(`GET /${'a'.repeat(8 * 1024)}`), status: 414, code: 'NSGI_REQUEST_LINE_TOO_LONG' },
@@ -234,4 +239,15 @@ describe('errors found early', () => {
     const result = parseAll(req`POST / HTTP/1.1\nHost: a\nContent-Length: 0x10\n\n`);
     expect(result.error?.message).toContain('"0x10"');
   });
+});
+
+describe('Host values that are valid are accepted', () => {
+  // The other side of the Host checks above (RFC 3986 §3.2.2): every form of IPv6 literal, an
+  // IPv4 address, percent-encoding and an empty port pass.
+  for (const host of ['[::1]:8080', '[2001:db8::8a2e:370:7334]', '[1:2:3:4:5:6:7:8]', '[::ffff:192.0.2.1]', '[::]', '192.0.2.1:80', 'a%20b.example', 'example.com:']) {
+    it(host, () => {
+      const result = parseAll(req`GET / HTTP/1.1\nHost: ${host}\n\n`);
+      expect(result.error).toBeUndefined();
+    });
+  }
 });

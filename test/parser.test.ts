@@ -172,6 +172,22 @@ const VALID: ValidCase[] = [
     ],
   },
   {
+    name: 'Expect is a list: 100-continue among other members still sets expectContinue',
+    bytes: req`PUT /f HTTP/1.1\nHost: a\nExpect: foo, 100-continue \nContent-Length: 2\n\nok`,
+    events: [
+      head({
+        method: 'PUT',
+        target: '/f',
+        headers: [['Host', 'a'], ['Expect', 'foo, 100-continue'], ['Content-Length', '2']],
+        contentLength: 2,
+        expectContinue: true,
+      }),
+      data('ok'),
+      end(),
+      PAUSE,
+    ],
+  },
+  {
     name: 'Expect: 100-continue is ignored in HTTP/1.0',
     bytes: req`PUT / HTTP/1.0\nExpect: 100-continue\nContent-Length: 1\n\nz`,
     events: [

@@ -2,7 +2,8 @@
  * Regressions found by reviewing the server: each test is one bug that was, named after what it
  * protects, run over a real loopback socket.
  */
-import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import net, { type AddressInfo } from 'node:net';
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, SetTrailers } from '../protocol/nsgi.ts';
@@ -463,4 +464,38 @@ describe('found by probing the CLI and the helpers', () => {
     await waitUntil(() => errors.some((e) => e.includes('factory')), 'the hint on nsgi.errors');
     expect(errors.join('\n')).not.toContain("['never']");
   });
+});
+
+describe('a request refused at the end of its head, while the client is still sending its body', () => {
+  // RFC 9112 §9.6: the server must keep reading what the client sends after the refusal, or its
+  // kernel resets the connection and the client, which writes its whole body before reading,
+  // loses the answer. The head reaches the server alone, so nothing is buffered when it is refused.
+  const cases: Array<[string, string]> = [
+    ['413', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8388608\r\n\r\n'],
+    ['400', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8388608\r\nContent-Length: 8388608\r\n\r\n'],
+    ['400', 'POST / HTTP/1.1\r\nHost: a b\r\nContent-Length: 8388608\r\n\r\n'],
+    ['400', 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n'],
+    ['501', 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n'],
+  ];
+  for (const [status, head] of cases) {
+    it(`${status} for ${JSON.stringify(head.split('\r\n').slice(1, -2).join(' | '))} reaches a client that reads only after sending 1 MiB`, async () => {
+      const { port } = await startServer(() => {
+        throw new Error('the app must not be called');
+      }, { maxBodySize: 10 });
+      const socket = net.connect(port, '127.0.0.1');
+      await once(socket, 'connect');
+      socket.pause();
+      socket.on('error', () => {});
+      socket.write(head);
+      await sleepFor(50);
+      socket.write(Buffer.alloc(1024 * 1024, 0x61));
+      await sleepFor(100);
+      const chunks: Buffer[] = [];
+      socket.on('data', (d: Buffer) => chunks.push(d));
+      socket.resume();
+      await Promise.race([once(socket, 'close'), sleepFor(4000)]);
+      socket.destroy();
+      expect(Buffer.concat(chunks).toString('latin1')).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    });
+  }
 });

@@ -349,7 +349,8 @@ export class Http1Connection {
     else if (!http11) head += 'Connection: keep-alive\r\n';
     this.out.latin1(head + '\r\n');
     this.statusCode = code;
-    if (this.request?.method !== 'HEAD') {
+    // RFC 9110 §9.3.2: never content for HEAD, even for a request refused at its head.
+    if ((this.request?.method ?? this.parser.methodSeen) !== 'HEAD') {
       this.out.utf8(body, Buffer.byteLength(body));
       this.bodyBytes = Buffer.byteLength(body);
     }

@@ -186,6 +186,15 @@ export class RequestParser {
     return this.buf.length - this.pos;
   }
 
+  /**
+   * methodSeen is the method of the request whose head is being read, once its request line has
+   * passed, else `''`: an error found later in the head is still answered as that method wants
+   * (no body for HEAD).
+   */
+  get methodSeen(): string {
+    return this.method;
+  }
+
   /** idle is true before any byte of the next request head has arrived. */
   get idle(): boolean {
     return this.state === State.Head && this.version === '' && this.buffered === 0;
@@ -384,7 +393,10 @@ export class RequestParser {
           }
           break;
         case 6:
-          if (name.toLowerCase() === 'expect' && value.toLowerCase() === '100-continue') expectContinue = true;
+          // Expect is a list (RFC 9110 §10.1.1); members other than 100-continue are ignored.
+          if (name.toLowerCase() === 'expect') {
+            for (const member of value.toLowerCase().split(',')) if (member.trim() === '100-continue') expectContinue = true;
+          }
           break;
         case 7:
           if (name.toLowerCase() === 'upgrade') hasUpgrade = true;

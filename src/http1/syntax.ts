@@ -61,11 +61,34 @@ export function isFieldValue(s: string): boolean {
   return true;
 }
 
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
+// uri-host is an IP-literal in brackets or a reg-name (RFC 3986 §3.2.2); an IPv4 address is a
+// reg-name as far as the characters go. The brackets' content is checked by isIPv6.
+const HOST = /^(?:\[([0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
+const IPV4 = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
+const H16 = /^[0-9A-Fa-f]{1,4}$/;
 
 /** isHost tells whether `s` is a valid Host field value: `uri-host [ ":" port ]` (RFC 9110 §7.2). */
 export function isHost(s: string): boolean {
-  return HOST.test(s);
+  const m = HOST.exec(s);
+  return m !== null && (m[1] === undefined || isIPv6(m[1]));
+}
+
+/** isIPv6 tells whether `s` is an IPv6address (RFC 3986 §3.2.2): eight groups, or fewer around one `::`. */
+function isIPv6(s: string): boolean {
+  const halves = s.split('::');
+  if (halves.length > 2) return false;
+  const groups = halves.map((h) => (h === '' ? [] : h.split(':')));
+  // Only the very last group may be a dotted IPv4 address, standing for two groups.
+  const lastHalf = groups[groups.length - 1]!;
+  let count = groups[0]!.length + (groups.length === 2 ? lastHalf.length : 0);
+  const last = lastHalf[lastHalf.length - 1];
+  if (last !== undefined && last.includes('.')) {
+    if (!IPV4.test(last)) return false;
+    lastHalf.pop();
+    count++;
+  }
+  if (!groups.every((g) => g.every((h) => H16.test(h)))) return false;
+  return halves.length === 2 ? count <= 7 : count === 8;
 }
 
 /** OWS is optional whitespace (RFC 9110 §5.6.3): space or tab. */
