@@ -255,6 +255,18 @@ describe('100-continue', () => {
   });
 });
 
+/** rejectNext reads the next event, which must be a ProtocolError, and answers it with rejectRequest. */
+function rejectNext(conn: Http1Connection): void {
+  let error: unknown;
+  try {
+    conn.nextEvent();
+  } catch (err) {
+    error = err;
+  }
+  expect(error).toBeInstanceOf(ProtocolError);
+  conn.rejectRequest(error as ProtocolError);
+}
+
 describe('error responses', () => {
   it('sendErrorResponse writes a complete short plain-text response and closes', () => {
     const conn = new Http1Connection();
@@ -289,14 +301,7 @@ describe('error responses', () => {
   it('rejectRequest answers a ProtocolError with its status and rules out reuse', () => {
     const conn = new Http1Connection();
     conn.receive(req`GET / HTTP/2.0\nHost: a\n\n`);
-    let error: unknown;
-    try {
-      conn.nextEvent();
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(ProtocolError);
-    conn.rejectRequest(error as ProtocolError);
+    rejectNext(conn);
     expect(output(conn)).toMatch(/^HTTP\/1\.1 505 HTTP Version Not Supported\r\n[^]*Connection: close\r\n\r\nHTTP Version Not Supported: HTTP\/2\.0 is not supported\n$/);
     expect(conn.keepAliveRequested).toBe(false);
   });
@@ -304,14 +309,7 @@ describe('error responses', () => {
   it('rejectRequest of a HEAD request refused at its head sends no body', () => {
     const conn = new Http1Connection();
     conn.receive(req`HEAD / HTTP/1.1\nHost: a b\n\n`);
-    let error: unknown;
-    try {
-      conn.nextEvent();
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(ProtocolError);
-    conn.rejectRequest(error as ProtocolError);
+    rejectNext(conn);
     const text = output(conn);
     expect(text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*Content-Length: \d+\r\n/);
     expect(text.endsWith('\r\n\r\n')).toBe(true);
