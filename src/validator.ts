@@ -10,9 +10,11 @@
  * server does (the head stays lazy, a sync body stays sync), forwards `return()` exactly once,
  * passes `excInfo` through, and wraps `write()`, `nsgi.input` and the extensions.
  *
- * Where each rule is checked. Violations found while the app or the server calls through the
- * validator are thrown there, so the server treats them as app errors (a 500, or a cut response)
- * and logs them. Those found later, by a timer or an event, are written to `nsgi.errors`.
+ * Where each rule is checked. Violations of a MUST found while the app or the server calls through
+ * the validator are thrown there, so the server treats them as app errors (a 500, or a cut
+ * response) and logs them. Those found later, by a timer or an event, are written to
+ * `nsgi.errors`. A SHOULD broken (SR-11, SR-30) is written to `nsgi.errors` as a warning, once per
+ * request, and the call goes on: the response is what it would have been without the validator.
  *
  *   environ, when the app is called (server side):
  *     ENV-1  required keys and their types          ENV-2  no optional key set to undefined
@@ -177,6 +179,8 @@ class Call {
   private headSent = false;
   private bodyEnded = false;
   private writePending = false;
+  /** The SHOULD rules already warned about in this request. */
+  private readonly warned = new Set<string>();
   private last: { chunk: Uint8Array; copy: Uint8Array } | null = null;
   private iterators = 0;
   private iterState: 'open' | 'done' | 'threw' | 'returned' = 'open';
@@ -209,6 +213,17 @@ class Call {
       this.environ['nsgi.errors'].write(`nsgi validator: ${error.message}`);
     } catch {
       // ENV-24 says write() does not throw; nothing more to do if it does.
+    }
+  }
+
+  /** warn reports the breach of a SHOULD rule, once per rule and request; the call goes on. */
+  private warn(error: ValidationError): void {
+    if (this.warned.has(error.rule)) return;
+    this.warned.add(error.rule);
+    try {
+      this.environ['nsgi.errors'].write(`nsgi validator warning: ${error.message}`);
+    } catch {
+      // As in report().
     }
   }
 
@@ -340,7 +355,7 @@ class Call {
 
   private start(status: string, headers: HeaderList, excInfo?: unknown): Write {
     checkStatus(status);
-    const length = checkResponseHeaders(headers);
+    const length = checkResponseHeaders(headers, (warning) => this.warn(warning));
     if (this.started && excInfo === undefined) {
       throw new ValidationError('SR-22', 'app', `startResponse(${show(status)}) called a second time without excInfo; pass the caught error as the third argument to replace the response`);
     }
@@ -378,7 +393,7 @@ class Call {
         throw new ValidationError('BODY-4', 'app', `write() was given ${show(chunk)}; pass a string or a Uint8Array (Buffer.from(x) for an ArrayBuffer)`);
       }
       if (this.writePending) {
-        throw new ValidationError('SR-30', 'app', 'write() called again before the promise of the previous write() settled; await each write() so the server does not buffer without bound');
+        this.warn(new ValidationError('SR-30', 'app', 'write() called again before the promise of the previous write() settled; await each write() so the server does not buffer without bound'));
       }
       const afterEnd = this.bodyEnded;
       this.count(chunk, 'with write()');
@@ -713,7 +728,8 @@ function checkEnviron(environ: Environ): void {
     const hasPort = colon !== -1 && colon > host.lastIndexOf(']');
     const name = hasPort ? host.slice(0, colon) : host;
     const port = hasPort && colon + 1 < host.length ? host.slice(colon + 1) : scheme === 'https' ? '443' : '80';
-    if (environ.SERVER_NAME !== name || environ.SERVER_PORT !== port) {
+    // A Host of only a port (":80") names no host: the server's own address stands in (ENV-7).
+    if (name !== '' && (environ.SERVER_NAME !== name || environ.SERVER_PORT !== port)) {
       throw new ValidationError('ENV-7', 'server', `Host is ${JSON.stringify(host)} but SERVER_NAME/SERVER_PORT are ${JSON.stringify(environ.SERVER_NAME)}/${JSON.stringify(environ.SERVER_PORT)}; they must be ${JSON.stringify(name)}/${JSON.stringify(port)}`);
     }
   }
@@ -781,8 +797,11 @@ function checkStatus(status: unknown): void {
   }
 }
 
-/** checkResponseHeaders checks an app's headers (SR-3 to SR-6, SR-11, SR-14) and returns its Content-Length or -1. */
-function checkResponseHeaders(headers: unknown): number {
+/**
+ * checkResponseHeaders checks an app's headers (SR-3 to SR-6, SR-14, and SR-11 through `warn`)
+ * and returns its Content-Length or -1.
+ */
+function checkResponseHeaders(headers: unknown, warn: (warning: ValidationError) => void): number {
   if (!Array.isArray(headers)) {
     throw new ValidationError('SR-3', 'app', `headers must be an array of [name, value] pairs, got ${show(headers)}; write [['Content-Type', 'text/plain']]`);
   }
@@ -813,7 +832,7 @@ function checkResponseHeaders(headers: unknown): number {
     } else if (HOP_BY_HOP.has(lower)) {
       const closeOnly = lower === 'connection' && /^[ \t]*close[ \t]*$/i.test(value);
       if (!closeOnly) {
-        throw new ValidationError('SR-11', 'app', `the app gave the hop-by-hop field ${name}: ${JSON.stringify(value)}; the connection is the server's, leave it out (only "Connection: close" is honoured)`);
+        warn(new ValidationError('SR-11', 'app', `the app gave the hop-by-hop field ${name}: ${JSON.stringify(value)}; the connection is the server's, which drops it: leave it out (only "Connection: close" is honoured)`));
       }
     }
   }

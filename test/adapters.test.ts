@@ -125,6 +125,86 @@ describe('toNodeListener', () => {
   });
 });
 
+describe('toNodeListener: pipelined requests, unread bodies and late reads', () => {
+  it('a pipelined request whose client leaves gets its signal and its return(), though node:http had not started its response', async () => {
+    const closed: string[] = [];
+    const aborted: string[] = [];
+    const app: App = (environ, startResponse) => {
+      const path = environ.PATH_INFO as string;
+      environ['nsgi.signal'].addEventListener('abort', () => aborted.push(path));
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return (async function* () {
+        try {
+          for (;;) {
+            yield `${path}\n`;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+        } finally {
+          closed.push(path);
+        }
+      })();
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: () => {} } }));
+    const client = await RawClient.connect(port);
+    client.write('GET /1 HTTP/1.1\nHost: t\n\nGET /2 HTTP/1.1\nHost: t\n\n');
+    await client.waitForText('/1\n');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    client.socket.resetAndDestroy();
+    await waitUntil(() => closed.length === 2 && aborted.length === 2, 'both bodies closed and both signals aborted');
+    expect(closed.sort()).toEqual(['/1', '/2']);
+  });
+
+  it('answering after reading part of a large body does not stall the next request on the connection', async () => {
+    const app: App = async (environ, startResponse) => {
+      if (environ.REQUEST_METHOD === 'POST') {
+        const it = environ['nsgi.input'][Symbol.asyncIterator]();
+        await it.next();
+      }
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return [`${environ.PATH_INFO}`];
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: () => {} } }));
+    const client = await RawClient.connect(port);
+    const body = 'x'.repeat(300_000);
+    client.write(`POST /a HTTP/1.1\nHost: t\nContent-Length: ${body.length}\n\n`);
+    client.write(body);
+    client.write('GET /b HTTP/1.1\nHost: t\n\n');
+    // Without the fix the second response came only when the keep-alive timeout closed the connection.
+    const data = await client.waitFor((d) => finalResponses(d).length === 2 || client.closed, 'two responses, or a close', 2000);
+    const responses = finalResponses(data);
+    expect(responses[0]?.status).toBe(200);
+    if (responses.length === 2) expect(responses[1]!.body.toString()).toBe('/b');
+    else expect(responses[0]!.headers.some(([n, v]) => n.toLowerCase() === 'connection' && v === 'close')).toBe(true);
+  });
+
+  it('a read of nsgi.input after the response ended rejects instead of ending early (IN-8)', async () => {
+    let late: Promise<unknown> | null = null;
+    const app: App = (environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      late = new Promise((resolve) => setTimeout(resolve, 100)).then(() => environ['nsgi.input'].bytes());
+      late.catch(() => {});
+      return ['x'];
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: () => {} } }));
+    const res = await fetch(`http://127.0.0.1:${port}/`, { method: 'POST', body: '0123456789' });
+    expect(await res.text()).toBe('x');
+    await waitUntil(() => late !== null, 'the app to run');
+    await expect(late!).rejects.toThrow(/response ended/);
+  });
+
+  it('an empty reason phrase is sent as given, not replaced', async () => {
+    const app: App = (_environ, startResponse) => {
+      startResponse('200', [['Content-Type', 'text/plain']]);
+      return ['x'];
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: () => {} } }));
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: t\n\n');
+    const data = await client.waitForResponses(1);
+    expect(data.toString('latin1')).toMatch(/^HTTP\/1\.1 200 \r\n/);
+  });
+});
+
 describe('fromFetch', () => {
   it('builds the Request URL from Host and REQUEST_URI, with the headers as received', async () => {
     let seen: Request | null = null;

@@ -8,7 +8,11 @@
  * - HTTP parsing, framing, keep-alive, pipelining, Date and reading an unread body to the end are
  *   node:http's. The adapter hands it the status and headers (hop-by-hop fields removed, SR-9) in
  *   one `writeHead()` and the body bytes; it lets node:http choose chunked or Content-Length
- *   framing.
+ *   framing. node:http's parser is stricter than SPEC §9 in two places: it refuses a method that
+ *   is not upper-case letters (SRV-7) and an `HTTP/1.x` version above 1.1 (SRV-19) with a 400
+ *   before the app is called.
+ * - A body the app began to read but left unfinished when its response ended is let go: node:http
+ *   reads and drops the rest, and a later read rejects (IN-8).
  * - The lazy head, exc_info, `write()`, `flushHead()`, the body pump and `return()` are the shared
  *   {@link ResponseRunner}'s, as in `toFetch`.
  * - Backpressure: the runner pulls the next chunk only while `res.write()` returns true, else after
@@ -40,7 +44,7 @@
  *   (EXT-2).
  */
 import type { EventEmitter } from 'node:events';
-import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { App, Environ, ErrorStream, HeaderList, Input, StartResponse, Upgraded, UpgradeOptions, Write } from '../../protocol/nsgi.ts';
@@ -149,10 +153,19 @@ function serveRequest(settings: Settings, req: IncomingMessage, res: ServerRespo
   const head = requestHead(req, false);
   const exchange = new NodeExchange(res, res, settings.errors, head);
   const runner = exchange.runner;
-  const environ = buildEnviron(head, connectionInfo(settings, req.socket), new NodeInput(req, exchange), runner);
+  const input = new NodeInput(req, exchange, head.contentLength > 0 || head.chunked);
+  exchange.input = input;
+  const environ = buildEnviron(head, connectionInfo(settings, req.socket), input, runner);
   runner.run(settings.app, environ);
   // ENV-27: a response still under way must learn that the client left; a finished one need not.
-  if (!runner.finished) res.on('close', exchange.onClose.bind(exchange));
+  // `res` says so once it is the response being sent. A pipelined request whose response waits
+  // behind another's never gets a 'close' on `res` if the connection dies first; node:http
+  // destroys its `req` then, so 'close' on `req` with the socket gone says it instead.
+  if (!runner.finished) {
+    const onClose = exchange.onClose.bind(exchange);
+    res.on('close', onClose);
+    req.on('close', onClose);
+  }
 }
 
 /** CONNECTION_INFO keeps, on each socket, what the environ needs to know of it and of the listener. */
@@ -241,6 +254,8 @@ const RESOLVED = Promise.resolve();
  */
 class NodeExchange implements ResponseSink {
   readonly runner: ResponseRunner;
+  /** The request's `nsgi.input`, told when the response is complete (IN-8). */
+  input: NodeInput | null = null;
   private closedBy: Error | null = null;
   private full = false;
   private listening = false;
@@ -258,9 +273,14 @@ class NodeExchange implements ResponseSink {
     this.runner = new ResponseRunner(this, errors, request.method === 'HEAD', `${request.method} ${request.target}`);
   }
 
-  /** onClose is `res` closing: before it finished, the client has left (ENV-27). */
+  /**
+   * onClose is `res` or `req` closing. Before the response finished and with the socket gone, the
+   * client has left (ENV-27); `req` also closes, harmlessly, once its body has been read.
+   */
   onClose(): void {
-    if (!this.res.writableFinished) this.gone(new ClientGoneError());
+    if (this.res.writableFinished) return;
+    const socket = this.res.req.socket;
+    if (this.res.closed || socket === null || socket.destroyed) this.gone(new ClientGoneError());
   }
 
   /** gone fails pending and later drains, fires the signal and stops the runner: the client has left. */
@@ -291,7 +311,8 @@ class NodeExchange implements ResponseSink {
     }
     if (head.close) flat.push('Connection', 'close');
     if (!hasLength && head.contentLength >= 0) flat.push('Content-Length', String(head.contentLength));
-    this.res.writeHead(head.status, head.reason || STATUS_CODES[head.status] || '', flat);
+    // The reason phrase as the app gave it, even empty (SPEC §4.1).
+    this.res.writeHead(head.status, head.reason, flat);
     // node:http holds the head until the first write or end(); flushHead() wants it now.
     if (flush) this.res.flushHeaders();
   }
@@ -324,6 +345,7 @@ class NodeExchange implements ResponseSink {
   }
 
   end(close: boolean): void {
+    this.input?.responseEnded();
     if (close && !this.res.headersSent) this.res.setHeader('Connection', 'close');
     if (close) {
       // node:http lets go of the socket on 'finish', so take hold of it first (SR-17).
@@ -334,6 +356,7 @@ class NodeExchange implements ResponseSink {
   }
 
   failBeforeHead(isHead: boolean): void {
+    this.input?.responseEnded();
     const body = 'Internal Server Error\n';
     this.res.writeHead(500, 'Internal Server Error', [
       'Content-Type', 'text/plain; charset=utf-8',
@@ -362,45 +385,69 @@ class NodeExchange implements ResponseSink {
  */
 class NodeInput implements Input {
   private iterated = false;
+  private inner: AsyncIterator<Buffer> | null = null;
+  /** True once the response ended with the body not read to its end: the rest was let go. */
+  private discarded = false;
 
   constructor(
     private readonly req: IncomingMessage,
     private readonly exchange: NodeExchange,
+    /** False when the head says there is no body: nothing can be left unread. */
+    private readonly hasBody: boolean,
   ) {}
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     if (this.iterated) throw new TypeError('nsgi.input can be iterated only once (SPEC §5, IN-2)');
     this.iterated = true;
-    let inner: AsyncIterator<Buffer> | null = null;
-    const open = (): AsyncIterator<Buffer> => {
-      if (inner === null) {
-        this.exchange.firstRead();
-        // destroyOnReturn: false, so that an app that stops reading early does not destroy the
-        // request, and with it the socket its response is about to use.
-        inner = this.req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
-      }
-      return inner;
-    };
-    const req = this.req;
     return {
       next: async () => {
+        if (this.discarded) throw afterResponse();
         try {
-          return await open().next();
+          const r = await this.open().next();
+          if (r.done && this.discarded) throw afterResponse();
+          return r;
         } catch (err) {
           // IN-9: a client that left mid-body fails the read with an Error.
           throw err instanceof Error ? err : new ClientGoneError();
         }
       },
       return: async () => {
-        // Stop reading: take the iterator's listeners off, then let the rest of the body flow
-        // away unread so that the connection can carry the next request (IN-8).
-        if (inner !== null) {
-          await inner.return?.();
-          req.resume();
-        }
+        this.stopReading();
         return { done: true, value: undefined };
       },
     };
+  }
+
+  /**
+   * responseEnded is the response complete. A body the app has not read to its end is let go:
+   * read and dropped by node:http, so the connection can carry the next request, and any later
+   * read rejects rather than ending early (IN-8).
+   */
+  responseEnded(): void {
+    if (!this.hasBody || this.req.readableEnded) return;
+    this.discarded = true;
+    this.stopReading();
+  }
+
+  private open(): AsyncIterator<Buffer> {
+    if (this.inner === null) {
+      this.exchange.firstRead();
+      // destroyOnReturn: false, so that an app that stops reading early does not destroy the
+      // request, and with it the socket its response is about to use.
+      this.inner = this.req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer>;
+    }
+    return this.inner;
+  }
+
+  /**
+   * stopReading takes the iterator's listeners off and lets the rest of the body flow away
+   * unread. Without a read ever made there is nothing to undo: node:http drops an unread body
+   * itself once the response is done.
+   */
+  private stopReading(): void {
+    const inner = this.inner;
+    if (inner === null) return;
+    void inner.return?.()?.then(() => this.req.resume());
   }
 
   bytes(): Promise<Uint8Array> {
@@ -410,6 +457,10 @@ class NodeInput implements Input {
   text(): Promise<string> {
     return readText(this);
   }
+}
+
+function afterResponse(): AppError {
+  return new AppError('NSGI_INPUT_AFTER_RESPONSE', 'the response ended before the request body was read; the rest of the body was discarded (SPEC §5, IN-8)');
 }
 
 /** UPGRADE_BUFFER_LIMIT is how many bytes past the body are read, for `head`, before reading stops. */
