@@ -21,7 +21,7 @@ import { runFetch, type ToFetchOptions } from './adapters/fetch.ts';
 export interface TestRequest {
   /** The method; default `GET`. */
   method?: string;
-  /** The path and query, such as `/search?q=1`; default `/`. */
+  /** The path and query, such as `/search?q=1`, passed on as written (dot segments kept); default `/`. */
   path?: string;
   /** Request header fields, as pairs or a record. */
   headers?: HeaderList | Record<string, string>;
@@ -104,10 +104,14 @@ export async function open(app: App, req: TestRequest = {}): Promise<TestStream>
     // Pull the app one chunk per read, so a test sees exactly what the app produced so far.
     highWaterMark: 0,
   };
+  const path = req.path ?? '/';
   const response = await runFetch(app, toRequest(req), options, {
     onHead: (head) => {
       headerList = head.headers.map(([n, v]) => [n, v]);
     },
+    // The path as written, dot segments and all, as a server would pass it on (ENV-20); one a
+    // server would refuse (spaces, a fragment) goes through the URL's escaping instead.
+    target: /^\/[\x21-\x22\x24-\x7e]*$/.test(path) ? path : undefined,
   });
   const reader = response.body?.getReader() ?? null;
   let ended = reader === null;

@@ -147,3 +147,18 @@ describe('open()', () => {
     expect((await (await pending).read())?.toString()).toBe('x');
   });
 });
+
+describe('the path as written', () => {
+  it('keeps dot segments, encoded dots and an empty query, as a server would (ENV-20)', async () => {
+    let seen: Record<string, unknown> = {};
+    const app: App = (environ, startResponse) => {
+      seen = { path: environ.PATH_INFO, uri: environ.REQUEST_URI, query: environ.QUERY_STRING };
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return ['ok'];
+    };
+    await testing.request(app, { path: '/static/../secret/%2e%2e/x?' });
+    expect(seen).toEqual({ path: '/static/../secret/../x', uri: '/static/../secret/%2e%2e/x?', query: '' });
+    await testing.request(app, { path: '/a/./b/../c//d?q=1' });
+    expect(seen).toEqual({ path: '/a/./b/../c//d', uri: '/a/./b/../c//d?q=1', query: 'q=1' });
+  });
+});

@@ -221,6 +221,11 @@ export interface ToFetchOptions {
 export interface RunFetchHooks {
   /** Called with the head as the app gave it (names' case and order kept). */
   onHead?: (head: ResponseHead) => void;
+  /**
+   * The request-target as written, for REQUEST_URI, PATH_INFO and QUERY_STRING: a URL removes dot
+   * segments and an empty query, which a server never does (ENV-20).
+   */
+  target?: string;
 }
 
 /**
@@ -249,7 +254,7 @@ export function toFetch(app: App, options: ToFetchOptions = {}): (request: Reque
 export function runFetch(app: App, request: Request, options: ToFetchOptions, hooks: RunFetchHooks): Promise<Response> {
   const errors = options.errors ?? STDERR;
   const url = new URL(request.url);
-  const head = requestHead(request, url);
+  const head = requestHead(request, url, hooks.target ?? url.pathname + url.search);
   const controller = new AbortController();
   return new Promise<Response>((resolve, reject) => {
     const sink = new StreamSink(resolve, options.highWaterMark ?? 64 * 1024, hooks);
@@ -295,7 +300,7 @@ function asError(reason: unknown): Error {
 }
 
 /** requestHead describes a Request the way the reference parser describes a request, for buildEnviron. */
-function requestHead(request: Request, url: URL): RequestHead {
+function requestHead(request: Request, url: URL, target: string): RequestHead {
   const headers: Array<[string, string]> = [];
   let host: string | undefined;
   let contentLength = -1;
@@ -310,7 +315,7 @@ function requestHead(request: Request, url: URL): RequestHead {
   }
   return {
     method: request.method,
-    target: url.pathname + url.search,
+    target,
     version: 'HTTP/1.1',
     headers,
     host,
