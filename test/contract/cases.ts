@@ -977,13 +977,6 @@ export const CASES: Case[] = [
           expect(p.environ!.PATH_INFO).toBe('/a/c//d');
         },
       },
-      'testing.ts (toFetch, in memory)': {
-        reason: 'the WHATWG URL of a fetch Request removes dot-segments (repeated slashes stay)',
-        async run(t, p) {
-          await t.send({ path: '/a/./b/../c//d' });
-          expect(p.environ!.PATH_INFO).toBe('/a/c//d');
-        },
-      },
     },
   },
 ];
