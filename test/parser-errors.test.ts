@@ -101,6 +101,8 @@ const ERRORS: ErrorCase[] = [
   // limits
   { name: 'request line over 8 KiB', bytes: crlf(`GET /${'a'.repeat(8 * 1024)} HTTP/1.1\nHost: a\n\n`), status: 414, code: 'NSGI_REQUEST_LINE_TOO_LONG' },
   { name: 'request line over 8 KiB that never ends', bytes: raw(`GET /${'a'.repeat(8 * 1024)}`), status: 414, code: 'NSGI_REQUEST_LINE_TOO_LONG' },
+  { name: 'method alone over 8 KiB', bytes: crlf(`${'G'.repeat(9000)} / HTTP/1.1\nHost: a\n\n`), status: 501, code: 'NSGI_METHOD_TOO_LONG' },
+  { name: 'method over 8 KiB that never ends', bytes: raw('G'.repeat(9000)), status: 501, code: 'NSGI_METHOD_TOO_LONG' },
   { name: '101 header fields', bytes: crlf(`GET / HTTP/1.1\nHost: a\n${Array.from({ length: 100 }, (_, i) => `X-${i}: ${i}\n`).join('')}\n`), status: 431, code: 'NSGI_TOO_MANY_HEADERS' },
   { name: 'header block over 16 KiB', bytes: crlf(`GET / HTTP/1.1\nHost: a\n${Array.from({ length: 20 }, (_, i) => `X-${i}: ${'v'.repeat(1000)}\n`).join('')}\n`), status: 431, code: 'NSGI_HEADERS_TOO_LARGE' },
   { name: 'one field line over 16 KiB that never ends', bytes: raw(`GET / HTTP/1.1\r\nHost: a\r\nX: ${'v'.repeat(16 * 1024)}`), status: 431, code: 'NSGI_HEADERS_TOO_LARGE' },

@@ -308,9 +308,7 @@ export class RequestParser {
     if (this.version === '' && this.lineStage < 2) this.checkRequestLinePrefix(buf);
     const pending = unfinishedLineLength(buf, this.lineStart);
     if (this.version === '') {
-      if (pending > this.limits.maxRequestLineSize) {
-        fail('NSGI_REQUEST_LINE_TOO_LONG', 414, `request line exceeds ${this.limits.maxRequestLineSize} bytes`);
-      }
+      if (pending > this.limits.maxRequestLineSize) this.lineTooLong(this.lineStage === 0);
     } else if (this.headerBytes + pending > this.limits.maxHeaderSize) {
       fail('NSGI_HEADERS_TOO_LARGE', 431, `header block exceeds ${this.limits.maxHeaderSize} bytes`);
     }
@@ -344,9 +342,20 @@ export class RequestParser {
     }
   }
 
+  /**
+   * lineTooLong refuses a request line over the limit: 414 for its target, or 501 when the method
+   * alone runs past it, since no method that long is implemented (RFC 9112 §3).
+   */
+  private lineTooLong(inMethod: boolean): never {
+    const limit = this.limits.maxRequestLineSize;
+    if (inMethod) fail('NSGI_METHOD_TOO_LONG', 501, `method longer than ${limit} bytes`);
+    fail('NSGI_REQUEST_LINE_TOO_LONG', 414, `request line exceeds ${limit} bytes`);
+  }
+
   private parseRequestLine(buf: Buffer, start: number, end: number): void {
     if (end - start > this.limits.maxRequestLineSize) {
-      fail('NSGI_REQUEST_LINE_TOO_LONG', 414, `request line exceeds ${this.limits.maxRequestLineSize} bytes`);
+      const sp = buf.indexOf(SP, start);
+      this.lineTooLong(sp < 0 || sp >= end || sp - start > this.limits.maxRequestLineSize);
     }
     let i = start;
     while (i < end && TOKEN[buf[i]!] === 1) i++;
