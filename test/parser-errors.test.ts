@@ -237,6 +237,12 @@ describe('errors found early', () => {
     expect(result.error?.code).toBe('NSGI_BAD_CHUNK_END');
   });
 
+  it('a request sent after the last chunk without the empty line is named as a bad trailer line', () => {
+    const result = parseAll(req`POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n0\nGET /n HTTP/1.1\nHost: a\n\n`);
+    expect(result.error?.status).toBe(400);
+    expect(result.error?.message).toMatch(/trailer line "GET \/n HTTP\/1\.1".*ends with its last chunk, any trailers, then an empty line/);
+  });
+
   it('an error message quotes the offending value', () => {
     const result = parseAll(req`POST / HTTP/1.1\nHost: a\nContent-Length: 0x10\n\n`);
     expect(result.error?.message).toContain('"0x10"');

@@ -569,7 +569,7 @@ export class RequestParser {
       if (trailers.length >= this.limits.maxHeaderCount) {
         fail('NSGI_TOO_MANY_TRAILERS', 431, `more than ${this.limits.maxHeaderCount} trailer fields`);
       }
-      trailers.push(parseField(buf, start, end));
+      trailers.push(parseField(buf, start, end, 'trailer'));
     }
   }
 }
@@ -580,8 +580,11 @@ function unfinishedLineLength(buf: Buffer, start: number): number {
   return end > start && buf[end - 1] === CR ? end - start - 1 : end - start;
 }
 
-/** parseField reads one `name: value` line (without its CRLF), RFC 9112 §5. */
-function parseField(buf: Buffer, start: number, end: number): [string, string] {
+/**
+ * parseField reads one `name: value` line (without its CRLF), RFC 9112 §5; `section` names where
+ * it stands, for messages.
+ */
+function parseField(buf: Buffer, start: number, end: number, section: 'header' | 'trailer' = 'header'): [string, string] {
   const first = buf[start]!;
   if (first === SP || first === HTAB) {
     fail('NSGI_OBS_FOLD', 400, 'obsolete line folding (a field line starting with whitespace)');
@@ -589,11 +592,14 @@ function parseField(buf: Buffer, start: number, end: number): [string, string] {
   let i = start;
   while (i < end && TOKEN[buf[i]!] === 1) i++;
   if (i === end || buf[i] !== 0x3a) {
+    // A line that is no field after the last chunk is most often the next request, sent
+    // without the empty line that ends a chunked body.
+    const hint = section === 'trailer' ? '; a chunked body ends with its last chunk, any trailers, then an empty line' : '';
     const line = quote(buf.toString('latin1', start, end));
     if (i < end && (buf[i] === SP || buf[i] === HTAB)) {
-      fail('NSGI_SPACE_BEFORE_COLON', 400, `whitespace between field name and colon in ${line}`);
+      fail('NSGI_SPACE_BEFORE_COLON', 400, `whitespace between field name and colon in ${section} line ${line}${hint}`);
     }
-    fail('NSGI_BAD_FIELD_NAME', 400, `invalid header field line ${line}`);
+    fail('NSGI_BAD_FIELD_NAME', 400, `invalid ${section} field line ${line}${hint}`);
   }
   if (i === start) fail('NSGI_BAD_FIELD_NAME', 400, 'header field with an empty name');
   let vs = i + 1;
