@@ -20,7 +20,7 @@
  */
 import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Write } from '../protocol/nsgi.ts';
 import { LazySignal } from './environ.ts';
-import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
+import { AppError, ClientGoneError } from './errors.ts';
 import { describe, parseStatus, type Status } from './http1/writer.ts';
 
 type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
@@ -51,6 +51,11 @@ export abstract class ResponseCycle extends LazySignal {
   protected held: Chunk | null = null;
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
+  /**
+   * True once the body has stopped (ended, failed, or abandoned) and its iterator is being
+   * closed: a write() from here on, from the iterator's `return()` say, comes after the end.
+   */
+  private bodyStopped = false;
 
   // The functions handed to the app are bound methods rather than arrow-function fields: they
   // are made for every request, and bound functions skip the name bookkeeping that the
@@ -94,6 +99,11 @@ export abstract class ResponseCycle extends LazySignal {
   /** requestName names the request in error messages: `GET /path`. */
   protected abstract requestName(): string;
 
+  /** shouldLog tells whether an error that fails the response is written to `nsgi.errors` (ERR-3). */
+  protected shouldLog(_err: unknown): boolean {
+    return true;
+  }
+
   /** clientLeft tells whether the client has gone, so that a late call is not blamed on the app. */
   protected clientLeft(): boolean {
     return this.aborted;
@@ -126,7 +136,7 @@ export abstract class ResponseCycle extends LazySignal {
 
   /** writeChunk is `write(chunk)`. */
   private writeChunk(chunk: Chunk): Promise<void> {
-    if (this.finished) {
+    if (this.finished || this.bodyStopped) {
       return Promise.reject(
         this.clientLeft()
           ? new ClientGoneError()
@@ -348,7 +358,7 @@ export abstract class ResponseCycle extends LazySignal {
       this.complete();
       return;
     }
-    if (!(err instanceof ClientGoneError) && !(err instanceof ProtocolError)) {
+    if (this.shouldLog(err)) {
       const what = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
       this.errors.write(`nsgi: error in app for ${this.requestName()}: ${what}`);
     }
@@ -384,6 +394,7 @@ export abstract class ResponseCycle extends LazySignal {
    * pump calls it again once `next()` has returned.
    */
   protected closeIterator(): void {
+    this.bodyStopped = true;
     const it = this.iterator;
     if (it === null || this.iteratorClosed || this.pulling) return;
     this.iteratorClosed = true;

@@ -166,6 +166,14 @@ export class Exchange extends ResponseCycle {
     this.host.cut();
   }
 
+  /**
+   * shouldLog leaves out what is not the app's fault: a malformed body met while reading the
+   * input (answered with its own status) and the client leaving.
+   */
+  protected override shouldLog(err: unknown): boolean {
+    return !(err instanceof ProtocolError) && !(err instanceof ClientGoneError);
+  }
+
   protected requestName(): string {
     const req = this.host.http.request!;
     return `${req.method} ${req.target}`;

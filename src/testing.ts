@@ -211,5 +211,8 @@ function toRequest(req: TestRequest): Request {
       init.duplex = 'half';
     }
   }
-  return new Request(new URL(path, origin), init);
+  // A path is joined to the origin, not resolved against it: `//evil.example/x` is a path here,
+  // as it is in a request-target, not another host.
+  const url = path.startsWith('/') ? new URL(origin.replace(/\/+$/, '') + path) : new URL(path, origin);
+  return new Request(url, init);
 }

@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, Environ } from '../protocol/nsgi.ts';
 import { createNodeServer, fromFetch, toFetch, toNodeListener, validate } from '../src/index.ts';
+import { ClientGoneError } from '../src/errors.ts';
 import { RawClient, cleanup, finalResponses, startServer, waitUntil } from './helpers/server.ts';
 
 const nodeServers: http.Server[] = [];
@@ -296,6 +297,16 @@ describe('fromFetch', () => {
 });
 
 describe('toFetch', () => {
+  it('logs every error that fails a response while the client is there, whatever its class (ERR-3)', async () => {
+    const errors: string[] = [];
+    const app: App = () => {
+      throw new ClientGoneError('thrown by the app, though the client is still there');
+    };
+    const res = await toFetch(app, { errors: { write: (m) => void errors.push(m) } })(new Request('http://t/'));
+    expect(res.status).toBe(500);
+    expect(errors.join('\n')).toContain('thrown by the app, though the client is still there');
+  });
+
   it('builds an environ that passes validate(), with the documented approximations', async () => {
     const r = recording();
     const handler = toFetch(validate(r.app), { remoteAddress: '10.0.0.9', errors: { write: (m) => expect.fail(m) } });

@@ -306,14 +306,23 @@ describe('error responses', () => {
     expect(conn.keepAliveRequested).toBe(false);
   });
 
-  it('rejectRequest of a HEAD request refused at its head sends no body', () => {
-    const conn = new Http1Connection();
-    conn.receive(req`HEAD / HTTP/1.1\nHost: a b\n\n`);
-    rejectNext(conn);
-    const text = output(conn);
-    expect(text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*Content-Length: \d+\r\n/);
-    expect(text.endsWith('\r\n\r\n')).toBe(true);
-  });
+  const refusedHeads: Array<[string, Buffer]> = [
+    ['400', req`HEAD / HTTP/1.1\nHost: a b\n\n`],
+    ['505', req`HEAD / HTTP/2.0\nHost: a\n\n`],
+    ['400', req`HEAD * HTTP/1.1\nHost: a\n\n`],
+    ['414', req`HEAD /${'a'.repeat(9000)} HTTP/1.1\nHost: a\n\n`],
+    ['414', req`HEAD /${'a'.repeat(9000)}`],
+  ];
+  for (const [status, bytes] of refusedHeads) {
+    it(`rejectRequest of a HEAD request refused with ${status} sends no body (${bytes.length} bytes)`, () => {
+      const conn = new Http1Connection();
+      conn.receive(bytes);
+      rejectNext(conn);
+      const text = output(conn);
+      expect(text).toMatch(new RegExp(`^HTTP/1\\.1 ${status} [^]*Content-Length: \\d+\r\n`));
+      expect(text.endsWith('\r\n\r\n')).toBe(true);
+    });
+  }
 
   it('rejectRequest after the head went out writes nothing more', () => {
     const conn = connect(req`POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n`);

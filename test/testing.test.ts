@@ -162,3 +162,18 @@ describe('the path as written', () => {
     expect(seen).toEqual({ path: '/a/./b/../c//d', uri: '/a/./b/../c//d?q=1', query: 'q=1' });
   });
 });
+
+describe('the origin', () => {
+  it('stays the Host when the path begins with two slashes or a backslash', async () => {
+    let seen: Record<string, unknown> = {};
+    const app: App = (environ, startResponse) => {
+      seen = { host: environ.HTTP_HOST, name: environ.SERVER_NAME, uri: environ.REQUEST_URI };
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return ['ok'];
+    };
+    await testing.request(app, { path: '//evil.example/x' });
+    expect(seen).toEqual({ host: 'localhost', name: 'localhost', uri: '//evil.example/x' });
+    await testing.request(app, { path: '/\\x' });
+    expect(seen).toMatchObject({ host: 'localhost', name: 'localhost' });
+  });
+});

@@ -447,7 +447,8 @@ class NodeInput implements Input {
   private stopReading(): void {
     const inner = this.inner;
     if (inner === null) return;
-    void inner.return?.()?.then(() => this.req.resume());
+    const resume = (): void => void this.req.resume();
+    inner.return?.()?.then(resume, resume);
   }
 
   bytes(): Promise<Uint8Array> {

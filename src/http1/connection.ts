@@ -350,7 +350,7 @@ export class Http1Connection {
     this.out.latin1(head + '\r\n');
     this.statusCode = code;
     // RFC 9110 §9.3.2: never content for HEAD, even for a request refused at its head.
-    if ((this.request?.method ?? this.parser.methodSeen) !== 'HEAD') {
+    if (!(this.request !== null ? this.request.method === 'HEAD' : this.parser.headMethod)) {
       this.out.utf8(body, Buffer.byteLength(body));
       this.bodyBytes = Buffer.byteLength(body);
     }

@@ -145,6 +145,7 @@ export class RequestParser {
   private lineStart = 0;
   private scan = 0;
   private method = '';
+  private headLine = false;
   private target = '';
   private version: 'HTTP/1.0' | 'HTTP/1.1' | '' = '';
   // How far checkRequestLinePrefix got: 0 in the method, 1 in the target, 2 past it.
@@ -187,12 +188,12 @@ export class RequestParser {
   }
 
   /**
-   * methodSeen is the method of the request whose head is being read, once its request line has
-   * passed, else `''`: an error found later in the head is still answered as that method wants
-   * (no body for HEAD).
+   * headMethod is true when the request line being read (or read) begins `HEAD `, whether or not
+   * the rest of it is valid: a request refused anywhere in its head is still answered without a
+   * body if it asked with HEAD.
    */
-  get methodSeen(): string {
-    return this.method;
+  get headMethod(): boolean {
+    return this.headLine;
   }
 
   /** idle is true before any byte of the next request head has arrived. */
@@ -221,6 +222,7 @@ export class RequestParser {
     if (this.state !== State.Done) throw new Error(`nextCycle() called before the request was complete`);
     this.state = State.Head;
     this.method = '';
+    this.headLine = false;
     this.target = '';
     this.version = '';
     this.lineStage = 0;
@@ -308,7 +310,10 @@ export class RequestParser {
     if (this.version === '' && this.lineStage < 2) this.checkRequestLinePrefix(buf);
     const pending = unfinishedLineLength(buf, this.lineStart);
     if (this.version === '') {
-      if (pending > this.limits.maxRequestLineSize) this.lineTooLong(this.lineStage === 0);
+      if (pending > this.limits.maxRequestLineSize) {
+        this.headLine = beginsWithHead(buf, this.lineStart, buf.length);
+        this.lineTooLong(this.lineStage === 0);
+      }
     } else if (this.headerBytes + pending > this.limits.maxHeaderSize) {
       fail('NSGI_HEADERS_TOO_LARGE', 431, `header block exceeds ${this.limits.maxHeaderSize} bytes`);
     }
@@ -353,6 +358,7 @@ export class RequestParser {
   }
 
   private parseRequestLine(buf: Buffer, start: number, end: number): void {
+    this.headLine = beginsWithHead(buf, start, end);
     if (end - start > this.limits.maxRequestLineSize) {
       const sp = buf.indexOf(SP, start);
       this.lineTooLong(sp < 0 || sp >= end || sp - start > this.limits.maxRequestLineSize);
@@ -572,6 +578,11 @@ export class RequestParser {
       trailers.push(parseField(buf, start, end, 'trailer'));
     }
   }
+}
+
+/** beginsWithHead tells whether the line from `start` begins with the method HEAD and its space. */
+function beginsWithHead(buf: Buffer, start: number, end: number): boolean {
+  return end - start > 4 && buf[start] === 0x48 && buf[start + 1] === 0x45 && buf[start + 2] === 0x41 && buf[start + 3] === 0x44 && buf[start + 4] === SP;
 }
 
 /** unfinishedLineLength is the length of a line still arriving, not counting a CR that may end it. */

@@ -462,6 +462,33 @@ export const CASES: Case[] = [
     },
   },
   {
+    name: "a write() from the body's return() after its end rejects; the response is whole without it",
+    spec: ['SR-28', 'BODY-16'],
+    app: (p) => (_env, startResponse) => {
+      const write = startResponse('200 OK', TEXT);
+      let i = 0;
+      return {
+        [Symbol.iterator]: () => ({
+          next: (): IteratorResult<Chunk> => (i < 2 ? { done: false, value: `x${++i}` } : { done: true, value: undefined }),
+          return: (): IteratorResult<Chunk> => {
+            p.returnCalls++;
+            const late = write('late');
+            late.catch(() => {});
+            p.value = late;
+            return { done: true, value: undefined };
+          },
+        }),
+      };
+    },
+    async run(t, p) {
+      const r = await t.send({});
+      expect(r.body.toString()).toBe('x1x2');
+      expect(r.complete).toBe(true);
+      await until(() => p.returnCalls === 1, 'return() to be called');
+      await expect(p.value as Promise<void>).rejects.toThrow(/after the response ended/);
+    },
+  },
+  {
     name: 'flushHead() sends the head at once; the body is then chunked',
     spec: ['SR-31', 'SR-32'],
     app: (p) => (_env, startResponse) => {
