@@ -3,6 +3,7 @@
  * server as bytes arrive, with backpressure in both directions.
  */
 import type { Input } from '../protocol/nsgi.ts';
+import { AppError } from './errors.ts';
 
 /** INPUT_HIGH_WATER_MARK is how many unread body bytes make the server stop reading the socket. */
 export const INPUT_HIGH_WATER_MARK = 64 * 1024;
@@ -141,6 +142,14 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
   text(): Promise<string> {
     return readText(this);
   }
+}
+
+/**
+ * inputAfterResponse is the error of a read made after the response ended with the body unread:
+ * the rest was discarded, and the app must not take what it got for the whole (IN-8).
+ */
+export function inputAfterResponse(): AppError {
+  return new AppError('NSGI_INPUT_AFTER_RESPONSE', 'the response ended before the request body was read; the rest of the body was discarded (SPEC §5, IN-8)');
 }
 
 /**

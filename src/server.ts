@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import type { App, ErrorStream, HeaderList, Upgraded } from '../protocol/nsgi.ts';
-import { RequestInput, type InputHooks } from './body.ts';
+import { RequestInput, inputAfterResponse, type InputHooks } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
 import { AppError, ClientGoneError, ProtocolError, STDERR, ServerClosingError } from './errors.ts';
 import { Exchange, OUTPUT_HIGH_WATER_MARK, type ExchangeHost } from './exchange.ts';
@@ -403,7 +403,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
       }
       // The rest is read and thrown away: an app still reading learns so, rather than seeing
       // the body end early.
-      this.input?.discard(new AppError('NSGI_INPUT_AFTER_RESPONSE', 'the response ended before the request body was read; the rest of the body was discarded'));
+      this.input?.discard(inputAfterResponse());
       this.resume('input');
       this.drained = 0;
       this.startBodyTimer();

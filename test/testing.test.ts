@@ -177,3 +177,27 @@ describe('the origin', () => {
     expect(seen).toMatchObject({ host: 'localhost', name: 'localhost' });
   });
 });
+
+describe('a read of nsgi.input after the response ended', () => {
+  it('rejects instead of ending early or giving the whole body, as on the server (IN-8)', async () => {
+    let late: Promise<unknown> | null = null;
+    const app: App = (environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      late = new Promise((resolve) => setTimeout(resolve, 20)).then(() => environ['nsgi.input'].bytes());
+      late.catch(() => {});
+      return ['x'];
+    };
+    const res = await testing.request(app, { method: 'POST', body: '0123456789' });
+    expect(res.text()).toBe('x');
+    await expect(late!).rejects.toThrow(/response ended before the request body was read/);
+  });
+
+  it('is not refused once the whole body was read before the end', async () => {
+    const app: App = async (environ, startResponse) => {
+      const body = await environ['nsgi.input'].text();
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return [body];
+    };
+    expect((await testing.request(app, { method: 'POST', body: 'all of it' })).text()).toBe('all of it');
+  });
+});

@@ -14,7 +14,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { ReadableStreamReadResult } from 'node:stream/web';
 import type { App, Environ, ErrorStream, HeaderList, Input } from '../../protocol/nsgi.ts';
-import { readBytes, readText } from '../body.ts';
+import { inputAfterResponse, readBytes, readText } from '../body.ts';
 import { buildEnviron } from '../environ.ts';
 import { ClientGoneError, STDERR } from '../errors.ts';
 import type { RequestHead } from '../http1/parser.ts';
@@ -243,7 +243,9 @@ export interface RunFetchHooks {
  * end of the body, or at `flushHead()` (SPEC §3.2). An app error before that gives a 500 Response;
  * after it, the body stream errors. The body stream pulls the app only while less than its
  * high-water mark is queued, and cancelling it closes the app's iterator. `request.signal`
- * aborting, or the body being cancelled, aborts `nsgi.signal`.
+ * aborting, or the body being cancelled, aborts `nsgi.signal`. A request body the app has not read
+ * to its end when its response ends is cancelled, and a later read rejects (IN-8), as on the
+ * reference server.
  */
 export function toFetch(app: App, options: ToFetchOptions = {}): (request: Request) => Promise<Response> {
   if (typeof app !== 'function') throw new TypeError(`toFetch() needs an app function, got ${typeof app}`);
@@ -259,6 +261,8 @@ export function runFetch(app: App, request: Request, options: ToFetchOptions, ho
   return new Promise<Response>((resolve, reject) => {
     const sink = new StreamSink(resolve, options.highWaterMark ?? 64 * 1024, hooks);
     const runner = new ResponseRunner(sink, errors, head.method === 'HEAD', `${head.method} ${head.target}`);
+    const input = new StreamInput(request.body);
+    sink.input = input;
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const environ = buildEnviron(
       head,
@@ -272,7 +276,7 @@ export function runFetch(app: App, request: Request, options: ToFetchOptions, ho
         multiprocess: false,
         errors,
       },
-      new StreamInput(request.body),
+      input,
       controller.signal,
     );
     if (options.environ !== undefined) Object.assign(environ, options.environ);
@@ -331,6 +335,8 @@ function requestHead(request: Request, url: URL, target: string): RequestHead {
 class StreamSink implements ResponseSink {
   /** onCancel is called when the consumer cancels the body. */
   onCancel: () => void = () => {};
+  /** The request's `nsgi.input`, told when the response is complete (IN-8). */
+  input: StreamInput | null = null;
   private readonly stream: ReadableStream<Uint8Array>;
   private controller!: ReadableStreamDefaultController<Uint8Array>;
   private closedBy: Error | null = null;
@@ -410,12 +416,14 @@ class StreamSink implements ResponseSink {
   }
 
   end(): void {
+    this.input?.responseEnded();
     if (this.done) return;
     this.done = true;
     this.controller.close();
   }
 
   failBeforeHead(isHead: boolean): void {
+    this.input?.responseEnded();
     this.done = true;
     const body = 'Internal Server Error\n';
     this.hooks.onHead?.({ status: 500, reason: 'Internal Server Error', headers: [['content-type', 'text/plain; charset=utf-8']], contentLength: body.length, noBody: isHead, close: false });
@@ -444,24 +452,43 @@ class StreamSink implements ResponseSink {
 /** StreamInput is `nsgi.input` over a Request's body stream, read one chunk per `next()`. */
 class StreamInput implements Input {
   private iterated = false;
+  private reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** True once the body has been read to its end. */
+  private readToEnd = false;
+  /** True once the response ended with the body not read to its end: the rest was let go. */
+  private discarded = false;
 
   constructor(private readonly body: ReadableStream<Uint8Array> | null) {}
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     if (this.iterated) throw new TypeError('nsgi.input can be iterated only once (SPEC §5, IN-2)');
     this.iterated = true;
-    const reader = this.body?.getReader() ?? null;
     return {
-      async next(): Promise<IteratorResult<Uint8Array>> {
-        if (reader === null) return { done: true, value: undefined };
-        const r = await reader.read();
+      next: async (): Promise<IteratorResult<Uint8Array>> => {
+        if (this.discarded) throw inputAfterResponse();
+        if (this.body === null) return { done: true, value: undefined };
+        this.reader ??= this.body.getReader();
+        const r = await this.reader.read();
+        if (r.done && this.discarded) throw inputAfterResponse();
+        if (r.done) this.readToEnd = true;
         return r.done ? { done: true, value: undefined } : { done: false, value: r.value };
       },
-      async return(): Promise<IteratorResult<Uint8Array>> {
-        await reader?.cancel().catch(() => {});
+      return: async (): Promise<IteratorResult<Uint8Array>> => {
+        await this.reader?.cancel().catch(() => {});
         return { done: true, value: undefined };
       },
     };
+  }
+
+  /**
+   * responseEnded is the response complete. A body not read to its end is cancelled, and a later
+   * read rejects rather than ending early (IN-8), as on the reference server.
+   */
+  responseEnded(): void {
+    if (this.body === null || this.readToEnd) return;
+    this.discarded = true;
+    if (this.reader !== null) this.reader.cancel().catch(() => {});
+    else if (!this.body.locked) this.body.cancel().catch(() => {});
   }
 
   bytes(): Promise<Uint8Array> {

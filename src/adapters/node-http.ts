@@ -48,7 +48,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { App, Environ, ErrorStream, HeaderList, Input, StartResponse, Upgraded, UpgradeOptions, Write } from '../../protocol/nsgi.ts';
-import { RequestInput, readBytes, readText, type InputHooks } from '../body.ts';
+import { RequestInput, inputAfterResponse, readBytes, readText, type InputHooks } from '../body.ts';
 import { LazySignal, buildEnviron, type ConnectionInfo } from '../environ.ts';
 import { AppError, ClientGoneError, STDERR, ServerClosingError } from '../errors.ts';
 import { RequestParser, type RequestHead } from '../http1/parser.ts';
@@ -401,10 +401,10 @@ class NodeInput implements Input {
     this.iterated = true;
     return {
       next: async () => {
-        if (this.discarded) throw afterResponse();
+        if (this.discarded) throw inputAfterResponse();
         try {
           const r = await this.open().next();
-          if (r.done && this.discarded) throw afterResponse();
+          if (r.done && this.discarded) throw inputAfterResponse();
           return r;
         } catch (err) {
           // IN-9: a client that left mid-body fails the read with an Error.
@@ -458,10 +458,6 @@ class NodeInput implements Input {
   text(): Promise<string> {
     return readText(this);
   }
-}
-
-function afterResponse(): AppError {
-  return new AppError('NSGI_INPUT_AFTER_RESPONSE', 'the response ended before the request body was read; the rest of the body was discarded (SPEC §5, IN-8)');
 }
 
 /** UPGRADE_BUFFER_LIMIT is how many bytes past the body are read, for `head`, before reading stops. */
