@@ -383,6 +383,9 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!);
     this.exchange = exchange;
     this.input = input;
+    // A head that finished arriving after close() began: the app learns at once that the server
+    // is closing (SRV-28), as the exchanges under way at close() did.
+    if (this.shuttingDown) exchange.abortSignal(new ServerClosingError());
     if (this.peerEnded) exchange.clientClosed(new ClientGoneError('the client closed its side of the connection'));
     exchange.run(this.settings.app, environ);
   }

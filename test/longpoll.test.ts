@@ -42,6 +42,27 @@ describe('Topic', () => {
     expect(topic.waiterCount).toBe(0);
   });
 
+  it('waits for an item with no timer when timeoutMs is Infinity or beyond what a timer holds', async () => {
+    const topic = new Topic<string>();
+    for (const timeoutMs of [Infinity, 30 * 24 * 3600 * 1000]) {
+      let settled: unknown = null;
+      const wait = topic.waitFor(topic.lastId, { timeoutMs }).then((r) => (settled = r));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(settled).toBeNull();
+      topic.publish('x');
+      await wait;
+      expect(settled).not.toBe('timeout');
+    }
+    expect(topic.waiterCount).toBe(0);
+  });
+
+  it('refuses a timeoutMs that is not a number of milliseconds', () => {
+    const topic = new Topic<string>();
+    for (const timeoutMs of [NaN, -1, '100' as unknown as number]) {
+      expect(() => topic.waitFor(0, { timeoutMs })).toThrow(RangeError);
+    }
+  });
+
   it('resolves "timeout" after timeoutMs and forgets the waiter', async () => {
     const topic = new Topic<string>();
     const start = Date.now();

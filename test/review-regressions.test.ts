@@ -499,3 +499,25 @@ describe('a request refused at the end of its head, while the client is still se
     });
   }
 });
+
+describe('a request whose head finishes arriving after close() began', () => {
+  it('sees nsgi.signal already aborted with NSGI_SERVER_CLOSING, and is answered with Connection: close', async () => {
+    let reason: unknown = null;
+    const { port, server } = await startServer((environ, startResponse) => {
+      const signal = environ['nsgi.signal'];
+      reason = signal.aborted ? signal.reason : 'not aborted';
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return ['bye'];
+    });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\r\nHo');
+    await sleepFor(50);
+    const closed = server.close({ timeout: 3000 });
+    await sleepFor(50);
+    client.write('st: a\r\n\r\n');
+    const data = await client.waitForResponses(1);
+    expect((reason as { code?: string }).code).toBe('NSGI_SERVER_CLOSING');
+    expect(data.toString('latin1')).toMatch(/\r\nConnection: close\r\n/);
+    await closed;
+  });
+});

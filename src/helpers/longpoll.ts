@@ -46,9 +46,15 @@ export interface PollResult<T> {
   readonly missed: boolean;
 }
 
+/** MAX_TIMER_MS is the longest delay a Node timer keeps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** WaitOptions bounds a {@link Topic.waitFor}. */
 export interface WaitOptions {
-  /** Milliseconds to wait for a new item before resolving `'timeout'`. */
+  /**
+   * Milliseconds to wait for a new item before resolving `'timeout'`; `Infinity` (or anything
+   * above the 24.8 days a timer can hold) waits until an item comes or the signal aborts.
+   */
   timeoutMs: number;
   /** Stops the wait at once when aborted; pass `environ['nsgi.signal']`. */
   signal?: AbortSignal;
@@ -64,7 +70,7 @@ interface Waiter<T> {
   since: number;
   resolve(result: PollResult<T> | 'timeout'): void;
   reject(reason: unknown): void;
-  timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout | null;
   signal: AbortSignal | undefined;
   onAbort: () => void;
 }
@@ -127,6 +133,9 @@ export class Topic<T> {
    */
   waitFor(since: number, options: WaitOptions): Promise<PollResult<T> | 'timeout'> {
     const { signal, timeoutMs } = options;
+    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) {
+      throw new RangeError(`timeoutMs must be a number of milliseconds, 0 or more (Infinity: no timeout), got ${String(timeoutMs)}`);
+    }
     if (signal?.aborted) return Promise.reject(signal.reason);
     const now = this.since(since);
     if (now.items.length > 0) return Promise.resolve(now);
@@ -136,11 +145,15 @@ export class Topic<T> {
         resolve,
         reject,
         signal,
-        timer: setTimeout(() => {
-          this.waiters.delete(waiter);
-          this.release(waiter);
-          resolve('timeout');
-        }, timeoutMs),
+        // Node's timers hold at most 2^31 - 1 ms and fire at once beyond it; a longer wait has none.
+        timer:
+          timeoutMs > MAX_TIMER_MS
+            ? null
+            : setTimeout(() => {
+                this.waiters.delete(waiter);
+                this.release(waiter);
+                resolve('timeout');
+              }, timeoutMs),
         onAbort: () => {
           this.waiters.delete(waiter);
           this.release(waiter);
@@ -158,7 +171,7 @@ export class Topic<T> {
   }
 
   private release(waiter: Waiter<T>): void {
-    clearTimeout(waiter.timer);
+    if (waiter.timer !== null) clearTimeout(waiter.timer);
     waiter.signal?.removeEventListener('abort', waiter.onAbort);
   }
 }
