@@ -355,7 +355,7 @@ class Call {
 
   private start(status: string, headers: HeaderList, excInfo?: unknown): Write {
     checkStatus(status);
-    const length = checkResponseHeaders(headers, (warning) => this.warn(warning));
+    const length = checkResponseHeaders(headers, status.startsWith('426'), (warning) => this.warn(warning));
     if (this.started && excInfo === undefined) {
       throw new ValidationError('SR-22', 'app', `startResponse(${show(status)}) called a second time without excInfo; pass the caught error as the third argument to replace the response`);
     }
@@ -801,7 +801,7 @@ function checkStatus(status: unknown): void {
  * checkResponseHeaders checks an app's headers (SR-3 to SR-6, SR-14, and SR-11 through `warn`)
  * and returns its Content-Length or -1.
  */
-function checkResponseHeaders(headers: unknown, warn: (warning: ValidationError) => void): number {
+function checkResponseHeaders(headers: unknown, is426: boolean, warn: (warning: ValidationError) => void): number {
   if (!Array.isArray(headers)) {
     throw new ValidationError('SR-3', 'app', `headers must be an array of [name, value] pairs, got ${show(headers)}; write [['Content-Type', 'text/plain']]`);
   }
@@ -831,8 +831,10 @@ function checkResponseHeaders(headers: unknown, warn: (warning: ValidationError)
       throw new ValidationError('SR-14', 'app', `the app gave Transfer-Encoding: ${JSON.stringify(value)}; framing is the server's, yield the plain content and leave the header out`);
     } else if (HOP_BY_HOP.has(lower)) {
       const closeOnly = lower === 'connection' && /^[ \t]*close[ \t]*$/i.test(value);
-      if (!closeOnly) {
-        warn(new ValidationError('SR-11', 'app', `the app gave the hop-by-hop field ${name}: ${JSON.stringify(value)}; the connection is the server's, which drops it: leave it out (only "Connection: close" is honoured)`));
+      // A 426 must name its protocols in Upgrade (RFC 9110 §15.5.22); the server adds the option.
+      const upgradeFor426 = is426 && lower === 'upgrade';
+      if (!closeOnly && !upgradeFor426) {
+        warn(new ValidationError('SR-11', 'app', `the app gave the hop-by-hop field ${name}: ${JSON.stringify(value)}; the connection is the server's, which drops it: leave it out (only "Connection: close" is honoured, and Upgrade in a 426)`));
       }
     }
   }

@@ -247,7 +247,8 @@ function watch(ws: WebSocket, environ: Environ, heartbeatMs: number): void {
 
 /** refuseNonUpgrade answers a request that is not a WebSocket handshake. */
 function refuseNonUpgrade(startResponse: StartResponse): Body {
-  return plain(startResponse, '426 Upgrade Required', 'This endpoint speaks WebSocket: send a WebSocket handshake (Upgrade: websocket)\n', []);
+  // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+  return plain(startResponse, '426 Upgrade Required', 'This endpoint speaks WebSocket: send a WebSocket handshake (Upgrade: websocket)\n', [['Upgrade', 'websocket']]);
 }
 
 const upgradeRequired: App = (_environ, startResponse) => refuseNonUpgrade(startResponse);

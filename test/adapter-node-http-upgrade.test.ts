@@ -96,6 +96,8 @@ describe('WebSockets through createNodeServer', () => {
     const port = await listen(createNodeServer(websocketApp(() => {})));
     const res = await fetch(`http://127.0.0.1:${port}/chat`);
     expect(res.status).toBe(426);
+    expect(res.headers.get('upgrade')).toBe('websocket');
+    expect(res.headers.get('connection')?.toLowerCase()).toContain('upgrade');
     await res.text();
   });
 

@@ -186,6 +186,9 @@ describe('refusing', () => {
     const bare = await startServer(echoApp());
     const res = await fetch(`${bare.url}/`);
     expect(res.status).toBe(426);
+    // RFC 9110 §15.5.22: the 426 names the protocol, with the upgrade connection option.
+    expect(res.headers.get('upgrade')).toBe('websocket');
+    expect(res.headers.get('connection')).toBe('upgrade');
     expect(await res.text()).toContain('WebSocket');
 
     const withFallback = await startServer(

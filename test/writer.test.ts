@@ -62,7 +62,14 @@ describe('prepareHeaders', () => {
       close: false,
       hasDate: false,
       hasServer: false,
+      upgrade: '',
     });
+  });
+
+  it('keeps an Upgrade aside (for a 426) rather than in the block', () => {
+    const prepared = prepareHeaders([['Upgrade', 'websocket'], ['Upgrade', 'h2c'], ['X-A', '1']]);
+    expect(prepared.block).toBe('X-A: 1\r\n');
+    expect(prepared.upgrade).toBe('websocket, h2c');
   });
 
   it.each(['Bad Name', 'X:Y', '', 'caf\xe9', 'X\r\nY', 'a(b)', 'ta\tb'])('rejects the header name %j', (name) => {

@@ -71,7 +71,7 @@ export function fromFetch(handler: FetchHandler): App {
     if (!(response instanceof Response) || response.type === 'error') {
       throw new TypeError(`the fetch handler resolved to ${response instanceof Response ? 'a network error (Response.error())' : typeof response}, not a Response`);
     }
-    const write = startResponse(`${response.status} ${response.statusText || STATUS_CODES[response.status] || ''}`.trimEnd(), responseHeaders(response.headers));
+    const write = startResponse(`${response.status} ${response.statusText || STATUS_CODES[response.status] || ''}`.trimEnd(), responseHeaders(response.headers, response.status));
     const body = response.body;
     if (body === null) return [];
     const reader = body.getReader();
@@ -168,11 +168,13 @@ function requestHeaders(environ: Environ): Array<[string, string]> {
   return out;
 }
 
-function responseHeaders(headers: Headers): HeaderList {
+function responseHeaders(headers: Headers, status: number): HeaderList {
   const out: HeaderList = [];
   for (const [name, value] of headers) {
-    // Connection: close is the one hop-by-hop field an app may give (SR-10, SR-11); toFetch passes it on.
+    // Connection: close is the one hop-by-hop field an app may give (SR-10, SR-11); toFetch passes
+    // it on. A 426 keeps its Upgrade (SR-9).
     if (name === 'connection' && /^[ \t]*close[ \t]*$/i.test(value)) out.push([name, 'close']);
+    if (name === 'upgrade' && status === 426) out.push([name, value]);
     if (name === 'set-cookie' || HOP_BY_HOP.has(name)) continue;
     out.push([name, value]);
   }
@@ -394,7 +396,8 @@ class StreamSink implements ResponseSink {
     for (const [name, value] of head.headers) headers.append(name, value);
     if (head.contentLength >= 0 && !headers.has('content-length')) headers.set('content-length', String(head.contentLength));
     // A Response has no connection; the app's Connection: close is passed on for a server to honour.
-    if (head.close) headers.set('connection', 'close');
+    if (head.upgrade !== '') headers.set('connection', head.close ? 'upgrade, close' : 'upgrade');
+    else if (head.close) headers.set('connection', 'close');
     const nullBody = head.noBody || head.status === 205;
     this.resolve(new Response(nullBody ? null : this.stream, { status: head.status, statusText: head.reason, headers }));
   }
@@ -426,7 +429,7 @@ class StreamSink implements ResponseSink {
     this.input?.responseEnded();
     this.done = true;
     const body = 'Internal Server Error\n';
-    this.hooks.onHead?.({ status: 500, reason: 'Internal Server Error', headers: [['content-type', 'text/plain; charset=utf-8']], contentLength: body.length, noBody: isHead, close: false });
+    this.hooks.onHead?.({ status: 500, reason: 'Internal Server Error', headers: [['content-type', 'text/plain; charset=utf-8']], contentLength: body.length, noBody: isHead, close: false, upgrade: '' });
     this.resolve(
       new Response(isHead ? null : body, {
         status: 500,

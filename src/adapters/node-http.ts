@@ -309,7 +309,8 @@ class NodeExchange implements ResponseSink {
       if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
       flat.push(name, value);
     }
-    if (head.close) flat.push('Connection', 'close');
+    if (head.upgrade !== '') flat.push('Connection', head.close ? 'upgrade, close' : 'upgrade');
+    else if (head.close) flat.push('Connection', 'close');
     if (!hasLength && head.contentLength >= 0) flat.push('Content-Length', String(head.contentLength));
     // The reason phrase as the app gave it, even empty (SPEC §4.1).
     this.res.writeHead(head.status, head.reason, flat);

@@ -24,6 +24,11 @@ export interface ResponseHead {
   readonly noBody: boolean;
   /** True when the app asked for `Connection: close` (SR-10). */
   readonly close: boolean;
+  /**
+   * For a 426, the protocols the app named in Upgrade (RFC 9110 §15.5.22), which are also among
+   * `headers`: the sink adds the `upgrade` connection option (§7.8). '' otherwise.
+   */
+  readonly upgrade: string;
 }
 
 /** ResponseSink is where a runner's response goes: a node:http response, a fetch Response, memory. */
@@ -91,7 +96,9 @@ export class ResponseRunner extends ResponseCycle {
     const reason = status.line.slice(13, -2);
     // Every field spelled out, no spread: one object shape for every head keeps the code that
     // reads them fast.
-    this.sink.head({ status: code, reason, headers, contentLength, noBody, close: h.close }, flush);
+    const upgrade = code === 426 ? h.upgrade : '';
+    const fields: HeaderList = upgrade === '' ? headers : [...headers, ['Upgrade', upgrade]];
+    this.sink.head({ status: code, reason, headers: fields, contentLength, noBody, close: h.close, upgrade }, flush);
     return noBody;
   }
 

@@ -251,8 +251,13 @@ export class Http1Connection {
       if (code === 205) head += 'Content-Length: 0\r\n';
       else if (addLength) head += `Content-Length: ${knownLength}\r\n`;
       else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
-      if (!this.keepAlive) head += 'Connection: close\r\n';
-      else head += http11 ? this.keepAliveHeader : `Connection: keep-alive\r\n${this.keepAliveHeader}`;
+      // RFC 9110 §15.5.22: a 426 names the protocols to switch to, with the upgrade option (§7.8).
+      const upgrade = code === 426 ? headers.upgrade : '';
+      const option = upgrade === '' ? '' : 'upgrade, ';
+      if (upgrade !== '') head += `Upgrade: ${upgrade}\r\n`;
+      if (!this.keepAlive) head += `Connection: ${option}close\r\n`;
+      else if (http11) head += upgrade === '' ? this.keepAliveHeader : `Connection: upgrade\r\n${this.keepAliveHeader}`;
+      else head += `Connection: ${option}keep-alive\r\n${this.keepAliveHeader}`;
       head += '\r\n';
       lastHead = {
         status, headers, date, framing, keepAlive: this.keepAlive, http11, length: addLength ? knownLength : -1,

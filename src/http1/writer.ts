@@ -65,13 +65,15 @@ export interface PreparedHeaders {
   hasDate: boolean;
   /** The app sent its own Server. */
   hasServer: boolean;
+  /** The app's Upgrade value, '' for none: hop-by-hop, sent only in a 426 (RFC 9110 §15.5.22). */
+  upgrade: string;
 }
 
 /**
  * prepareHeaders checks an app's headers (SPEC §4.2) and encodes them. Names must be tokens and
  * values free of CR, LF, NUL and other controls; a violation throws a TypeError naming the header,
  * so nothing invalid ever reaches the wire. Hop-by-hop fields are the server's and are dropped,
- * except that `Connection: close` is honoured.
+ * except that `Connection: close` is honoured and `Upgrade` is kept aside for a 426.
  */
 export function prepareHeaders(headers: unknown): PreparedHeaders {
   if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)}`);
@@ -111,7 +113,7 @@ function rememberLast(headers: unknown[], prepared: PreparedHeaders): void {
 }
 
 function prepareFresh(headers: unknown[]): PreparedHeaders {
-  const facts: HeaderFacts = { contentLength: -1, close: false, hasDate: false, hasServer: false };
+  const facts: HeaderFacts = { contentLength: -1, close: false, hasDate: false, hasServer: false, upgrade: '' };
   let block = '';
   for (let i = 0; i < headers.length; i++) {
     const [name, value] = checkField(headers[i], i);
@@ -125,15 +127,15 @@ function prepareFresh(headers: unknown[]): PreparedHeaders {
  * to send as a list, for servers that set headers one by one (the node:http adapter) rather than
  * writing a head.
  */
-export function checkHeaderList(headers: unknown): { headers: Array<[string, string]>; contentLength: number; close: boolean } {
+export function checkHeaderList(headers: unknown): { headers: Array<[string, string]>; contentLength: number; close: boolean; upgrade: string } {
   if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)}`);
-  const facts: HeaderFacts = { contentLength: -1, close: false, hasDate: false, hasServer: false };
+  const facts: HeaderFacts = { contentLength: -1, close: false, hasDate: false, hasServer: false, upgrade: '' };
   const out: Array<[string, string]> = [];
   for (let i = 0; i < headers.length; i++) {
     const field = checkField(headers[i], i);
     if (noteField(field[0], field[1], facts)) out.push(field);
   }
-  return { headers: out, contentLength: facts.contentLength, close: facts.close };
+  return { headers: out, contentLength: facts.contentLength, close: facts.close, upgrade: facts.upgrade };
 }
 
 /** HeaderFacts is what the fields the server cares about say, gathered while a list is checked. */
@@ -142,6 +144,7 @@ interface HeaderFacts {
   close: boolean;
   hasDate: boolean;
   hasServer: boolean;
+  upgrade: string;
 }
 
 /** checkField checks one `[name, value]` pair (SPEC §4.2) and returns it with a string value. */
@@ -178,6 +181,9 @@ function noteField(name: string, value: string, facts: HeaderFacts): boolean {
     case Special.Connection:
       if (/(?:^|,)[ \t]*close[ \t]*(?:,|$)/i.test(value)) facts.close = true;
       return false;
+    case Special.Upgrade:
+      facts.upgrade = facts.upgrade === '' ? value : `${facts.upgrade}, ${value}`;
+      return false;
     case Special.HopByHop:
       return false;
     case Special.Date:
@@ -196,6 +202,7 @@ const enum Special {
   ContentLength,
   Connection,
   HopByHop,
+  Upgrade,
   Date,
   Server,
 }
@@ -210,7 +217,7 @@ function classifyHeader(name: string): Special {
     case 6:
       return name.toLowerCase() === 'server' ? Special.Server : Special.None;
     case 7:
-      return name.toLowerCase() === 'upgrade' ? Special.HopByHop : Special.None;
+      return name.toLowerCase() === 'upgrade' ? Special.Upgrade : Special.None;
     case 10: {
       const lower = name.toLowerCase();
       return lower === 'connection' ? Special.Connection : lower === 'keep-alive' ? Special.HopByHop : Special.None;

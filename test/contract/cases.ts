@@ -946,6 +946,22 @@ export const CASES: Case[] = [
       await until(() => x.closed, 'the server to close the connection');
     },
   },
+  {
+    name: "a 426 carries the app's Upgrade, with the upgrade connection option",
+    spec: ['SR-9', 'SR-11'],
+    app: () => (_env, startResponse) => {
+      startResponse('426 Upgrade Required', [...TEXT, ['Upgrade', 'websocket'], ['Content-Length', '2']]);
+      return ['no'];
+    },
+    async run(t) {
+      const r = await t.send({});
+      expect(r.status).toBe(426);
+      expect(r.header('upgrade')).toBe('websocket');
+      // In memory there is no connection to carry the option.
+      if (t.wire) expect(r.header('connection')?.toLowerCase()).toMatch(/(^|, *)upgrade($|,)/);
+      expect(r.body.toString()).toBe('no');
+    },
+  },
   // ---- environ ------------------------------------------------------------------------------
   {
     name: 'the environ carries the target, decoded path, raw query and headers as received',
