@@ -51,6 +51,7 @@ export interface Chat {
 export function createChat(options: ChatOptions = {}): Chat {
   const topic = new Topic<Message>({ capacity: 500 });
   const pollTimeoutMs = options.pollTimeoutMs ?? POLL_TIMEOUT_MS;
+  if (typeof pollTimeoutMs !== 'number' || !(pollTimeoutMs >= 0)) throw new RangeError(`pollTimeoutMs must be milliseconds, 0 or more, got ${String(pollTimeoutMs)}`);
   const maxBytes = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
 
   const app: App = async (environ, startResponse) => {

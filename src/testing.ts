@@ -190,7 +190,8 @@ function toRequest(req: TestRequest): Request {
   if (req.headers !== undefined) init.headers = req.headers;
   if (req.signal !== undefined) init.signal = req.signal;
   const body = req.body;
-  if (body !== undefined) {
+  // An empty body is sent as none, as a client sends Content-Length: 0 and no bytes.
+  if (body !== undefined && !((typeof body === 'string' || body instanceof Uint8Array) && body.length === 0)) {
     if (typeof body === 'string' || body instanceof Uint8Array) {
       init.body = body;
     } else {

@@ -193,6 +193,31 @@ describe('toNodeListener: pipelined requests, unread bodies and late reads', () 
     await expect(late!).rejects.toThrow(/response ended/);
   });
 
+  it("a 426's Connection field keeps node:http's choice to close or keep the connection", async () => {
+    const app: App = (_environ, startResponse) => {
+      startResponse('426 Upgrade Required', [['Upgrade', 'h2c'], ['Content-Length', '0']]);
+      return [];
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: () => {} } }));
+    const cases: Array<[string, string, boolean]> = [
+      ['GET / HTTP/1.1\nHost: t\n\n', 'upgrade', false],
+      ['GET / HTTP/1.1\nHost: t\nConnection: close\n\n', 'upgrade, close', true],
+      ['GET / HTTP/1.0\n\n', 'upgrade, close', true],
+      ['GET / HTTP/1.0\nConnection: keep-alive\n\n', 'upgrade, keep-alive', false],
+    ];
+    for (const [request, connection, closes] of cases) {
+      const client = await RawClient.connect(port);
+      client.write(request);
+      const data = await client.waitForResponses(1);
+      const [r] = finalResponses(data);
+      expect(r!.headers.filter(([n]) => n.toLowerCase() === 'connection').map(([, v]) => v), request).toEqual([connection]);
+      expect(r!.headers.find(([n]) => n.toLowerCase() === 'upgrade')?.[1]).toBe('h2c');
+      if (closes) await client.waitForClose();
+      else expect(await client.settle(() => client.closed, 200)).toBe(false);
+      client.destroy();
+    }
+  });
+
   it('an empty reason phrase is sent as given, not replaced', async () => {
     const app: App = (_environ, startResponse) => {
       startResponse('200', [['Content-Type', 'text/plain']]);

@@ -56,11 +56,13 @@ describe('Topic', () => {
     expect(topic.waiterCount).toBe(0);
   });
 
-  it('refuses a timeoutMs that is not a number of milliseconds', () => {
+  it('rejects a timeoutMs that is not a number of milliseconds, and times out at once for one already past', async () => {
     const topic = new Topic<string>();
-    for (const timeoutMs of [NaN, -1, '100' as unknown as number]) {
-      expect(() => topic.waitFor(0, { timeoutMs })).toThrow(RangeError);
+    for (const timeoutMs of [NaN, '100' as unknown as number]) {
+      await expect(topic.waitFor(0, { timeoutMs })).rejects.toThrow(RangeError);
     }
+    expect(await topic.waitFor(0, { timeoutMs: -5 })).toBe('timeout');
+    expect(topic.waiterCount).toBe(0);
   });
 
   it('resolves "timeout" after timeoutMs and forgets the waiter', async () => {

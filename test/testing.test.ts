@@ -201,3 +201,16 @@ describe('a read of nsgi.input after the response ended', () => {
     expect((await testing.request(app, { method: 'POST', body: 'all of it' })).text()).toBe('all of it');
   });
 });
+
+describe('an empty request body', () => {
+  it('is no body: a read after the response gives 0 bytes, as on the server', async () => {
+    let late: Promise<Uint8Array> | null = null;
+    const app: App = (environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      late = new Promise((resolve) => setTimeout(resolve, 20)).then(() => environ['nsgi.input'].bytes());
+      return ['x'];
+    };
+    await testing.request(app, { method: 'POST', body: '' });
+    expect((await late!).length).toBe(0);
+  });
+});

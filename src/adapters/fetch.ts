@@ -263,7 +263,8 @@ export function runFetch(app: App, request: Request, options: ToFetchOptions, ho
   return new Promise<Response>((resolve, reject) => {
     const sink = new StreamSink(resolve, options.highWaterMark ?? 64 * 1024, hooks);
     const runner = new ResponseRunner(sink, errors, head.method === 'HEAD', `${head.method} ${head.target}`);
-    const input = new StreamInput(request.body);
+    // A body declared empty is no body: nothing of it can be left unread (IN-8).
+    const input = new StreamInput(head.contentLength === 0 ? null : request.body);
     sink.input = input;
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
     const environ = buildEnviron(

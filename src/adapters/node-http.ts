@@ -309,7 +309,12 @@ class NodeExchange implements ResponseSink {
       if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
       flat.push(name, value);
     }
-    if (head.upgrade !== '') flat.push('Connection', head.close ? 'upgrade, close' : 'upgrade');
+    if (head.upgrade !== '') {
+      // A Connection field of our own replaces node:http's choice, so it must carry that choice:
+      // close (the app's, the client's, HTTP/1.0's, a refused upgrade's) or keep-alive for 1.0.
+      const close = head.close || !this.res.shouldKeepAlive;
+      flat.push('Connection', close ? 'upgrade, close' : this.request.version === 'HTTP/1.0' ? 'upgrade, keep-alive' : 'upgrade');
+    }
     else if (head.close) flat.push('Connection', 'close');
     if (!hasLength && head.contentLength >= 0) flat.push('Content-Length', String(head.contentLength));
     // The reason phrase as the app gave it, even empty (SPEC §4.1).

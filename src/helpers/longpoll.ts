@@ -133,8 +133,9 @@ export class Topic<T> {
    */
   waitFor(since: number, options: WaitOptions): Promise<PollResult<T> | 'timeout'> {
     const { signal, timeoutMs } = options;
-    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) {
-      throw new RangeError(`timeoutMs must be a number of milliseconds, 0 or more (Infinity: no timeout), got ${String(timeoutMs)}`);
+    // A negative time left (a deadline already past) times out at once, as setTimeout would.
+    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
+      return Promise.reject(new RangeError(`timeoutMs must be a number of milliseconds (Infinity: no timeout), got ${String(timeoutMs)}`));
     }
     if (signal?.aborted) return Promise.reject(signal.reason);
     const now = this.since(since);
