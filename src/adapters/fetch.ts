@@ -18,6 +18,7 @@ import { inputAfterResponse, readBytes, readText } from '../body.ts';
 import { buildEnviron } from '../environ.ts';
 import { ClientGoneError, STDERR } from '../errors.ts';
 import type { RequestHead } from '../http1/parser.ts';
+import { connectionOptions } from '../http1/writer.ts';
 import { ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
 
 /** FetchHandler is a fetch-style request handler. */
@@ -397,8 +398,8 @@ class StreamSink implements ResponseSink {
     for (const [name, value] of head.headers) headers.append(name, value);
     if (head.contentLength >= 0 && !headers.has('content-length')) headers.set('content-length', String(head.contentLength));
     // A Response has no connection; the app's Connection: close is passed on for a server to honour.
-    if (head.upgrade !== '') headers.set('connection', head.close ? 'upgrade, close' : 'upgrade');
-    else if (head.close) headers.set('connection', 'close');
+    const connection = connectionOptions(head.upgrade !== '', head.close, false);
+    if (connection !== '') headers.set('connection', connection);
     const nullBody = head.noBody || head.status === 205;
     this.resolve(new Response(nullBody ? null : this.stream, { status: head.status, statusText: head.reason, headers }));
   }

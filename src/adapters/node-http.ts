@@ -52,7 +52,7 @@ import { RequestInput, inputAfterResponse, readBytes, readText, type InputHooks 
 import { LazySignal, buildEnviron, type ConnectionInfo } from '../environ.ts';
 import { AppError, ClientGoneError, STDERR, ServerClosingError } from '../errors.ts';
 import { RequestParser, type RequestHead } from '../http1/parser.ts';
-import { prepareHeaders } from '../http1/writer.ts';
+import { connectionOptions, prepareHeaders } from '../http1/writer.ts';
 import { ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
 
 /** NodeListenerOptions configures {@link toNodeListener} and {@link toNodeUpgradeListener}. */
@@ -313,9 +313,8 @@ class NodeExchange implements ResponseSink {
       // A Connection field of our own replaces node:http's choice, so it must carry that choice:
       // close (the app's, the client's, HTTP/1.0's, a refused upgrade's) or keep-alive for 1.0.
       const close = head.close || !this.res.shouldKeepAlive;
-      flat.push('Connection', close ? 'upgrade, close' : this.request.version === 'HTTP/1.0' ? 'upgrade, keep-alive' : 'upgrade');
-    }
-    else if (head.close) flat.push('Connection', 'close');
+      flat.push('Connection', connectionOptions(true, close, this.request.version === 'HTTP/1.0'));
+    } else if (head.close) flat.push('Connection', 'close');
     if (!hasLength && head.contentLength >= 0) flat.push('Content-Length', String(head.contentLength));
     // The reason phrase as the app gave it, even empty (SPEC §4.1).
     this.res.writeHead(head.status, head.reason, flat);

@@ -22,6 +22,7 @@ import {
   OutBuffer,
   REASONS,
   chooseFraming,
+  connectionOptions,
   httpDate,
   type PreparedHeaders,
   type Status,
@@ -251,13 +252,12 @@ export class Http1Connection {
       if (code === 205) head += 'Content-Length: 0\r\n';
       else if (addLength) head += `Content-Length: ${knownLength}\r\n`;
       else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
-      // RFC 9110 §15.5.22: a 426 names the protocols to switch to, with the upgrade option (§7.8).
+      // RFC 9110 §15.5.22: a 426 names the protocols to switch to.
       const upgrade = code === 426 ? headers.upgrade : '';
-      const option = upgrade === '' ? '' : 'upgrade, ';
       if (upgrade !== '') head += `Upgrade: ${upgrade}\r\n`;
-      if (!this.keepAlive) head += `Connection: ${option}close\r\n`;
-      else if (http11) head += upgrade === '' ? this.keepAliveHeader : `Connection: upgrade\r\n${this.keepAliveHeader}`;
-      else head += `Connection: ${option}keep-alive\r\n${this.keepAliveHeader}`;
+      const connection = connectionOptions(upgrade !== '', !this.keepAlive, !http11);
+      if (connection !== '') head += `Connection: ${connection}\r\n`;
+      if (this.keepAlive) head += this.keepAliveHeader;
       head += '\r\n';
       lastHead = {
         status, headers, date, framing, keepAlive: this.keepAlive, http11, length: addLength ? knownLength : -1,
@@ -350,8 +350,8 @@ export class Http1Connection {
     let head =
       `HTTP/1.1 ${code} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nDate: ${httpDate()}\r\n${this.serverHeader}`;
-    if (!this.keepAlive) head += 'Connection: close\r\n';
-    else if (!http11) head += 'Connection: keep-alive\r\n';
+    const connection = connectionOptions(false, !this.keepAlive, !http11);
+    if (connection !== '') head += `Connection: ${connection}\r\n`;
     this.out.latin1(head + '\r\n');
     this.statusCode = code;
     // RFC 9110 §9.3.2: never content for HEAD, even for a request refused at its head.

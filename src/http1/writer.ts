@@ -233,6 +233,18 @@ function classifyHeader(name: string): Special {
   }
 }
 
+/**
+ * connectionOptions is the value of the server's own Connection field, '' for none: `close` when
+ * the connection ends after the response, `keep-alive` to an HTTP/1.0 client when it does not
+ * (HTTP/1.1 persists by default), and `upgrade` first when the response carries an Upgrade field,
+ * as a 426 does (RFC 9110 §7.8, §15.5.22).
+ */
+export function connectionOptions(upgrade: boolean, close: boolean, http10: boolean): string {
+  const persistence = close ? 'close' : http10 ? 'keep-alive' : '';
+  if (!upgrade) return persistence;
+  return persistence === '' ? 'upgrade' : `upgrade, ${persistence}`;
+}
+
 /** describe names a value's type for an error message. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
