@@ -9,6 +9,9 @@ export type {
   Environ,
   ErrorStream,
   ExcInfo,
+  FileSource,
+  FileWrapper,
+  FileWrapperOptions,
   HeaderList,
   Input,
   SetTrailers,
@@ -32,6 +35,10 @@ export {
 } from './websocket.ts';
 export { sse, sseResponse, lastEventId, formatEvent, SSE_HEADERS, DEFAULT_SSE_HEARTBEAT_MS, type SseEvent, type SseMessage, type SseOptions, type SseSource } from './helpers/sse.ts';
 export { Topic, DEFAULT_TOPIC_CAPACITY, type Entry, type PollResult, type TopicOptions, type WaitOptions } from './helpers/longpoll.ts';
+export { fileBody, FileReader, FILE_READ_SIZE } from './helpers/file-body.ts';
+export { sendFile, type SendFileOptions } from './helpers/send-file.ts';
+export { staticFiles, type StaticFilesOptions } from './helpers/static-files.ts';
+export { mediaTypeFor, MEDIA_TYPES, DEFAULT_MEDIA_TYPE } from './helpers/mime.ts';
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
 export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
 export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListener, type NodeListenerOptions, type NodeUpgradeListener } from './adapters/node-http.ts';
