@@ -4,7 +4,7 @@
  * `/` is a plain HTML page (no framework, no build; see demo-page.ts) with a live clock over
  * server-sent events (`/events/clock`), a WebSocket echo box (`/ws/echo`), a long-polling chat
  * (`/chat`, examples/chat.ts), a large streamed download, and links to each example. Each example is mounted
- * under a prefix by `mount`, a dispatcher of a dozen lines: it moves the prefix from PATH_INFO to
+ * under a prefix by `mount` (src/helpers/mount.ts): it moves the prefix from PATH_INFO to
  * SCRIPT_NAME, as WSGI's `shift_path_info` does, so the mounted app sees the same paths as when
  * it is served alone, and can still build links to itself from SCRIPT_NAME. Anything else is a 404.
  *
@@ -15,6 +15,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { App, Environ } from '../protocol/nsgi.ts';
+import { mount } from '../src/helpers/mount.ts';
 import { lastEventId, sse, type SseEvent } from '../src/helpers/sse.ts';
 import { websocketApp } from '../src/websocket.ts';
 import { createChat } from './chat.ts';
@@ -24,26 +25,6 @@ import { app as errors } from './errors.ts';
 import { app as hello } from './hello.ts';
 import { app as stream } from './stream.ts';
 import { app as upload } from './upload.ts';
-
-/**
- * mount returns an app that hands each request to the app in `routes` whose prefix matches its
- * path (a whole segment: `/hello` matches `/hello` and `/hello/x`, not `/hellox`), after moving
- * the prefix from PATH_INFO to the end of SCRIPT_NAME. Requests no prefix matches go to `fallback`.
- */
-function mount(routes: Record<string, App>, fallback: App): App {
-  const table = Object.entries(routes).sort(([a], [b]) => b.length - a.length);
-  return (environ, startResponse) => {
-    const path = environ.PATH_INFO;
-    for (const [prefix, app] of table) {
-      if (path === prefix || path.startsWith(`${prefix}/`)) {
-        environ.SCRIPT_NAME += prefix;
-        environ.PATH_INFO = path.slice(prefix.length);
-        return app(environ, startResponse);
-      }
-    }
-    return fallback(environ, startResponse);
-  };
-}
 
 /** home serves the index page at `/` and a 404 for every other unmounted path. */
 const home: App = (environ, startResponse) => {
@@ -89,18 +70,16 @@ const echo = websocketApp(
 export const chat = createChat();
 
 /** app is the demo: the examples mounted under their prefixes, the index at `/`. */
-export const app: App = mount(
-  {
-    '/hello': hello,
-    '/stream': stream,
-    '/clock': clock,
-    '/upload': upload,
-    '/errors': errors,
-    '/events/clock': sse(clockTicks),
-    '/ws/echo': echo,
-    '/chat': chat.app,
-  },
-  home,
-);
+export const app: App = mount({
+  '/hello': hello,
+  '/stream': stream,
+  '/clock': clock,
+  '/upload': upload,
+  '/errors': errors,
+  '/events/clock': sse(clockTicks),
+  '/ws/echo': echo,
+  '/chat': chat.app,
+  '/': home,
+});
 
 export default app;

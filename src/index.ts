@@ -39,6 +39,7 @@ export { fileBody, FileReader, FILE_READ_SIZE } from './helpers/file-body.ts';
 export { sendFile, type SendFileOptions } from './helpers/send-file.ts';
 export { staticFiles, type StaticFilesOptions } from './helpers/static-files.ts';
 export { compress, AVAILABLE_CODINGS, DEFAULT_MIN_SIZE, DEFAULT_BROTLI_QUALITY, type CompressFlush, type CompressOptions } from './helpers/compress.ts';
+export { mount } from './helpers/mount.ts';
 export { mediaTypeFor, MEDIA_TYPES, DEFAULT_MEDIA_TYPE } from './helpers/mime.ts';
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
 export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
