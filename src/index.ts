@@ -44,5 +44,6 @@ export { mediaTypeFor, MEDIA_TYPES, DEFAULT_MEDIA_TYPE } from './helpers/mime.ts
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
 export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
 export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListener, type NodeListenerOptions, type NodeUpgradeListener } from './adapters/node-http.ts';
+export { fromNodeListener, type NodeRequestListener } from './adapters/node-listener.ts';
 export * as testing from './testing.ts';
 export type { TestRequest, TestResponse, TestStream } from './testing.ts';
