@@ -157,9 +157,9 @@ const REQUIRED_STRINGS = [
 const REQUIRED_BOOLEANS = ['nsgi.multithread', 'nsgi.multiprocess', 'nsgi.run_once'] as const;
 const NSGI_KEYS = new Set([
   'nsgi.version', 'nsgi.url_scheme', 'nsgi.input', 'nsgi.errors', 'nsgi.signal', 'nsgi.headers', 'nsgi.multithread',
-  'nsgi.multiprocess', 'nsgi.run_once', 'nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade',
+  'nsgi.multiprocess', 'nsgi.run_once', 'nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade', 'nsgi.file_wrapper',
 ]);
-const EXTENSIONS = ['nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade'] as const;
+const EXTENSIONS = ['nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade', 'nsgi.file_wrapper'] as const;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade']);
 const STATUS_FORMAT = /^[0-9]{3}(?: [\t\x20-\x7e\x80-\xff]*)?$/;
 

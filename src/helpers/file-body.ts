@@ -16,7 +16,7 @@
  * so the fresh buffer costs an allocation and no copy.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import type { Body, Environ, FileSource, FileWrapperOptions } from '../../protocol/nsgi.ts';
+import type { Body, Environ, FileSource, FileWrapper, FileWrapperOptions } from '../../protocol/nsgi.ts';
 
 /** FILE_READ_SIZE is how many bytes one read takes: the server's output high-water mark, 64 KiB. */
 export const FILE_READ_SIZE = 64 * 1024;
@@ -32,6 +32,12 @@ export function fileBody(environ: Environ, file: FileSource, options: FileWrappe
   if (typeof wrapper === 'function') return wrapper(file, options);
   return new FileReader(file, options);
 }
+
+/**
+ * fileWrapper is the reference server's `nsgi.file_wrapper` (SPEC §7.3): a {@link FileReader}.
+ * `node:net` has no sendfile, so large reads pulled at the client's pace are the efficient path.
+ */
+export const fileWrapper: FileWrapper = (file, options) => new FileReader(file, options);
 
 /**
  * FileReader is a file, or a range of one, as an async iterable of chunks of up to
