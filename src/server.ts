@@ -13,6 +13,7 @@ import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
 import { applyForwarded, trustedProxies, type TrustedProxies } from './forwarded.ts';
+import { fileWrapper } from './helpers/file-body.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -380,6 +381,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
       environ['nsgi.set_trailers'] = exchange.setTrailers.bind(exchange);
       if (head.upgrade) environ['nsgi.upgrade'] = exchange.upgrade.bind(exchange);
     }
+    environ['nsgi.file_wrapper'] = fileWrapper;
     if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!);
     this.exchange = exchange;
     this.input = input;
