@@ -49,7 +49,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { App, Environ, ErrorStream, HeaderList, Input, StartResponse, Upgraded, UpgradeOptions, Write } from '../../protocol/nsgi.ts';
 import { RequestInput, inputAfterResponse, readBytes, readText, type InputHooks } from '../body.ts';
-import { LazySignal, buildEnviron, type ConnectionInfo } from '../environ.ts';
+import { LazySignal, buildEnviron, decodePath, type ConnectionInfo } from '../environ.ts';
 import { AppError, ClientGoneError, STDERR, ServerClosingError } from '../errors.ts';
 import { RequestParser, type RequestHead } from '../http1/parser.ts';
 import { connectionOptions, prepareHeaders } from '../http1/writer.ts';
@@ -155,7 +155,7 @@ function serveRequest(settings: Settings, req: IncomingMessage, res: ServerRespo
   const runner = exchange.runner;
   const input = new NodeInput(req, exchange, head.contentLength > 0 || head.chunked);
   exchange.input = input;
-  const environ = buildEnviron(head, connectionInfo(settings, req.socket), input, runner);
+  const environ = buildEnviron(head, mountedInfo(req, head, connectionInfo(settings, req.socket)), input, runner);
   runner.run(settings.app, environ);
   // ENV-27: a response still under way must learn that the client left; a finished one need not.
   // `res` says so once it is the response being sent. A pipelined request whose response waits
@@ -166,6 +166,27 @@ function serveRequest(settings: Settings, req: IncomingMessage, res: ServerRespo
     res.on('close', onClose);
     req.on('close', onClose);
   }
+}
+
+/** ExpressRequest is a request an Express (or Connect-style) router has passed to a mounted handler. */
+type ExpressRequest = IncomingMessage & { originalUrl?: unknown; baseUrl?: unknown };
+
+/**
+ * mountedInfo reads the mount of a listener that a router such as Express's `app.use('/p', l)`
+ * calls: such a router strips its prefix from `req.url`, but keeps the request-target as
+ * received in `req.originalUrl` and the matched prefix in `req.baseUrl`. The environ is then
+ * built from the original target (REQUEST_URI as received) with that prefix as the mount path,
+ * so SCRIPT_NAME names the mount and the app can link to itself (SPEC §2.2). `head.target` is
+ * changed in place; other requests get `info` as it is. The prefix replaces the `scriptName`
+ * option, since `req.baseUrl` already holds every prefix above the listener.
+ */
+function mountedInfo(req: ExpressRequest, head: RequestHead, info: ConnectionInfo): ConnectionInfo {
+  const { originalUrl, baseUrl } = req;
+  if (typeof originalUrl !== 'string' || typeof baseUrl !== 'string' || baseUrl === '' || originalUrl === head.target) return info;
+  head.target = originalUrl;
+  // SCRIPT_NAME is compared with the decoded path (ENV-18) and never ends with `/` (ENV-19).
+  const mount = decodePath(baseUrl).replace(/\/+$/, '');
+  return { ...info, scriptName: mount };
 }
 
 /** CONNECTION_INFO keeps, on each socket, what the environ needs to know of it and of the listener. */
