@@ -25,6 +25,7 @@
 import { IncomingMessage, ServerResponse, STATUS_CODES, type RequestListener } from 'node:http';
 import { Writable } from 'node:stream';
 import type { App, Body, Environ, HeaderList, StartResponse, Write } from '../../protocol/nsgi.ts';
+import { decodePath } from '../environ.ts';
 
 /** NodeRequestListener is a node:http request listener, as `http.createServer` takes it. */
 export type NodeRequestListener = RequestListener;
@@ -284,8 +285,9 @@ class ResponseSocket extends Writable {
 /** fillRequest gives `req` the method, URL, version and headers of the nsgi request. */
 function fillRequest(req: IncomingMessage, environ: Environ): void {
   req.method = environ.REQUEST_METHOD;
-  // What node:http gives: the request-target as received (the listener may mount its own routes).
-  req.url = environ.REQUEST_URI;
+  req.url = urlBelowMount(environ);
+  // Express keeps the target as received here, and builds links from it.
+  if (req.url !== environ.REQUEST_URI) (req as IncomingMessage & { originalUrl?: string }).originalUrl = environ.REQUEST_URI;
   const version = environ.SERVER_PROTOCOL.slice(5);
   req.httpVersion = version;
   req.httpVersionMajor = Number(version[0]);
@@ -303,6 +305,33 @@ function fillRequest(req: IncomingMessage, environ: Environ): void {
   }
   req.rawHeaders = raw;
   req.headers = headers;
+}
+
+/**
+ * urlBelowMount is `req.url` for the listener: the request-target as received (as node:http
+ * gives it), without the part that SCRIPT_NAME names when the app is mounted (by `mount`, or
+ * the server's root path), so the listener routes as if served alone. The raw target is cut
+ * segment by segment so its escapes survive; a target that does not start with the mount (an
+ * absolute-form target, say) is rebuilt from PATH_INFO and QUERY_STRING instead.
+ */
+function urlBelowMount(environ: Environ): string {
+  const target = environ.REQUEST_URI;
+  const mount = environ.SCRIPT_NAME;
+  if (mount === '') return target;
+  const query = environ.QUERY_STRING === '' ? '' : `?${environ.QUERY_STRING}`;
+  const pathEnd = target.indexOf('?') === -1 ? target.length : target.indexOf('?');
+  if (target.charCodeAt(0) === 0x2f /* / */) {
+    let decoded = '';
+    let at = 0;
+    while (decoded.length < mount.length && at < pathEnd) {
+      const next = target.indexOf('/', at + 1);
+      const end = next === -1 || next > pathEnd ? pathEnd : next;
+      decoded += decodePath(target.slice(at, end));
+      at = end;
+    }
+    if (decoded === mount) return (at === pathEnd ? '/' : target.slice(at, pathEnd)) + query;
+  }
+  return encodeURI(environ.PATH_INFO === '' ? '/' : environ.PATH_INFO) + query;
 }
 
 /** parseHead reads status and fields back from the head node:http serialized. */

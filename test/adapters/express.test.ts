@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import express from 'express';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { fromNodeListener } from '../../src/adapters/node-listener.ts';
+import { mount } from '../../src/helpers/mount.ts';
 import { RawClient, cleanup, curl, sleep, startServer, waitUntil } from '../helpers/server.ts';
 
 let dir: string;
@@ -159,5 +160,17 @@ describe.each(targets)('the same Express app on %s', (_name, start) => {
     expect(counters.closed).toBe(0);
     client.destroy();
     await waitUntil(() => counters.closed === 1, 'the close event');
+  });
+});
+
+describe('an Express app mounted inside nsgi', () => {
+  it('routes below its mount, with the target as received in req.originalUrl', async () => {
+    const ex = express();
+    ex.get('/users/:id', (req, res) => void res.json({ id: req.params.id, url: req.url, original: req.originalUrl }));
+    const { url } = await startServer(mount({ '/ex': fromNodeListener(ex) }), { scriptName: '/root' });
+    const response = await fetch(`${url}/root/ex/users/a%2Fb?q=1`);
+    expect(await response.json()).toEqual({ id: 'a/b', url: '/users/a%2Fb?q=1', original: '/root/ex/users/a%2Fb?q=1' });
+    const missing = await fetch(`${url}/root/ex`);
+    expect(missing.status).toBe(404);
   });
 });
