@@ -3,7 +3,8 @@
  *
  * `/` is a plain HTML page (no framework, no build; see demo-page.ts) with a live clock over
  * server-sent events (`/events/clock`), a WebSocket echo box (`/ws/echo`), a long-polling chat
- * (`/chat`, examples/chat.ts), a large streamed download, and links to each example. Each example is mounted
+ * (`/chat`, examples/chat.ts), a large streamed download, a download server with resume (`/files`,
+ * examples/files.ts), an Express app (`/express`, examples/express.ts), and links to each example. Each example is mounted
  * under a prefix by `mount` (src/helpers/mount.ts): it moves the prefix from PATH_INFO to
  * SCRIPT_NAME, as WSGI's `shift_path_info` does, so the mounted app sees the same paths as when
  * it is served alone, and can still build links to itself from SCRIPT_NAME. Anything else is a 404.
@@ -15,6 +16,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { App, Environ } from '../protocol/nsgi.ts';
+import { fromNodeListener } from '../src/adapters/node-listener.ts';
 import { mount } from '../src/helpers/mount.ts';
 import { lastEventId, sse, type SseEvent } from '../src/helpers/sse.ts';
 import { websocketApp } from '../src/websocket.ts';
@@ -22,6 +24,8 @@ import { createChat } from './chat.ts';
 import { app as clock } from './clock.ts';
 import { demoPage } from './demo-page.ts';
 import { app as errors } from './errors.ts';
+import { app as expressApp } from './express.ts';
+import { app as files } from './files.ts';
 import { app as hello } from './hello.ts';
 import { app as stream } from './stream.ts';
 import { app as upload } from './upload.ts';
@@ -79,6 +83,8 @@ export const app: App = mount({
   '/events/clock': sse(clockTicks),
   '/ws/echo': echo,
   '/chat': chat.app,
+  '/files': files,
+  '/express': fromNodeListener(expressApp),
   '/': home,
 });
 

@@ -285,9 +285,15 @@ class ResponseSocket extends Writable {
 /** fillRequest gives `req` the method, URL, version and headers of the nsgi request. */
 function fillRequest(req: IncomingMessage, environ: Environ): void {
   req.method = environ.REQUEST_METHOD;
-  req.url = urlBelowMount(environ);
-  // Express keeps the target as received here, and builds links from it.
-  if (req.url !== environ.REQUEST_URI) (req as IncomingMessage & { originalUrl?: string }).originalUrl = environ.REQUEST_URI;
+  const { url, base } = urlBelowMount(environ);
+  req.url = url;
+  if (base !== '') {
+    // Express keeps the target as received in originalUrl, and puts the prefixes of its own
+    // routers after baseUrl, so an nsgi app it mounts in turn still learns its whole mount.
+    const mounted = req as IncomingMessage & { originalUrl?: string; baseUrl?: string };
+    mounted.originalUrl = environ.REQUEST_URI;
+    mounted.baseUrl = base;
+  }
   const version = environ.SERVER_PROTOCOL.slice(5);
   req.httpVersion = version;
   req.httpVersionMajor = Number(version[0]);
@@ -308,16 +314,16 @@ function fillRequest(req: IncomingMessage, environ: Environ): void {
 }
 
 /**
- * urlBelowMount is `req.url` for the listener: the request-target as received (as node:http
+ * urlBelowMount is `req.url` for the listener, and the raw prefix it leaves out (`base`): the request-target as received (as node:http
  * gives it), without the part that SCRIPT_NAME names when the app is mounted (by `mount`, or
  * the server's root path), so the listener routes as if served alone. The raw target is cut
  * segment by segment so its escapes survive; a target that does not start with the mount (an
  * absolute-form target, say) is rebuilt from PATH_INFO and QUERY_STRING instead.
  */
-function urlBelowMount(environ: Environ): string {
+function urlBelowMount(environ: Environ): { url: string; base: string } {
   const target = environ.REQUEST_URI;
   const mount = environ.SCRIPT_NAME;
-  if (mount === '') return target;
+  if (mount === '') return { url: target, base: '' };
   const query = environ.QUERY_STRING === '' ? '' : `?${environ.QUERY_STRING}`;
   const pathEnd = target.indexOf('?') === -1 ? target.length : target.indexOf('?');
   if (target.charCodeAt(0) === 0x2f /* / */) {
@@ -329,9 +335,9 @@ function urlBelowMount(environ: Environ): string {
       decoded += decodePath(target.slice(at, end));
       at = end;
     }
-    if (decoded === mount) return (at === pathEnd ? '/' : target.slice(at, pathEnd)) + query;
+    if (decoded === mount) return { url: (at === pathEnd ? '/' : target.slice(at, pathEnd)) + query, base: target.slice(0, at) };
   }
-  return encodeURI(environ.PATH_INFO === '' ? '/' : environ.PATH_INFO) + query;
+  return { url: encodeURI(environ.PATH_INFO === '' ? '/' : environ.PATH_INFO) + query, base: encodeURI(mount) };
 }
 
 /** parseHead reads status and fields back from the head node:http serialized. */
