@@ -21,7 +21,7 @@
 import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Write } from '../protocol/nsgi.ts';
 import { LazySignal } from './environ.ts';
 import { AppError, ClientGoneError } from './errors.ts';
-import { describe, parseStatus, type Status } from './http1/writer.ts';
+import { describe, type HeadCache, type Status } from './http1/writer.ts';
 
 type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
@@ -67,7 +67,11 @@ export abstract class ResponseCycle extends LazySignal {
   /** write is the push-style channel returned by startResponse (SPEC §4.5). */
   readonly write: Write;
 
-  constructor(protected readonly errors: ErrorStream) {
+  /** `heads` checks statuses and headers for the server (or adapter) the cycle belongs to. */
+  constructor(
+    protected readonly errors: ErrorStream,
+    protected readonly heads: HeadCache,
+  ) {
     super();
     const write = this.writeChunk.bind(this) as Write;
     write.flushHead = this.flushHead.bind(this);
@@ -126,7 +130,7 @@ export abstract class ResponseCycle extends LazySignal {
     if (this.finished && !this.clientLeft()) {
       throw new AppError('NSGI_START_RESPONSE_AFTER_END', 'startResponse called after the response ended');
     }
-    const parsed = parseStatus(status);
+    const parsed = this.heads.status(status);
     // SR-23: a replacement forgets everything derived from the earlier call.
     this.recordHead(headers);
     this.status = parsed;

@@ -15,7 +15,7 @@ import type { RequestInput } from './body.ts';
 import { ResponseCycle } from './cycle.ts';
 import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
-import { Framing, bodyAllowedForStatus, prepareHeaders, type PreparedHeaders } from './http1/writer.ts';
+import { Framing, bodyAllowedForStatus, type HeadCache, type PreparedHeaders } from './http1/writer.ts';
 
 /** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
 export const OUTPUT_HIGH_WATER_MARK = 64 * 1024;
@@ -24,6 +24,8 @@ export const OUTPUT_HIGH_WATER_MARK = 64 * 1024;
 export interface ExchangeHost {
   readonly http: Http1Connection;
   readonly errors: ErrorStream;
+  /** The server's status and header checks. */
+  readonly heads: HeadCache;
   /** True once the socket is closed. */
   readonly gone: boolean;
   /** Arranges for the output buffer to be written at the end of this tick. */
@@ -50,20 +52,20 @@ export class Exchange extends ResponseCycle {
     private readonly host: ExchangeHost,
     readonly input: RequestInput,
   ) {
-    super(host.errors);
+    super(host.errors, host.heads);
   }
 
   /** earlyHints sends a 103 response (SPEC §7.1). */
   earlyHints(headers: HeaderList): void {
     if (this.headSent || this.finished) return;
-    if (this.host.http.sendEarlyHints(prepareHeaders(headers).block)) this.host.flushNow();
+    if (this.host.http.sendEarlyHints(this.heads.headers(headers).block)) this.host.flushNow();
   }
 
   /** setTrailers records trailers for a chunked body (SPEC §7.2). */
   setTrailers(trailers: HeaderList): boolean {
     // EXT-9: nothing is recorded before startResponse (which would forget it anyway) or after the end.
     if (this.finished || !this.started) return false;
-    const block = prepareHeaders(trailers).block;
+    const block = this.heads.headers(trailers).block;
     const http = this.host.http;
     let chunked: boolean;
     if (this.headSent && this.held === null) {
@@ -108,7 +110,7 @@ export class Exchange extends ResponseCycle {
   // ---- the cycle's hooks ----------------------------------------------------------------------
 
   protected recordHead(headers: HeaderList): void {
-    this.headers = prepareHeaders(headers);
+    this.headers = this.heads.headers(headers);
     this.trailerBlock = '';
     this.wantChunked = false;
   }

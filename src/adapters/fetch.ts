@@ -15,11 +15,10 @@ import { STATUS_CODES } from 'node:http';
 import type { ReadableStreamReadResult } from 'node:stream/web';
 import type { App, Environ, ErrorStream, HeaderList, Input } from '../../protocol/nsgi.ts';
 import { inputAfterResponse, readBytes, readText } from '../body.ts';
-import { buildEnviron } from '../environ.ts';
 import { ClientGoneError, STDERR } from '../errors.ts';
 import type { RequestHead } from '../http1/parser.ts';
 import { connectionOptions } from '../http1/writer.ts';
-import { ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
+import { AdapterShared, ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
 
 /** FetchHandler is a fetch-style request handler. */
 export type FetchHandler = (request: Request) => Response | Promise<Response>;
@@ -252,23 +251,24 @@ export interface RunFetchHooks {
  */
 export function toFetch(app: App, options: ToFetchOptions = {}): (request: Request) => Promise<Response> {
   if (typeof app !== 'function') throw new TypeError(`toFetch() needs an app function, got ${typeof app}`);
-  return (request) => runFetch(app, request, options, {});
+  const shared = new AdapterShared();
+  return (request) => runFetch(app, request, options, {}, shared);
 }
 
 /** runFetch serves one Request with `app`; see {@link toFetch}. */
-export function runFetch(app: App, request: Request, options: ToFetchOptions, hooks: RunFetchHooks): Promise<Response> {
+export function runFetch(app: App, request: Request, options: ToFetchOptions, hooks: RunFetchHooks, shared = new AdapterShared()): Promise<Response> {
   const errors = options.errors ?? STDERR;
   const url = new URL(request.url);
   const head = requestHead(request, url, hooks.target ?? url.pathname + url.search);
   const controller = new AbortController();
   return new Promise<Response>((resolve, reject) => {
     const sink = new StreamSink(resolve, options.highWaterMark ?? 64 * 1024, hooks);
-    const runner = new ResponseRunner(sink, errors, head.method === 'HEAD', `${head.method} ${head.target}`);
+    const runner = new ResponseRunner(sink, errors, shared.heads, head.method === 'HEAD', `${head.method} ${head.target}`);
     // A body declared empty is no body: nothing of it can be left unread (IN-8).
     const input = new StreamInput(head.contentLength === 0 ? null : request.body);
     sink.input = input;
     const scheme = url.protocol === 'https:' ? 'https' : 'http';
-    const environ = buildEnviron(
+    const environ = shared.environs.build(
       head,
       {
         remoteAddress: options.remoteAddress ?? '127.0.0.1',

@@ -49,11 +49,11 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { App, Environ, ErrorStream, HeaderList, Input, StartResponse, Upgraded, UpgradeOptions, Write } from '../../protocol/nsgi.ts';
 import { RequestInput, inputAfterResponse, readBytes, readText, type InputHooks } from '../body.ts';
-import { LazySignal, buildEnviron, type ConnectionInfo } from '../environ.ts';
+import { LazySignal, type ConnectionInfo } from '../environ.ts';
 import { AppError, ClientGoneError, STDERR, ServerClosingError } from '../errors.ts';
 import { RequestParser, type RequestHead } from '../http1/parser.ts';
 import { connectionOptions, prepareHeaders } from '../http1/writer.ts';
-import { ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
+import { AdapterShared, ResponseRunner, type ResponseHead, type ResponseSink } from './runner.ts';
 
 /** NodeListenerOptions configures {@link toNodeListener} and {@link toNodeUpgradeListener}. */
 export interface NodeListenerOptions {
@@ -73,7 +73,7 @@ export type NodeUpgradeListener = (req: IncomingMessage, socket: Duplex, head: B
 
 
 /** Settings is what every request of one listener shares. */
-interface Settings {
+interface Settings extends AdapterShared {
   readonly app: App;
   readonly errors: ErrorStream;
   readonly scriptName: string;
@@ -82,7 +82,10 @@ interface Settings {
 
 function settingsOf(caller: string, app: App, options: NodeListenerOptions): Settings {
   if (typeof app !== 'function') throw new TypeError(`${caller}() needs an app function, got ${typeof app}`);
+  const shared = new AdapterShared();
   return {
+    heads: shared.heads,
+    environs: shared.environs,
     app,
     errors: options.errors ?? STDERR,
     scriptName: (options.scriptName ?? '').replace(/\/+$/, ''),
@@ -151,11 +154,11 @@ class NodeServer extends http.Server {
 /** serveRequest answers one request of the request listener. */
 function serveRequest(settings: Settings, req: IncomingMessage, res: ServerResponse): void {
   const head = requestHead(req, false);
-  const exchange = new NodeExchange(res, res, settings.errors, head);
+  const exchange = new NodeExchange(res, res, settings, head);
   const runner = exchange.runner;
   const input = new NodeInput(req, exchange, head.contentLength > 0 || head.chunked);
   exchange.input = input;
-  const environ = buildEnviron(head, connectionInfo(settings, req.socket), input, runner);
+  const environ = settings.environs.build(head, connectionInfo(settings, req.socket), input, runner);
   runner.run(settings.app, environ);
   // ENV-27: a response still under way must learn that the client left; a finished one need not.
   // `res` says so once it is the response being sent. A pipelined request whose response waits
@@ -267,10 +270,10 @@ class NodeExchange implements ResponseSink {
     readonly res: ServerResponse,
     /** What emits `'drain'` once `res` can take more: `res` itself, or the socket of an upgrade request. */
     private readonly drainSource: EventEmitter,
-    errors: ErrorStream,
+    settings: Settings,
     private readonly request: RequestHead,
   ) {
-    this.runner = new ResponseRunner(this, errors, request.method === 'HEAD', `${request.method} ${request.target}`);
+    this.runner = new ResponseRunner(this, settings.errors, settings.heads, request.method === 'HEAD', `${request.method} ${request.target}`);
   }
 
   /**
@@ -499,7 +502,7 @@ class UpgradeExchange extends LazySignal implements InputHooks {
     const res = new http.ServerResponse(req);
     // node:http no longer reads this connection, so it ends after the response (Connection: close).
     res.shouldKeepAlive = false;
-    this.response = new NodeExchange(res, socket, settings.errors, this.request);
+    this.response = new NodeExchange(res, socket, settings, this.request);
     const { contentLength, chunked } = this.request;
     this.input = new RequestInput(this, contentLength <= 0 && !chunked);
     const framing = chunked ? 'Transfer-Encoding: chunked\r\n' : contentLength > 0 ? `Content-Length: ${contentLength}\r\n` : '';
@@ -547,7 +550,7 @@ class UpgradeExchange extends LazySignal implements InputHooks {
     socket.setTimeout(0);
     socket.on('end', this.onEnd);
     socket.on('data', this.onData);
-    const environ = buildEnviron(this.request, connectionInfo(this.settings, socket), this.input, this);
+    const environ = this.settings.environs.build(this.request, connectionInfo(this.settings, socket), this.input, this);
     if (this.request.upgrade) environ['nsgi.upgrade'] = this.upgrade.bind(this);
     response.runner.run(this.callApp.bind(this), environ);
     // The body that came with the head is read after the app's first call, as the reference

@@ -7,8 +7,18 @@
  */
 import type { Chunk, ErrorStream, HeaderList } from '../../protocol/nsgi.ts';
 import { ResponseCycle } from '../cycle.ts';
+import { EnvironBuilder } from '../environ.ts';
 import { AppError } from '../errors.ts';
-import { checkHeaderList } from '../http1/writer.ts';
+import { HeadCache, checkHeaderList, statusReason } from '../http1/writer.ts';
+
+/**
+ * AdapterShared is what the requests served by one adapter (a listener, a fetch handler) share:
+ * the status and header checks and the environ builder, with their caches.
+ */
+export class AdapterShared {
+  readonly heads = new HeadCache();
+  readonly environs = new EnvironBuilder();
+}
 
 /** ResponseHead is what a sink needs to send the head. */
 export interface ResponseHead {
@@ -59,12 +69,13 @@ export class ResponseRunner extends ResponseCycle {
   constructor(
     private readonly sink: ResponseSink,
     errors: ErrorStream,
+    heads: HeadCache,
     /** True for a HEAD request, as received (ENV-3: the environ is not read again). */
     private readonly isHead: boolean,
     /** How the request is named in error messages: `GET /path`. */
     private readonly what: string,
   ) {
-    super(errors);
+    super(errors, heads);
   }
 
   /** abort is the client going away: pending waits fail, the iterator is closed, nothing more is sent. */
@@ -92,8 +103,7 @@ export class ResponseRunner extends ResponseCycle {
     const empty = code === 204 || code === 205;
     const contentLength = code === 204 ? -1 : code === 205 ? 0 : h.contentLength >= 0 ? h.contentLength : knownLength;
     const headers = empty && h.contentLength >= 0 ? h.headers.filter(([name]) => name.toLowerCase() !== 'content-length') : h.headers;
-    // The reason phrase is what follows "HTTP/1.1 200 " in the status line, before its CRLF.
-    const reason = status.line.slice(13, -2);
+    const reason = statusReason(status);
     // Every field spelled out, no spread: one object shape for every head keeps the code that
     // reads them fast.
     const upgrade = code === 426 ? h.upgrade : '';

@@ -37,16 +37,20 @@ export const DEFAULT_LIMITS: Readonly<ParserLimits> = Object.freeze({
   maxBodySize: Infinity,
 });
 
-// The limits object given last and its completed copy: the parsers of one server share it.
-let lastLimitsGiven: Partial<ParserLimits> | null = null;
-let lastLimits: ParserLimits = DEFAULT_LIMITS;
+/**
+ * resolveLimits completes a partial set of limits with the defaults. A server resolves its limits
+ * once, so that the parsers of all its connections share one object.
+ */
+export function resolveLimits(limits: Partial<ParserLimits>): Readonly<ParserLimits> {
+  if (isComplete(limits)) return limits;
+  return Object.freeze({ ...DEFAULT_LIMITS, ...limits });
+}
 
-function resolveLimits(limits: Partial<ParserLimits>): ParserLimits {
-  if (limits !== lastLimitsGiven) {
-    lastLimitsGiven = limits;
-    lastLimits = Object.freeze({ ...DEFAULT_LIMITS, ...limits });
-  }
-  return lastLimits;
+function isComplete(limits: Partial<ParserLimits>): limits is Readonly<ParserLimits> {
+  return (
+    Object.isFrozen(limits) && limits.maxRequestLineSize !== undefined && limits.maxHeaderCount !== undefined &&
+    limits.maxHeaderSize !== undefined && limits.maxBodySize !== undefined
+  );
 }
 
 /** Longest chunk-size line (size and extensions) accepted; longer gets 400. */
@@ -135,7 +139,7 @@ function fail(code: string, status: number, message: string): never {
 
 /** RequestParser turns the bytes of one connection into request events. */
 export class RequestParser {
-  private readonly limits: ParserLimits;
+  private readonly limits: Readonly<ParserLimits>;
   private buf: Buffer = EMPTY;
   private pos = 0;
   private state = State.Head;
@@ -162,7 +166,8 @@ export class RequestParser {
   // Made for the first trailer field: almost no request has one.
   private trailers: Array<[string, string]> | null = null;
 
-  constructor(limits: Partial<ParserLimits> = {}) {
+  /** A frozen, complete `limits` (from {@link resolveLimits}) is shared as it is; any other is completed. */
+  constructor(limits: Partial<ParserLimits> = DEFAULT_LIMITS) {
     this.limits = resolveLimits(limits);
   }
 
