@@ -8,6 +8,7 @@
  * request-response-idle rhythm costs a `refresh()` per request rather than a new timer. The body
  * and send deadlines can run beside any of them and have a timer each, made on first use.
  */
+import type { Socket } from 'node:net';
 
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
 export const LINGER_MS = 2000;
@@ -33,13 +34,13 @@ export interface DeadlineTimes {
   readonly sendTimeout: number;
 }
 
-/** DeadlineOwner is told when a deadline passes. */
+/** DeadlineOwner is told when a deadline passes that it must act on. */
 export interface DeadlineOwner {
-  /** The phase deadline `phase` has passed. */
-  onPhaseTimeout(phase: Phase): void;
+  /** The head deadline passed. */
+  onHeadTimeout(): void;
   /** No request body byte arrived for `bodyTimeout`. */
   onBodyTimeout(): void;
-  /** The output waited `sendTimeout`. */
+  /** The output waited `sendTimeout` on a client that took none of it: it is to be dropped. */
   onSendTimeout(): void;
 }
 
@@ -47,8 +48,8 @@ export interface DeadlineOwner {
 export class Deadlines {
   /** phase is the phase deadline armed, Phase.None for none. */
   phase = Phase.None;
-  /** sendBacklog is how many bytes were waiting when the send deadline was last started. */
-  sendBacklog = 0;
+  /** How many bytes were waiting when the send deadline was last started. */
+  private sendBacklog = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerMs = 0;
   private bodyTimer: NodeJS.Timeout | null = null;
@@ -57,7 +58,32 @@ export class Deadlines {
   constructor(
     private readonly owner: DeadlineOwner,
     private readonly times: DeadlineTimes,
+    private readonly socket: Socket,
   ) {}
+
+  /** bytesArrived is a read: an idle connection is idle no more. */
+  bytesArrived(): void {
+    if (this.phase === Phase.Idle) this.phase = Phase.None;
+  }
+
+  /**
+   * awaitHead is the parser needing more bytes between requests. The head deadline runs from the
+   * first byte of a head, including one that stopped at a line end (every whole line is already
+   * parsed, so nothing counts as buffered). Only empty lines, which a client may send before a
+   * request line (RFC 9112 §2.2), leave the parser idle again, and so the connection, but their
+   * bytes stopped the idle deadline: one that more empty lines cannot push back takes its place.
+   */
+  awaitHead(parserIdle: boolean): void {
+    const phase = this.phase;
+    if (phase === Phase.Head) return;
+    if (!parserIdle) this.arm(Phase.Head);
+    else if (phase === Phase.None) this.arm(Phase.EmptyLines);
+  }
+
+  /** headArrived is a whole request head: the head (or empty-line) deadline is done. */
+  headArrived(): void {
+    if (this.phase === Phase.Head || this.phase === Phase.EmptyLines) this.phase = Phase.None;
+  }
 
   /**
    * arm sets the phase deadline. Disarming (Phase.None) only forgets the phase, so that arming
@@ -91,11 +117,23 @@ export class Deadlines {
     }
   }
 
-  /** phasePassed is the phase timer firing: the owner hears of it if a phase is still armed. */
+  /**
+   * phasePassed is the phase timer firing. A passed head deadline is the owner's to act on; an
+   * idle or lingering connection is destroyed, unless output is still on its way: that is not
+   * idleness, so the deadline starts over and the send deadline judges a client that stopped
+   * reading.
+   */
   phasePassed(): void {
     const phase = this.phase;
     this.phase = Phase.None;
-    if (phase !== Phase.None) this.owner.onPhaseTimeout(phase);
+    if (phase === Phase.None) return;
+    if (phase === Phase.Head) return this.owner.onHeadTimeout();
+    if (this.socket.writableLength > 0) {
+      if (this.sendTimer === null) this.startSend();
+      this.arm(phase);
+      return;
+    }
+    this.socket.destroy();
   }
 
   /** startBody starts (or pushes back) the request body deadline. */
@@ -125,18 +163,13 @@ export class Deadlines {
     this.owner.onBodyTimeout();
   }
 
-  /** startSend starts (or pushes back) the send deadline, with `backlog` bytes waiting. */
-  startSend(backlog: number): void {
+  /** startSend starts (or pushes back) the send deadline, with what the socket holds now. */
+  startSend(): void {
     const ms = this.times.sendTimeout;
     if (ms <= 0 || !Number.isFinite(ms)) return;
-    this.sendBacklog = backlog;
+    this.sendBacklog = this.socket.writableLength;
     if (this.sendTimer !== null) this.sendTimer.refresh();
     else this.sendTimer = setTimeout(onSendTimer, ms, this).unref();
-  }
-
-  /** sendRunning is true while the send deadline runs. */
-  get sendRunning(): boolean {
-    return this.sendTimer !== null;
   }
 
   /** stopSend stops the send deadline: the client took what was waiting. */
@@ -147,9 +180,17 @@ export class Deadlines {
     }
   }
 
-  /** sendPassed is the send timer firing. */
+  /**
+   * sendPassed is the send timer firing. It runs whenever output is pending: while the app waits
+   * for drain, while pipelined requests wait, and after the last response of a closing or idle
+   * connection. A client that took some of the output is given another round; one that took none
+   * is the owner's to drop.
+   */
   sendPassed(): void {
     this.sendTimer = null;
+    const socket = this.socket;
+    if (socket.destroyed || socket.writableLength === 0) return;
+    if (socket.writableLength < this.sendBacklog) return this.startSend();
     this.owner.onSendTimeout();
   }
 

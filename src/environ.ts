@@ -56,6 +56,11 @@ export class LazySignal implements SignalSource {
     return this.controller.signal;
   }
 
+  /** aborted is true once the signal has fired (or will have, when it is made). */
+  get aborted(): boolean {
+    return this.abortReason !== null;
+  }
+
   /** abortSignal fires `nsgi.signal` once, with `reason`. */
   abortSignal(reason: Error): void {
     if (this.abortReason !== null) return;

@@ -5,13 +5,30 @@
  */
 import net from 'node:net';
 import type { App, ErrorStream } from '../protocol/nsgi.ts';
-import { LINGER_MS } from './deadlines.ts';
-import { Driver, type ServerContext } from './driver.ts';
+import { LINGER_MS, type DeadlineTimes } from './deadlines.ts';
+import { Driver } from './driver.ts';
 import { EnvironBuilder } from './environ.ts';
 import { STDERR } from './errors.ts';
-import { trustedProxies } from './forwarded.ts';
+import { trustedProxies, type TrustedProxies } from './forwarded.ts';
 import { DEFAULT_LIMITS } from './http1/parser.ts';
 import { Http1Shared } from './http1/shared.ts';
+import { OVERLOADED_RESPONSE } from './http1/writer.ts';
+
+/** ServerContext is what every driver of one server shares: the app, the settings and the caches. */
+export interface ServerContext extends DeadlineTimes {
+  readonly app: App;
+  readonly errors: ErrorStream;
+  readonly accessLog: ((line: string) => void) | undefined;
+  readonly scriptName: string;
+  readonly multiprocess: boolean;
+  readonly trustedProxies: TrustedProxies | null;
+  readonly http1: Http1Shared;
+  readonly environs: EnvironBuilder;
+  /** Every open driver; a driver removes itself when its socket closes. */
+  readonly drivers: Set<Driver>;
+  /** True once the server's close() has begun. */
+  closing: boolean;
+}
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -102,15 +119,6 @@ export interface Server {
   close(options?: { timeout?: number }): Promise<void>;
 }
 
-/** The whole answer to a connection beyond maxConnections. */
-const OVERLOADED = (() => {
-  const body = 'Service Unavailable: too many connections\n';
-  return (
-    'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n' +
-    `Content-Length: ${body.length}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`
-  );
-})();
-
 /**
  * serve runs `app` on a new HTTP/1.1 server and resolves once it is listening.
  *
@@ -156,7 +164,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     }
     if (drivers.size >= maxConnections) {
       socket.on('error', () => {});
-      socket.end(OVERLOADED);
+      socket.end(OVERLOADED_RESPONSE);
       setTimeout(() => socket.destroy(), LINGER_MS).unref();
       return;
     }

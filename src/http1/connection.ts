@@ -22,7 +22,10 @@ import {
   Framing,
   LAST_CHUNK,
   REASONS,
+  addedContentLength,
+  bodyRule,
   chooseFraming,
+  dropsAppLength,
   connectionOptions,
   httpDate,
   type PreparedHeaders,
@@ -208,50 +211,20 @@ export class Http1Connection {
   sendHead(status: Status, headers: PreparedHeaders, knownLength = -1): Framing {
     const req = this.request!;
     this.move('head');
-    const isHead = req.method === 'HEAD';
     const http11 = req.version === 'HTTP/1.1';
-    const appLength = headers.contentLength;
-    const framing = chooseFraming(isHead, status.code, appLength >= 0 ? appLength : knownLength, http11);
-    // The server adds a Content-Length when it knows the whole body and the app gave none (HEAD
-    // gets the one GET would have had).
     const code = status.code;
-    const addLength =
-      appLength < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && code !== 204 && code !== 205 && code !== 304));
+    const isHead = req.method === 'HEAD';
+    const rule = bodyRule(isHead, code);
+    const appLength = headers.contentLength;
+    const framing = chooseFraming(isHead, code, appLength >= 0 ? appLength : knownLength, http11);
+    const added = addedContentLength(rule, appLength, knownLength);
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
-    const date = headers.hasDate ? '' : httpDate();
-
-    const shared = this.shared;
-    const c = shared.lastHead;
-    let head: string;
-    if (
-      c.status === status && c.headers === headers && c.date === date && c.framing === framing &&
-      c.keepAlive === this.keepAlive && c.http11 === http11 && c.length === (addLength ? knownLength : -1)
-    ) {
-      head = c.head;
-    } else {
-      head = status.line;
-      // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped. A 205 has no
-      // content either, but is not bodiless by definition, so it says so: Content-Length: 0.
-      head += (code === 204 || code === 205) && appLength >= 0 ? stripContentLength(headers.block) : headers.block;
-      if (date !== '') head += `Date: ${date}\r\n`;
-      if (!headers.hasServer) head += shared.serverHeader;
-      if (code === 205) head += 'Content-Length: 0\r\n';
-      else if (addLength) head += `Content-Length: ${knownLength}\r\n`;
-      else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
-      // RFC 9110 §15.5.22: a 426 names the protocols to switch to.
-      const upgrade = code === 426 ? headers.upgrade : '';
-      if (upgrade !== '') head += `Upgrade: ${upgrade}\r\n`;
-      const connection = connectionOptions(upgrade !== '', !this.keepAlive, !http11);
-      if (connection !== '') head += `Connection: ${connection}\r\n`;
-      if (this.keepAlive) head += shared.keepAliveHeader;
-      head += '\r\n';
-      shared.lastHead = { status, headers, date, framing, keepAlive: this.keepAlive, http11, length: addLength ? knownLength : -1, head };
-    }
+    const head = this.shared.encodeHead(status, headers, framing, this.keepAlive, http11, added, dropsAppLength(rule));
     this.out.latin1(head);
     this.framing = framing;
-    this.declaredLength = framing === Framing.Length ? (addLength ? knownLength : appLength) : -1;
-    this.statusCode = status.code;
+    this.declaredLength = framing === Framing.Length ? (appLength >= 0 ? appLength : knownLength) : -1;
+    this.statusCode = code;
     return framing;
   }
 
@@ -413,8 +386,4 @@ export class Http1Connection {
     this.chunkOpen = false;
     this.discarded = 0;
   }
-}
-
-function stripContentLength(block: string): string {
-  return block.replace(/^content-length:[^\r]*\r\n/gim, '');
 }

@@ -238,6 +238,30 @@ export class RequestParser {
     this.lineStart = this.scan = this.pos;
   }
 
+  /**
+   * startBody reads a body whose head another parser read (node:http, handing a request over
+   * with its socket): from here the bytes fed are the body, then whatever follows it. The framing
+   * is `chunked`, else the Content-Length field's value as received (undefined for none), checked
+   * as it would be in a head; a bad one throws the ProtocolError a head would have.
+   */
+  startBody(contentLength: string | undefined, chunked: boolean): void {
+    if (this.state !== State.Head || this.buffered > 0) throw new Error('startBody() called after bytes were read');
+    let length = -1;
+    try {
+      if (!chunked && contentLength !== undefined) length = parseContentLength(contentLength);
+    } catch (err) {
+      // As for a head: the error sticks, and every later next() throws it.
+      this.state = State.Error;
+      this.error = err as ProtocolError;
+      throw err;
+    }
+    if (chunked) this.state = State.ChunkSize;
+    else if (length > 0) {
+      this.state = State.Length;
+      this.remaining = length;
+    } else this.state = State.End;
+  }
+
   /** next returns the next event, or throws the ProtocolError that ended the connection. */
   next(): ParserEvent {
     if (this.state === State.Error) throw this.error!;

@@ -6,7 +6,7 @@
  */
 import { OutBuffer, Slab } from './out-buffer.ts';
 import { DEFAULT_LIMITS, resolveLimits, type ParserLimits } from './parser.ts';
-import { Framing, HeadCache, type PreparedHeaders, type Status } from './writer.ts';
+import { Framing, HeadCache, connectionOptions, httpDate, type PreparedHeaders, type Status } from './writer.ts';
 
 /**
  * EncodedHead is the last response head a server encoded, with everything it was made from.
@@ -55,8 +55,47 @@ export class Http1Shared {
     this.keepAliveHeader = seconds >= 1 && Number.isFinite(seconds) ? `Keep-Alive: timeout=${seconds}\r\n` : '';
   }
 
+  /**
+   * encodeHead is a response head as it goes on the wire: the status line, the app's fields
+   * (less its Content-Length when `dropAppLength`), Date and Server unless the app gave them, the
+   * framing (`added` is a Content-Length the server adds, -1 for none), a 426's Upgrade, and the
+   * Connection and Keep-Alive fields. A head made of the same parts as the last one is the same
+   * string (see {@link EncodedHead}).
+   */
+  encodeHead(
+    status: Status, headers: PreparedHeaders, framing: Framing, keepAlive: boolean, http11: boolean, added: number, dropAppLength: boolean,
+  ): string {
+    const date = headers.hasDate ? '' : httpDate();
+    const c = this.lastHead;
+    if (
+      c.status === status && c.headers === headers && c.date === date && c.framing === framing &&
+      c.keepAlive === keepAlive && c.http11 === http11 && c.length === added
+    ) {
+      return c.head;
+    }
+    let head = status.line;
+    head += dropAppLength && headers.contentLength >= 0 ? stripContentLength(headers.block) : headers.block;
+    if (date !== '') head += `Date: ${date}\r\n`;
+    if (!headers.hasServer) head += this.serverHeader;
+    if (added >= 0) head += `Content-Length: ${added}\r\n`;
+    else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
+    // RFC 9110 §15.5.22: a 426 names the protocols to switch to.
+    const upgrade = status.code === 426 ? headers.upgrade : '';
+    if (upgrade !== '') head += `Upgrade: ${upgrade}\r\n`;
+    const connection = connectionOptions(upgrade !== '', !keepAlive, !http11);
+    if (connection !== '') head += `Connection: ${connection}\r\n`;
+    if (keepAlive) head += this.keepAliveHeader;
+    head += '\r\n';
+    this.lastHead = { status, headers, date, framing, keepAlive, http11, length: added, head };
+    return head;
+  }
+
   /** outBuffer makes a connection's output buffer, on the server's slab. */
   outBuffer(): OutBuffer {
     return new OutBuffer(this.slab);
   }
+}
+
+function stripContentLength(block: string): string {
+  return block.replace(/^content-length:[^\r]*\r\n/gim, '');
 }

@@ -44,11 +44,80 @@ export const REASONS: Record<number, string> = {
 };
 
 /**
- * bodyAllowedForStatus tells whether a response with this status may carry a body: not 1xx, 204
- * or 304 (RFC 9110 §6.4.1), nor 205, which a server MUST NOT send content in (§15.3.6).
+ * OVERLOADED_RESPONSE is the whole answer to a connection beyond the server's limit, written
+ * before any request is read: 503, a retry hint (RFC 9110 §10.2.3), and the connection closes.
  */
+export const OVERLOADED_RESPONSE = (() => {
+  const body = 'Service Unavailable: too many connections\n';
+  return (
+    'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+    `Content-Length: ${body.length}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`
+  );
+})();
+
+/**
+ * switchingProtocolsHead is a `101 Switching Protocols` head (RFC 9110 §15.2.2): the app's fields
+ * as an encoded `block`, then the Connection and Upgrade fields a 101 needs (§7.8).
+ */
+export function switchingProtocolsHead(block: string, upgrade: string): string {
+  return `HTTP/1.1 101 Switching Protocols\r\n${block}Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`;
+}
+
+/**
+ * BodyRule is what a response may carry, by request method and status; {@link bodyRule} decides
+ * it. Only Body carries content; the others differ in the Content-Length their head may have.
+ */
+export const enum BodyRule {
+  /** A body, framed by a Content-Length or by chunked coding. */
+  Body,
+  /** No body (the request was HEAD); the head may have the framing fields a GET would have had. */
+  Head,
+  /** No body and no Content-Length at all (1xx, 204). */
+  NoContent,
+  /** No body, and `Content-Length: 0` in place of any the app gave (205). */
+  ResetContent,
+  /** No body; the app's Content-Length stands, and none is computed (304). */
+  NotModified,
+}
+
+/**
+ * bodyRule decides, in the one place that knows these statuses, what a response may carry:
+ * 1. 1xx and 204 have no content and no Content-Length (RFC 9110 §6.4.1, §8.6).
+ * 2. 205 has no content, and, not being bodiless by definition, says so with `Content-Length: 0`
+ *    (§15.3.6; SPEC SR-20).
+ * 3. 304 has no content; a Content-Length the app gave describes the selected representation
+ *    (§15.4.5), so it stands, and the server computes none.
+ * 4. A response to HEAD has no content, whatever its status; its head may carry the framing
+ *    fields a GET would have had (§9.3.2).
+ * 5. Anything else carries a body.
+ */
+export function bodyRule(isHead: boolean, code: number): BodyRule {
+  if (code < 200 || code === 204) return BodyRule.NoContent;
+  if (code === 205) return BodyRule.ResetContent;
+  if (code === 304) return BodyRule.NotModified;
+  return isHead ? BodyRule.Head : BodyRule.Body;
+}
+
+/**
+ * addedContentLength is the Content-Length the server itself puts in a head under `rule`, -1 for
+ * none: 0 for a 205; when the app gave none, the whole body's length where it is known
+ * (`knownLength`, else -1) and the rule allows one. The app's own Content-Length is sent as it
+ * gave it, except under NoContent and ResetContent, which drop it (see {@link dropsAppLength}).
+ */
+export function addedContentLength(rule: BodyRule, appLength: number, knownLength: number): number {
+  if (rule === BodyRule.ResetContent) return 0;
+  if (appLength >= 0 || rule === BodyRule.NoContent || rule === BodyRule.NotModified) return -1;
+  return knownLength;
+}
+
+/** dropsAppLength tells whether the app's Content-Length is left out of the head under `rule`. */
+export function dropsAppLength(rule: BodyRule): boolean {
+  return rule === BodyRule.NoContent || rule === BodyRule.ResetContent;
+}
+
+/** bodyAllowedForStatus tells whether a response with this status may carry a body (see {@link bodyRule}). */
 export function bodyAllowedForStatus(code: number): boolean {
-  return !(code < 200 || code === 204 || code === 205 || code === 304);
+  return bodyRule(false, code) === BodyRule.Body;
 }
 
 // ---- headers -----------------------------------------------------------------------------
@@ -288,7 +357,7 @@ export function describe(value: unknown): string {
 
 /** Framing is how a response body is delimited on the wire (RFC 9112 §6). */
 export enum Framing {
-  /** No body at all: HEAD, 1xx, 204, 205, 304. */
+  /** No body at all (see {@link bodyRule}). */
   None,
   /** Content-Length. */
   Length,
@@ -300,13 +369,13 @@ export enum Framing {
 
 /**
  * chooseFraming decides how a response is framed, in one place:
- * 1. HEAD and statuses without a body (1xx, 204, 205, 304) send no body (RFC 9110 §9.3.2, §6.4.1).
+ * 1. A response without a body (see {@link bodyRule}) has no framing.
  * 2. A Content-Length the app gave, or the server learned by having the whole body, is used.
  * 3. Otherwise an HTTP/1.1 client gets chunked coding (RFC 9112 §7).
  * 4. Otherwise (HTTP/1.0) the body ends with the connection (RFC 9112 §6.3, step 8).
  */
 export function chooseFraming(isHead: boolean, code: number, contentLength: number, http11: boolean): Framing {
-  if (isHead || !bodyAllowedForStatus(code)) return Framing.None;
+  if (bodyRule(isHead, code) !== BodyRule.Body) return Framing.None;
   if (contentLength >= 0) return Framing.Length;
   return http11 ? Framing.Chunked : Framing.Close;
 }
