@@ -9,9 +9,10 @@
  *     idle --head--> sending --data--> sending --end--> done --next--> idle
  *       \--error--> done         \--cut--> closed
  *
- * An exchange is over when its request has ended and its response is done; then, if the
- * connection may be reused (see {@link Http1Connection.shouldReuseConnection}), `nextCycle()`
- * starts the next one and the parser reads whatever the client pipelined meanwhile. Any move the
+ * An exchange is over when its request has ended and its response is done; what then becomes of
+ * the connection (the next request, reading the rest of an unread body first, or closing) is
+ * decided in one place, {@link Http1Connection.afterResponse}. To go on, `nextCycle()` starts the
+ * next exchange and the parser reads whatever the client pipelined meanwhile. Any move the
  * table does not list throws: it is a bug in the caller, never the peer's doing.
  */
 import { AppError, type ProtocolError } from '../errors.ts';

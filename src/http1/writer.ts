@@ -47,13 +47,9 @@ export const REASONS: Record<number, string> = {
  * OVERLOADED_RESPONSE is the whole answer to a connection beyond the server's limit, written
  * before any request is read: 503, a retry hint (RFC 9110 §10.2.3), and the connection closes.
  */
-export const OVERLOADED_RESPONSE = (() => {
-  const body = 'Service Unavailable: too many connections\n';
-  return (
-    'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n' +
-    `Content-Length: ${body.length}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`
-  );
-})();
+export const OVERLOADED_RESPONSE = ((body: string) =>
+  'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+  `Content-Length: ${body.length}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`)('Service Unavailable: too many connections\n');
 
 /**
  * switchingProtocolsHead is a `101 Switching Protocols` head (RFC 9110 §15.2.2): the app's fields
