@@ -42,7 +42,8 @@ export { compress, AVAILABLE_CODINGS, DEFAULT_MIN_SIZE, DEFAULT_BROTLI_QUALITY, 
 export { mount } from './helpers/mount.ts';
 export { mediaTypeFor, MEDIA_TYPES, DEFAULT_MEDIA_TYPE } from './helpers/mime.ts';
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
-export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
+export { fromFetch, type FetchHandler } from './adapters/fetch-to-nsgi.ts';
+export { toFetch, type ToFetchOptions } from './adapters/nsgi-to-fetch.ts';
 export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListener, type NodeListenerOptions, type NodeUpgradeListener } from './adapters/node-http.ts';
 export { fromNodeListener, type NodeRequestListener } from './adapters/node-listener.ts';
 export * as testing from './testing.ts';

@@ -4,7 +4,7 @@
  * turned into an nsgi app by its adapter.
  */
 import type { App } from '../../protocol/nsgi.ts';
-import { fromFetch, type FetchHandler } from './fetch.ts';
+import { fromFetch, type FetchHandler } from './fetch-to-nsgi.ts';
 import { fromNodeListener, type NodeRequestListener } from './node-listener.ts';
 
 /** AppInterface names the calling conventions the command line can serve. */
