@@ -20,7 +20,9 @@
  *   100-continue is answered then, SPEC §5); `req.complete` is set at its end.
  * - The client leaving (`nsgi.signal`) or the body being closed early aborts `req` (`'aborted'`,
  *   `'close'`) and closes `res` (`'close'` without `'finish'`), as on node:http.
- * - Trailers given to `res.addTrailers()` go to `nsgi.set_trailers` when the server offers it.
+ * - Trailers are not carried: node:http writes them only inside its own chunked coding, which
+ *   the adapter turns off so that the nsgi server frames the body; node:http then refuses a
+ *   `Trailer` header itself (ERR_HTTP_TRAILER_INVALID, a 500) and ignores `res.addTrailers()`.
  */
 import { IncomingMessage, ServerResponse, STATUS_CODES, type RequestListener } from 'node:http';
 import { Writable } from 'node:stream';
@@ -88,7 +90,6 @@ class ListenerExchange {
     res.sendDate = false;
     res.assignSocket(this.socket as never);
     res.on('finish', () => {
-      this.sendTrailers();
       this.finished = true;
       this.notify();
     });
@@ -158,7 +159,9 @@ class ListenerExchange {
   private takeHead(bytes: Buffer): Buffer {
     if (this.headBytes === -1) {
       const head = (this.res as unknown as { _header: string | null })._header;
-      if (typeof head !== 'string') return bytes;
+      // Bytes before the head are interim responses node:http writes raw (`writeContinue()`,
+      // `writeEarlyHints()`); the nsgi server sends 100 itself when the body is read (SPEC §5).
+      if (typeof head !== 'string') return Buffer.alloc(0);
       this.headBytes = Buffer.byteLength(head, 'latin1');
       const [status, headers] = parseHead(head);
       this.write = this.startResponse(status, headers);
@@ -186,13 +189,6 @@ class ListenerExchange {
       },
       (err: Error) => this.req.destroy(err),
     );
-  }
-
-  /** sendTrailers passes on what `res.addTrailers()` recorded, if anything. */
-  private sendTrailers(): void {
-    const trailer = (this.res as unknown as { _trailer: string })._trailer;
-    const setTrailers = this.environ['nsgi.set_trailers'];
-    if (typeof trailer === 'string' && trailer !== '' && typeof setTrailers === 'function') setTrailers(parseFields(trailer));
   }
 
   /** complete is the response finished: `res` closes, as node:http closes it after `'finish'`. */

@@ -174,3 +174,33 @@ describe('an Express app mounted inside nsgi', () => {
     expect(missing.status).toBe(404);
   });
 });
+
+describe('fromNodeListener: what node:http offers beyond the body', () => {
+  it('answers Expect: 100-continue when the listener reads, and drops its own writeContinue()', async () => {
+    const listener = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.writeContinue();
+      let n = 0;
+      req.on('data', (chunk: Buffer) => void (n += chunk.length));
+      req.on('end', () => res.end(`read ${n}`));
+    };
+    const { url } = await startServer(fromNodeListener(listener));
+    const result = await curl(['-sS', '-i', '-H', 'Expect: 100-continue', '--expect100-timeout', '30', '--data-binary', 'x'.repeat(5000), url]);
+    const text = result.stdout.toString();
+    expect(text.match(/HTTP\/1.1 100 Continue/g)).toHaveLength(1);
+    expect(text).toMatch(/HTTP\/1.1 200 OK[\s\S]*\r\n\r\nread 5000$/);
+  });
+
+  it('answers HEAD with the head GET would have, without a body', async () => {
+    const listener = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.setHeader('Content-Length', '5');
+      res.end('hello');
+    };
+    const { port } = await startServer(fromNodeListener(listener));
+    const client = await RawClient.connect(port);
+    client.write('HEAD / HTTP/1.1\nHost: x\nConnection: close\n\n');
+    await waitUntil(() => client.closed, 'the response');
+    expect(client.text).toMatch(/^HTTP\/1.1 200 OK\r\n/);
+    expect(client.text).toContain('Content-Length: 5');
+    expect(client.text.endsWith('\r\n\r\n')).toBe(true);
+  });
+});
