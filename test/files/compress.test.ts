@@ -6,11 +6,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { brotliDecompressSync, createGunzip, gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, Environ } from '../../protocol/nsgi.ts';
 import { compress, type CompressFlush } from '../../src/helpers/compress.ts';
 import { sse } from '../../src/helpers/sse.ts';
+import { staticFiles } from '../../src/helpers/static-files.ts';
 import { RawClient, cleanup, curl, finalResponses, header, rawRequest, sleep, startServer, waitUntil } from '../helpers/server.ts';
 
 const children = new Set<ChildProcess>();
@@ -290,3 +294,32 @@ function dechunk(data: Buffer): Buffer {
   }
   return Buffer.concat(parts);
 }
+
+describe('compress: HEAD and conditional requests', () => {
+  it('answers HEAD with the GET head (Content-Encoding, no Content-Length) and no body', async () => {
+    const { port, errors } = await startServer(compress(jsonApp));
+    const result = await rawRequest(port, Buffer.from('HEAD / HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n'));
+    const [response] = finalResponses(result.data, { noBody: () => true, closed: result.closed });
+    expect(header(response!, 'content-encoding')).toBe('gzip');
+    expect(header(response!, 'content-length')).toBeUndefined();
+    expect(result.text.endsWith('\r\n\r\n')).toBe(true);
+    await sleep(50);
+    expect(errors).toEqual([]);
+  });
+
+  it('lets the weakened ETag of a compressed file come back as a 304 from staticFiles', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'nsgi-compress-'));
+    try {
+      await writeFile(join(dir, 'data.json'), json);
+      const { port } = await startServer(compress(staticFiles(dir)));
+      const first = await get(port, ['Accept-Encoding: gzip'], '/data.json');
+      expect(header(first, 'content-encoding')).toBe('gzip');
+      const etag = header(first, 'etag')!;
+      expect(etag).toMatch(/^W\//);
+      const again = await get(port, ['Accept-Encoding: gzip', `If-None-Match: ${etag}`], '/data.json');
+      expect(again.status).toBe(304);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
