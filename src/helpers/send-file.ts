@@ -8,7 +8,7 @@
  * replaced while the response is under way cannot mix the old validators with the new bytes.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import type { Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
 import { evaluatePreconditions, httpDate, ifRangeHolds, type Validators } from './conditional.ts';
 import { FileReader, fileBody } from './file-body.ts';
@@ -59,7 +59,9 @@ export async function sendFile(environ: Environ, startResponse: StartResponse, p
   if (options.precompressed === true) {
     const siblings: Opened[] = [];
     for (const [coding, suffix] of PRECOMPRESSED) {
-      const sibling = await openRegular(path + suffix, coding);
+      // O_NOFOLLOW: a sibling that is a symbolic link could point anywhere, out of a served
+      // tree too, and the file's own path was the only one the caller checked.
+      const sibling = await openRegular(path + suffix, coding, constants.O_NOFOLLOW);
       if (sibling !== undefined) siblings.push(sibling);
     }
     if (siblings.length > 0) {
@@ -178,11 +180,11 @@ function multipartBody(handle: FileHandle, ranges: readonly ByteRange[], heads: 
   };
 }
 
-/** openRegular opens `path` for reading if it is a regular file, else gives undefined. */
-async function openRegular(path: string, coding?: string): Promise<Opened | undefined> {
+/** openRegular opens `path` for reading, with extra open `flags`, if it is a regular file, else gives undefined. */
+async function openRegular(path: string, coding?: string, flags = 0): Promise<Opened | undefined> {
   let handle: FileHandle;
   try {
-    handle = await open(path, 'r');
+    handle = await open(path, constants.O_RDONLY | flags);
   } catch {
     return undefined; // missing, unreadable, or a path through a non-directory
   }

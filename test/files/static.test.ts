@@ -34,6 +34,8 @@ beforeAll(async () => {
   await symlink(join(dir, 'secret.txt'), join(root, 'escape.txt'));
   await symlink(dir, join(root, 'up'));
   await symlink(join(root, 'hello.txt'), join(root, 'alias.txt'));
+  await writeFile(join(root, 'style.css'), 'body { color: red }\n');
+  await symlink(join(dir, 'secret.txt'), join(root, 'style.css.br'));
 });
 
 afterAll(async () => {
@@ -280,6 +282,14 @@ describe('staticFiles: paths that must not be served', () => {
       expect(response.body.toString()).not.toContain('TOKEN');
     });
   }
+
+  it('never serves a precompressed sibling that is a symbolic link', async () => {
+    const { port } = await startServer(staticFiles(root));
+    const response = await get(port, '/style.css', ['Accept-Encoding: br']);
+    expect(response.status).toBe(200);
+    expect(header(response, 'content-encoding')).toBeUndefined();
+    expect(response.body.toString()).toBe('body { color: red }\n');
+  });
 
   it('refuses traversal sent by curl with --path-as-is', async () => {
     const { url } = await startServer(staticFiles(root));
