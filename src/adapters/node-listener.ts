@@ -46,7 +46,10 @@ export function fromNodeListener(listener: NodeRequestListener): App {
   if (typeof listener !== 'function') throw new TypeError(`fromNodeListener() needs a (req, res) listener function, got ${typeof listener}`);
   return (environ, startResponse) => {
     const exchange = new ListenerExchange(environ, startResponse);
-    listener(exchange.req, exchange.res);
+    const returned: unknown = listener(exchange.req, exchange.res);
+    // An async listener's rejection would otherwise be unhandled: it fails the response instead
+    // (a 500 before the head, a cut after it, SPEC §8).
+    if (returned instanceof Promise) returned.catch((err: unknown) => exchange.fail(err instanceof Error ? err : new Error(String(err))));
     return exchange.body();
   };
 }

@@ -204,3 +204,29 @@ describe('fromNodeListener: what node:http offers beyond the body', () => {
     expect(client.text.endsWith('\r\n\r\n')).toBe(true);
   });
 });
+
+describe('fromNodeListener: a failing listener', () => {
+  it('turns an async listener that rejects before responding into a 500, with the error logged', async () => {
+    const listener = async (): Promise<void> => {
+      await sleep(5);
+      throw new Error('listener broke on purpose');
+    };
+    const { url, errors } = await startServer(fromNodeListener(listener));
+    const response = await fetch(url);
+    expect(response.status).toBe(500);
+    expect(errors.join('\n')).toContain('listener broke on purpose');
+  });
+
+  it('cuts the response when the listener destroys it midway', async () => {
+    const listener = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.write('partial ');
+      setTimeout(() => res.destroy(), 10);
+    };
+    const { port } = await startServer(fromNodeListener(listener));
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: x\n\n');
+    await waitUntil(() => client.closed, 'the cut');
+    expect(client.text).toContain('partial ');
+    expect(client.text).not.toContain('\r\n0\r\n\r\n');
+  });
+});
