@@ -7,8 +7,8 @@
 import { Hono } from 'hono';
 import { stream, streamSSE } from 'hono/streaming';
 import { afterEach, describe, expect, it } from 'vitest';
-import { fromFetch, validate } from '../src/index.ts';
-import { RawClient, cleanup, startServer, waitUntil } from './helpers/server.ts';
+import { fromFetch, validate } from '../../src/index.ts';
+import { RawClient, cleanup, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

@@ -9,12 +9,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import type { App, Environ } from '../protocol/nsgi.ts';
-import { toNodeListener, toNodeUpgradeListener, createNodeServer } from '../src/adapters/node-http.ts';
-import { validate } from '../src/validator.ts';
-import { websocketApp } from '../src/websocket.ts';
-import { RawClient, cleanup, finalResponses, header, parseResponses, reqBytes, sleep, waitUntil } from './helpers/server.ts';
-import { UPGRADE_OFFER_CASES, UPGRADE_REQUEST, echoOnUpgrade, type UpgradeRecord } from './helpers/upgrade.ts';
+import type { App, Environ } from '../../protocol/nsgi.ts';
+import { toNodeListener, toNodeUpgradeListener, createNodeServer } from '../../src/adapters/node-http.ts';
+import { validate } from '../../src/validator.ts';
+import { websocketApp } from '../../src/websocket.ts';
+import { RawClient, cleanup, finalResponses, header, parseResponses, reqBytes, sleep, waitUntil } from '../helpers/server.ts';
+import { UPGRADE_OFFER_CASES, UPGRADE_REQUEST, echoOnUpgrade, type UpgradeRecord } from '../helpers/upgrade.ts';
 
 const servers: http.Server[] = [];
 const clients: WebSocket[] = [];

@@ -7,10 +7,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Environ } from '../protocol/nsgi.ts';
-import { createNodeServer, fromFetch, toFetch, toNodeListener, validate } from '../src/index.ts';
-import { ClientGoneError } from '../src/errors.ts';
-import { RawClient, cleanup, finalResponses, startServer, waitUntil } from './helpers/server.ts';
+import type { App, Environ } from '../../protocol/nsgi.ts';
+import { createNodeServer, fromFetch, toFetch, toNodeListener, validate } from '../../src/index.ts';
+import { ClientGoneError } from '../../src/errors.ts';
+import { RawClient, cleanup, finalResponses, startServer, waitUntil } from '../helpers/server.ts';
 
 const nodeServers: http.Server[] = [];
 

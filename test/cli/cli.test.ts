@@ -11,9 +11,9 @@ import type { Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { OPTIONS, parseAppTarget, parseCliArgs, version } from '../src/cli.ts';
-import { REPO_ROOT, killAllClis, runCli, startCli } from './helpers/spawn-cli.ts';
-import type { CliResult } from './helpers/spawn-cli.ts';
+import { OPTIONS, parseAppTarget, parseCliArgs, version } from '../../src/cli.ts';
+import { REPO_ROOT, killAllClis, runCli, startCli } from '../helpers/spawn-cli.ts';
+import type { CliResult } from '../helpers/spawn-cli.ts';
 
 /** SPAWN_TEST_TIMEOUT_MS bounds a test that starts processes: tsx compiles on each start. */
 const SPAWN_TEST_TIMEOUT_MS = 30_000;

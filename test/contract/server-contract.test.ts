@@ -7,7 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Chunk, Environ } from '../protocol/nsgi.ts';
+import type { App, Chunk, Environ } from '../../protocol/nsgi.ts';
 import {
   RawClient,
   cleanup,
@@ -22,7 +22,7 @@ import {
   startServer,
   untilResponses,
   waitUntil,
-} from './helpers/server.ts';
+} from '../helpers/server.ts';
 
 afterEach(cleanup);
 

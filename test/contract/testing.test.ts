@@ -3,10 +3,10 @@
  * by chunk with `open()`, keeping the same contract as the server (lazy head, exc_info, return()).
  */
 import { describe, expect, it } from 'vitest';
-import type { App } from '../protocol/nsgi.ts';
-import { testing, validate } from '../src/index.ts';
-import { app as hello } from '../examples/hello.ts';
-import { app as upload } from '../examples/upload.ts';
+import type { App } from '../../protocol/nsgi.ts';
+import { testing, validate } from '../../src/index.ts';
+import { app as hello } from '../../examples/hello.ts';
+import { app as upload } from '../../examples/upload.ts';
 
 describe('request()', () => {
   it('collects status, headers in order and body, with text() and json()', async () => {

@@ -8,15 +8,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write } from '../protocol/nsgi.ts';
-import { testing, validate, ValidationError } from '../src/index.ts';
-import { app as clock } from '../examples/clock.ts';
-import { app as demo } from '../examples/demo.ts';
-import { app as errorsApp } from '../examples/errors.ts';
-import { app as hello } from '../examples/hello.ts';
-import { app as streamApp } from '../examples/stream.ts';
-import { app as upload } from '../examples/upload.ts';
-import { RawClient, cleanup, finalResponses, startServer, waitUntil } from './helpers/server.ts';
+import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write } from '../../protocol/nsgi.ts';
+import { testing, validate, ValidationError } from '../../src/index.ts';
+import { app as clock } from '../../examples/clock.ts';
+import { app as demo } from '../../examples/demo.ts';
+import { app as errorsApp } from '../../examples/errors.ts';
+import { app as hello } from '../../examples/hello.ts';
+import { app as streamApp } from '../../examples/stream.ts';
+import { app as upload } from '../../examples/upload.ts';
+import { RawClient, cleanup, finalResponses, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

@@ -3,10 +3,10 @@
  * changes every second, so it is replaced by `<date>` before comparing.
  */
 import { describe, expect, it } from 'vitest';
-import { AppError, ProtocolError } from '../src/errors.ts';
-import { Http1Connection } from '../src/http1/connection.ts';
-import { Framing, parseStatus, prepareHeaders } from '../src/http1/writer.ts';
-import { req } from './helpers/bytes.ts';
+import { AppError, ProtocolError } from '../../src/errors.ts';
+import { Http1Connection } from '../../src/http1/connection.ts';
+import { Framing, parseStatus, prepareHeaders } from '../../src/http1/writer.ts';
+import { req } from '../helpers/bytes.ts';
 
 /** output takes everything the connection wrote, as text with the Date value masked. */
 function output(conn: Http1Connection): string {

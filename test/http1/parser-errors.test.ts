@@ -4,9 +4,9 @@
  * same error comes out whether the bytes arrive whole, byte by byte or split anywhere.
  */
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../src/errors.ts';
-import { RequestParser, type ParserLimits } from '../src/http1/parser.ts';
-import { crlf, parseAll, raw, req, type Split } from './helpers/bytes.ts';
+import { ProtocolError } from '../../src/errors.ts';
+import { RequestParser, type ParserLimits } from '../../src/http1/parser.ts';
+import { crlf, parseAll, raw, req, type Split } from '../helpers/bytes.ts';
 
 interface ErrorCase {
   name: string;

@@ -12,8 +12,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../src/errors.ts';
-import { parseAll, type ParseResult, type Split } from './helpers/bytes.ts';
+import { ProtocolError } from '../../src/errors.ts';
+import { parseAll, type ParseResult, type Split } from '../helpers/bytes.ts';
 
 const RUNS = Number(process.env.NSGI_FUZZ_RUNS ?? 200);
 const TIME_LIMIT_MS = Number(process.env.NSGI_FUZZ_MS ?? (RUNS > 200 ? 600_000 : 4_000));

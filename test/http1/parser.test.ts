@@ -4,8 +4,8 @@
  * request: the events may not depend on how the bytes arrive.
  */
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../src/errors.ts';
-import { RequestParser, type RequestHead } from '../src/http1/parser.ts';
+import { ProtocolError } from '../../src/errors.ts';
+import { RequestParser, type RequestHead } from '../../src/http1/parser.ts';
 import {
   PAUSE,
   crlf,
@@ -17,7 +17,7 @@ import {
   req,
   type CollectedEvent,
   type Split,
-} from './helpers/bytes.ts';
+} from '../helpers/bytes.ts';
 
 /** head builds an expected head event: a GET / HTTP/1.1 with Host `a`, changed by `fields`. */
 function head(fields: Partial<RequestHead>): CollectedEvent {

@@ -10,7 +10,7 @@ import {
   httpDate,
   parseStatus,
   prepareHeaders,
-} from '../src/http1/writer.ts';
+} from '../../src/http1/writer.ts';
 
 const concat = (parts: Uint8Array[]): string => Buffer.concat(parts).toString('latin1');
 

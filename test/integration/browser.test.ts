@@ -12,8 +12,8 @@ import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { app as demo, chat } from '../examples/demo.ts';
-import { serve, type Server } from '../src/index.ts';
+import { app as demo, chat } from '../../examples/demo.ts';
+import { serve, type Server } from '../../src/index.ts';
 
 /** document is the page's, inside the functions Playwright runs there; the tests compile without the DOM library. */
 declare const document: {
@@ -37,7 +37,7 @@ const CHROMIUM_ARGS = [
 ];
 
 /** ARTIFACTS is where the screenshot goes; .gitignore keeps it out of the repository. */
-const ARTIFACTS = fileURLToPath(new URL('./.artifacts/', import.meta.url));
+const ARTIFACTS = fileURLToPath(new URL('../.artifacts/', import.meta.url));
 
 /** BROWSER_TEST_MS bounds each test: the clock alone needs two seconds for three events. */
 const BROWSER_TEST_MS = 30_000;

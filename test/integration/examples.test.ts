@@ -11,14 +11,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { App } from '../protocol/nsgi.ts';
-import { serve } from '../src/index.ts';
-import { app as clock } from '../examples/clock.ts';
-import { app as demo } from '../examples/demo.ts';
-import { app as errorsApp } from '../examples/errors.ts';
-import { app as hello } from '../examples/hello.ts';
-import { app as stream } from '../examples/stream.ts';
-import { app as upload } from '../examples/upload.ts';
+import type { App } from '../../protocol/nsgi.ts';
+import { serve } from '../../src/index.ts';
+import { app as clock } from '../../examples/clock.ts';
+import { app as demo } from '../../examples/demo.ts';
+import { app as errorsApp } from '../../examples/errors.ts';
+import { app as hello } from '../../examples/hello.ts';
+import { app as stream } from '../../examples/stream.ts';
+import { app as upload } from '../../examples/upload.ts';
 
 type Server = Awaited<ReturnType<typeof serve>>;
 

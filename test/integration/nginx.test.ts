@@ -17,9 +17,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import type { App } from '../protocol/nsgi.ts';
-import { acceptWebSocket } from '../src/websocket.ts';
-import { cleanup, finalResponses, header, sleep, startServer, waitUntil, type Started } from './helpers/server.ts';
+import type { App } from '../../protocol/nsgi.ts';
+import { acceptWebSocket } from '../../src/websocket.ts';
+import { cleanup, finalResponses, header, sleep, startServer, waitUntil, type Started } from '../helpers/server.ts';
 
 const NGINX = '/usr/sbin/nginx';
 

@@ -8,8 +8,8 @@
 import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Body } from '../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, sleep, startServer, untilResponses, waitUntil, type Started } from './helpers/server.ts';
+import type { App, Body } from '../../protocol/nsgi.ts';
+import { RawClient, cleanup, finalResponses, sleep, startServer, untilResponses, waitUntil, type Started } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

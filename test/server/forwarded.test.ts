@@ -5,10 +5,10 @@
  * unit tests of `trustedProxies` and `applyForwarded` cover addresses the wire cannot produce.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Environ } from '../protocol/nsgi.ts';
-import type { ServeOptions } from '../src/index.ts';
-import { applyForwarded, trustedProxies } from '../src/forwarded.ts';
-import { cleanup, finalResponses, rawRequest, startServer, untilResponses } from './helpers/server.ts';
+import type { App, Environ } from '../../protocol/nsgi.ts';
+import type { ServeOptions } from '../../src/index.ts';
+import { applyForwarded, trustedProxies } from '../../src/forwarded.ts';
+import { cleanup, finalResponses, rawRequest, startServer, untilResponses } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App } from '../protocol/nsgi.ts';
+import type { App } from '../../protocol/nsgi.ts';
 import {
   RawClient,
   cleanup,
@@ -27,7 +27,7 @@ import {
   startServer,
   untilResponses,
   waitUntil,
-} from './helpers/server.ts';
+} from '../helpers/server.ts';
 
 afterEach(cleanup);
 

@@ -13,8 +13,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RawClient, cleanup, finalResponses, waitUntil } from './helpers/server.ts';
-import { killAllClis, runCli, startCli, type RunningCli } from './helpers/spawn-cli.ts';
+import { RawClient, cleanup, finalResponses, waitUntil } from '../helpers/server.ts';
+import { killAllClis, runCli, startCli, type RunningCli } from '../helpers/spawn-cli.ts';
 
 const pidsToKill = new Set<number>();
 

@@ -13,8 +13,8 @@
  * because a proxy in front that splits lines differently is exactly how smuggling starts).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, HeaderList } from '../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, header, startServer, untilResponses, type ParsedResponse } from './helpers/server.ts';
+import type { App, HeaderList } from '../../protocol/nsgi.ts';
+import { RawClient, cleanup, finalResponses, header, startServer, untilResponses, type ParsedResponse } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

@@ -7,8 +7,8 @@
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App } from '../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, header, sleep, startServer, waitUntil } from './helpers/server.ts';
+import type { App } from '../../protocol/nsgi.ts';
+import { RawClient, cleanup, finalResponses, header, sleep, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

@@ -7,9 +7,9 @@
  * uploader and a long poll waiting for its event are never cut. Finally the CLI flags, once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App } from '../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, header, sleep, startServer, untilResponses, waitUntil } from './helpers/server.ts';
-import { killAllClis, startCli } from './helpers/spawn-cli.ts';
+import type { App } from '../../protocol/nsgi.ts';
+import { RawClient, cleanup, finalResponses, header, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
+import { killAllClis, startCli } from '../helpers/spawn-cli.ts';
 
 afterEach(async () => {
   await cleanup();

@@ -6,9 +6,9 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Environ } from '../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, header, parseResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from './helpers/server.ts';
-import { UPGRADE_OFFER_CASES, UPGRADE_REQUEST, echoOnUpgrade } from './helpers/upgrade.ts';
+import type { Environ } from '../../protocol/nsgi.ts';
+import { RawClient, cleanup, finalResponses, header, parseResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
+import { UPGRADE_OFFER_CASES, UPGRADE_REQUEST, echoOnUpgrade } from '../helpers/upgrade.ts';
 
 afterEach(cleanup);
 

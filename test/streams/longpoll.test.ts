@@ -6,9 +6,9 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { Topic } from '../src/helpers/longpoll.ts';
-import { createChat } from '../examples/chat.ts';
-import { cleanup, startServer, waitUntil } from './helpers/server.ts';
+import { Topic } from '../../src/helpers/longpoll.ts';
+import { createChat } from '../../examples/chat.ts';
+import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 

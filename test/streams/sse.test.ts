@@ -8,9 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { getEventListeners } from 'node:events';
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Environ } from '../protocol/nsgi.ts';
-import { formatEvent, lastEventId, sse, type SseMessage } from '../src/helpers/sse.ts';
-import { RawClient, cleanup, finalResponses, header, parseResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from './helpers/server.ts';
+import type { Environ } from '../../protocol/nsgi.ts';
+import { formatEvent, lastEventId, sse, type SseMessage } from '../../src/helpers/sse.ts';
+import { RawClient, cleanup, finalResponses, header, parseResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
 
 const children = new Set<ChildProcess>();
 

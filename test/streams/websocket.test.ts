@@ -8,9 +8,9 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import type { App } from '../protocol/nsgi.ts';
-import { acceptWebSocket, websocketApp, type WebSocketAppOptions } from '../src/websocket.ts';
-import { RawClient, cleanup, finalResponses, header, parseResponses, sleep, startServer, untilResponses, waitUntil } from './helpers/server.ts';
+import type { App } from '../../protocol/nsgi.ts';
+import { acceptWebSocket, websocketApp, type WebSocketAppOptions } from '../../src/websocket.ts';
+import { RawClient, cleanup, finalResponses, header, parseResponses, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
 
 const clients = new Set<WebSocket>();
 
