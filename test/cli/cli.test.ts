@@ -12,8 +12,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { OPTIONS, parseAppTarget, parseCliArgs, version } from '../../src/cli.ts';
-import { REPO_ROOT, killAllClis, runCli, startCli } from '../helpers/spawn-cli.ts';
+import { killAllClis, REPO_ROOT, runCli, startCli } from '../helpers/spawn-cli.ts';
 import type { CliResult } from '../helpers/spawn-cli.ts';
+import { RawClient, cleanup, finalResponses, sleep, untilResponses } from '../helpers/server.ts';
 
 /** SPAWN_TEST_TIMEOUT_MS bounds a test that starts processes: tsx compiles on each start. */
 const SPAWN_TEST_TIMEOUT_MS = 30_000;
@@ -99,6 +100,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  await cleanup();
   await killAllClis();
 });
 
@@ -362,4 +364,47 @@ describe('parsing, without a process', () => {
     expect(parseAppTarget('C:\\apps\\demo.ts')).toEqual({ file: 'C:\\apps\\demo.ts', exportName: 'default' });
     expect(parseAppTarget('C:\\apps\\demo.ts:app')).toEqual({ file: 'C:\\apps\\demo.ts', exportName: 'app' });
   });
+});
+
+describe('timeout and limit flags', () => {
+  it('--headers-timeout, --keep-alive-timeout, --body-timeout, --send-timeout, --max-connections reach the server', async () => {
+    const { port } = await startCli([
+      'test/fixtures/app.ts', '--port', '0',
+      '--headers-timeout', '0.3', '--keep-alive-timeout', '0.3', '--body-timeout', '0.3',
+      '--send-timeout', '0.5', '--max-connections', '2', '--graceful-timeout', '1',
+    ]);
+    // headers timeout
+    const slow = await RawClient.connect(port);
+    let t0 = Date.now();
+    slow.write('GET / HTTP/1.1\nHost: a\n');
+    await slow.waitForClose(3000);
+    expect(finalResponses(slow.data, { closed: true })[0]?.status).toBe(408);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    // keep-alive timeout
+    const idle = await RawClient.connect(port);
+    idle.write('GET / HTTP/1.1\nHost: a\n\n');
+    await idle.waitForResponses(1);
+    t0 = Date.now();
+    await idle.waitForClose(3000);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    // body timeout
+    const upload = await RawClient.connect(port);
+    upload.write('POST /upload HTTP/1.1\nHost: a\nContent-Length: 10\n\nab');
+    t0 = Date.now();
+    await upload.waitForClose(3000);
+    expect(finalResponses(upload.data, { closed: true })[0]?.status).toBe(408);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    // max connections
+    await sleep(100);
+    const a = await RawClient.connect(port);
+    const b = await RawClient.connect(port);
+    a.write('GET / HTTP/1.1\nHost: a\n\n');
+    b.write('GET / HTTP/1.1\nHost: a\n\n');
+    await a.waitFor(untilResponses(1), 'a response on a');
+    await b.waitFor(untilResponses(1), 'a response on b');
+    const c = await RawClient.connect(port);
+    c.write('GET / HTTP/1.1\nHost: a\n\n');
+    await c.waitForClose(3000);
+    expect(finalResponses(c.data, { closed: true })[0]?.status).toBe(503);
+  }, 30_000);
 });

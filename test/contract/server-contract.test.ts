@@ -9,12 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, Chunk, Environ } from '../../protocol/nsgi.ts';
 import {
-  RawClient,
   cleanup,
   finalResponses,
+  GET,
   hashApp,
   header,
   parseResponses,
+  RawClient,
   rawRequest,
   reqBytes,
   sha256,
@@ -23,10 +24,9 @@ import {
   untilResponses,
   waitUntil,
 } from '../helpers/server.ts';
+import { STDERR } from '../../src/errors.ts';
 
 afterEach(cleanup);
-
-const GET = 'GET / HTTP/1.1\nHost: t\n\n';
 
 
 describe('lazy head and exc_info', () => {
@@ -208,6 +208,14 @@ describe('lazy head and exc_info', () => {
     const res = await fetch(url);
     expect(await res.text()).toBe('abc');
   });
+
+  it('an app that returns a function is told it may be a factory, without its source', async () => {
+    const { port, errors } = await startServer((() => () => ['never']) as unknown as App);
+    const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
+    expect(parseResponses(result.data)[0]!.status).toBe(500);
+    await waitUntil(() => errors.some((e) => e.includes('factory')), 'the hint on nsgi.errors');
+    expect(errors.join('\n')).not.toContain("['never']");
+  });
 });
 
 describe('write() and flushHead()', () => {
@@ -268,6 +276,24 @@ describe('write() and flushHead()', () => {
     expect(text).toBe('data: late\n\n');
     expect(tBody - tHead).toBeGreaterThanOrEqual(300);
     expect(tHead - t0).toBeLessThan(tBody - t0 - 300);
+  });
+
+  it('a write() after the client half-closed rejects with ClientGoneError, not an app error', async () => {
+    let late: unknown;
+    const { port } = await startServer((environ, startResponse) => {
+      const write = startResponse('200 OK', []);
+      write.flushHead();
+      return (async function* () {
+        await new Promise<void>((resolve) => environ['nsgi.signal'].addEventListener('abort', () => resolve(), { once: true }));
+        late = await write('too late').then(() => 'resolved', (err: unknown) => err);
+      })();
+    });
+    const client = await RawClient.connect(port);
+    client.write('GET / HTTP/1.1\nHost: a\n\n');
+    await client.waitForText('\r\n\r\n');
+    client.socket.end();
+    await waitUntil(() => late !== undefined, 'the late write() to settle');
+    expect((late as { code?: string }).code).toBe('NSGI_CLIENT_GONE');
   });
 });
 
@@ -531,5 +557,44 @@ describe('nsgi.input', () => {
     await sleep(100);
     expect(finalResponses(client.data).map((r) => r.body.toString())).toEqual(['/post:read', '/next:empty']);
     expect(seen).toEqual(['/post', '/next']);
+  });
+
+  it('a read of nsgi.input after the response ended fails rather than ending the body early (IN-1)', async () => {
+    let read: unknown;
+    let sawError: unknown;
+    const { port } = await startServer((environ, startResponse) => {
+      startResponse('200 OK', [['Content-Length', '2']]);
+      // Answer at once; read the body afterwards.
+      setTimeout(() => {
+        environ['nsgi.input'].text().then(
+          (text) => (read = text),
+          (err: unknown) => (sawError = err),
+        );
+      }, 50);
+      return ['ok'];
+    });
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: a\nContent-Length: 10\n\nhello');
+    await client.waitForResponses(1);
+    await sleep(100);
+    client.write('world');
+    await waitUntil(() => read !== undefined || sawError !== undefined, 'the late read to settle');
+    expect(read).toBeUndefined();
+    expect((sawError as { code?: string }).code).toBe('NSGI_INPUT_AFTER_RESPONSE');
+  });
+});
+
+describe('nsgi.errors', () => {
+  it('the default nsgi.errors does not throw on a message that is not a string (ENV-24)', () => {
+    const original = process.stderr.write;
+    const written: string[] = [];
+    process.stderr.write = ((chunk: string) => written.push(String(chunk)) > 0) as typeof process.stderr.write;
+    try {
+      STDERR.write(42 as unknown as string);
+      STDERR.write(undefined as unknown as string);
+    } finally {
+      process.stderr.write = original;
+    }
+    expect(written).toEqual(['42\n', 'undefined\n']);
   });
 });

@@ -1,10 +1,10 @@
 /**
- * A real nginx in front of two nsgi instances (issue 5, point 7). Debian's nginx
- * (/usr/sbin/nginx, package nginx-light) runs with its own config in a temporary folder on a free
- * loopback port and load-balances two in-process nsgi servers that trust 127.0.0.1 as a proxy.
- * Through it: a 256 MiB streamed download arrives intact (sha256 compared), an event arrives
- * within a second of being produced, a WebSocket round-trips, and the forwarded client address
- * reaches the app. The config is the one docs/DEPLOYMENT.md shows (see `nginxConfig` below).
+ * A real nginx in front of two nsgi instances. Debian's nginx (/usr/sbin/nginx, package
+ * nginx-light) runs with its own config in a temporary folder on a free loopback port and
+ * load-balances two in-process nsgi servers that trust 127.0.0.1 as a proxy. Through it: a 256
+ * MiB streamed download arrives intact (sha256 compared), an event arrives within a second of
+ * being produced, a WebSocket round-trips, and the forwarded client address reaches the app. The
+ * config is the one docs/DEPLOYMENT.md shows (see `nginxConfig` below).
  *
  * If nginx is missing the suite FAILS (never skips) and says how to install it.
  */

@@ -1,9 +1,9 @@
 /**
- * Faults (issue 5, "How it must be shown"): clients that reset mid-upload and mid-download, an app
- * that throws at every stage, and 10,000 connections opened and abandoned. After each: the server
- * still serves a normal request, every body iterator was closed exactly once (its `finally` ran
- * or its `return()` was called), and this process's open file descriptors (`/proc/self/fd`, the
- * server and its clients live in the same process) come back to where they were.
+ * Faults: clients that reset mid-upload and mid-download, an app that throws at every stage, and
+ * 10,000 connections opened and abandoned. After each: the server still serves a normal request,
+ * every body iterator was closed exactly once (its `finally` ran or its `return()` was called),
+ * and this process's open file descriptors (`/proc/self/fd`, the server and its clients live in
+ * the same process) come back to where they were.
  */
 import { readdirSync } from 'node:fs';
 import net from 'node:net';

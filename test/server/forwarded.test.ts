@@ -1,8 +1,8 @@
 /**
- * Believing a proxy (issue 5, point 6): `Forwarded` and `X-Forwarded-For / -Proto / -Host` change
- * REMOTE_ADDR, `nsgi.url_scheme` and the host only when the peer is a configured proxy. Over the
- * wire the peer is always 127.0.0.1, so "trusted" and "untrusted" are the server's option; the
- * unit tests of `trustedProxies` and `applyForwarded` cover addresses the wire cannot produce.
+ * Believing a proxy: `Forwarded` and `X-Forwarded-For / -Proto / -Host` change REMOTE_ADDR,
+ * `nsgi.url_scheme` and the host only when the peer is a configured proxy. Over the wire the
+ * peer is always 127.0.0.1, so "trusted" and "untrusted" are the server's option; the unit tests
+ * of `trustedProxies` and `applyForwarded` cover addresses the wire cannot produce.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App, Environ } from '../../protocol/nsgi.ts';

@@ -1,13 +1,13 @@
 /**
- * Request smuggling over the wire. One row per strict-parsing rule of RFC 9112 (issue 5, point 1):
- * raw bytes go to the real server on a loopback port, and each row asserts the status that comes
- * back AND that the server closes the connection after it, so nothing the client sent after the
- * bad bytes can be read as a request. The pipelined rows repeat every payload with a complete
- * `GET /smuggled` request in the same write: the app records every path it sees, and `/smuggled`
- * must never be one of them, with exactly one response on the wire.
+ * Request smuggling over the wire. One row per strict-parsing rule of RFC 9112: raw bytes go to
+ * the real server on a loopback port, and each row asserts the status that comes back AND that
+ * the server closes the connection after it, so nothing the client sent after the bad bytes can
+ * be read as a request. The pipelined rows repeat every payload with a complete `GET /smuggled`
+ * request in the same write: the app records every path it sees, and `/smuggled` must never be
+ * one of them, with exactly one response on the wire.
  *
- * test/parser-errors.test.ts covers the same rules in memory (error codes, whole / byte by byte);
- * this file is about what a client actually sees.
+ * test/http1/parser-errors.test.ts covers the same rules in memory (error codes, whole / byte by
+ * byte); this file is about what a client actually sees.
  *
  * Bare LF is rejected with 400 by design (RFC 9112 §2.2 lets a server accept it; nsgi does not,
  * because a proxy in front that splits lines differently is exactly how smuggling starts).
@@ -167,10 +167,9 @@ describe('valid framing that looks odd is read exactly once', () => {
     expect(seen).toEqual(['/tab', '/second']);
   });
 
-  // Found by test/parser-property.test.ts. RequestParser.feed() rebases `scan` and `lineStart`
-  // when it compacts its buffer but not `targetStart`, which checkRequestLinePrefix set while the
-  // request line was incomplete; the stale (too large) offset makes the SP after the target look
-  // like an empty target. Needs: the method and its SP buffered after earlier bytes (a pipelined
+  // A parser that compacts its buffer must move every offset it keeps into it: one kept from an
+  // incomplete request line and not moved makes the SP after the target look like an empty
+  // target. Needs: the method and its SP buffered after earlier bytes (a pipelined
   // request, or an empty line before it), then a segment holding the target and its SP but no LF.
   it.each([
     ['a pipelined request', ['GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET ', '/bb ', 'HTTP/1.1\r\nHost: a\r\n\r\n'], ['/a', '/bb']],

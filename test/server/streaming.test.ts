@@ -8,14 +8,12 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, header, sleep, startServer, waitUntil } from '../helpers/server.ts';
+import { GET, RawClient, cleanup, finalResponses, header, sleep, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
-const GET = 'GET / HTTP/1.1\nHost: t\n\n';
-
 /** Producer is an app whose endless sync generator yields 64 KiB chunks, counting them. */
 interface Producer {
   app: App;

@@ -9,8 +9,19 @@ import { getEventListeners } from 'node:events';
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Environ } from '../../protocol/nsgi.ts';
-import { formatEvent, lastEventId, sse, type SseMessage } from '../../src/helpers/sse.ts';
-import { RawClient, cleanup, finalResponses, header, parseResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
+import { formatEvent, lastEventId, sse, type SseMessage, sseResponse } from '../../src/helpers/sse.ts';
+import {
+  cleanup,
+  finalResponses,
+  header,
+  parseResponses,
+  RawClient,
+  rawRequest,
+  sleep,
+  startServer,
+  untilResponses,
+  waitUntil,
+} from '../helpers/server.ts';
 
 const children = new Set<ChildProcess>();
 
@@ -341,5 +352,17 @@ describe('sse() on the server', () => {
     await waitUntil(() => stdout.includes('data: second\n\n'), 'curl to print the second event', 5000);
     expect(await Promise.race([exited, sleepFor(5000, 'timeout')])).toBe(0);
     expect(stdout).toBe('id: 1\ndata: first\n\nid: 2\ndata: second\n\n');
+  });
+
+  it('HEAD on an event stream sends no Content-Length (RFC 9110 §8.6)', async () => {
+    const { port } = await startServer((environ, startResponse) =>
+      sseResponse(environ, startResponse, (async function* () {})()),
+    );
+    const result = await rawRequest(port, 'HEAD /events HTTP/1.1\nHost: a\n\n', {
+      until: (d) => d.includes('\r\n\r\n'),
+    });
+    expect(result.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(result.text.toLowerCase()).not.toContain('content-length');
+    expect(result.text.toLowerCase()).not.toContain('transfer-encoding');
   });
 });

@@ -10,7 +10,18 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { App } from '../../protocol/nsgi.ts';
 import { acceptWebSocket, websocketApp, type WebSocketAppOptions } from '../../src/websocket.ts';
-import { RawClient, cleanup, finalResponses, header, parseResponses, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
+import {
+  cleanup,
+  finalResponses,
+  header,
+  parseResponses,
+  RawClient,
+  reqBytes,
+  sleep,
+  startServer,
+  untilResponses,
+  waitUntil,
+} from '../helpers/server.ts';
 
 const clients = new Set<WebSocket>();
 
@@ -240,6 +251,20 @@ describe('refusing', () => {
     const [bad] = finalResponses(client.data);
     expect(bad?.status).toBe(400);
     expect(bad?.body.toString()).toMatch(/Sec-WebSocket-Extensions/);
+  });
+
+  it('answers an Upgrade that is not exactly websocket with its own 400, keeping the connection HTTP', async () => {
+    const { port } = await startServer(websocketApp(() => {}));
+    const client = await RawClient.connect(port);
+    const key = Buffer.alloc(16, 1).toString('base64');
+    client.write(
+      reqBytes(`GET / HTTP/1.1\nHost: x\nConnection: Upgrade\nUpgrade: websocket, foo\nSec-WebSocket-Version: 13\nSec-WebSocket-Key: ${key}\n\n`),
+    );
+    await client.waitForResponses(1);
+    const [response] = parseResponses(client.data);
+    expect(response!.status).toBe(400);
+    expect(header(response!, 'content-type')).toMatch(/^text\/plain/);
+    expect(client.closed).toBe(false);
   });
 });
 
