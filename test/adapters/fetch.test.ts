@@ -103,7 +103,7 @@ describe('fromFetch', () => {
 });
 
 describe('toFetch', () => {
-  it('logs every error that fails a response while the client is there, whatever its class (ERR-3)', async () => {
+  it('ERR-3: logs every error that fails a response while the client is there, whatever its class', async () => {
     const errors: string[] = [];
     const app: App = () => {
       throw new ClientGoneError('thrown by the app, though the client is still there');

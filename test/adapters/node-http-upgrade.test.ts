@@ -121,8 +121,8 @@ describe('WebSockets through createNodeServer', () => {
   });
 });
 
-describe('refusing (UPG-2)', () => {
-  it('writes the app\'s 401 with its body as a whole HTTP/1.1 response, then closes the connection', async () => {
+describe('refusing', () => {
+  it('UPG-2: writes the app\'s 401 with its body as a whole HTTP/1.1 response, then closes the connection', async () => {
     const errors: string[] = [];
     const app: App = (environ, startResponse) => {
       expect(environ['nsgi.upgrade']).toBeTypeOf('function');
@@ -146,7 +146,7 @@ describe('refusing (UPG-2)', () => {
     await closeServer(server);
   });
 
-  it('streams a refusal of unknown length with chunked coding, and answers HEAD without a body', async () => {
+  it('UPG-2: streams a refusal of unknown length with chunked coding, and answers HEAD without a body', async () => {
     const port = await listen(
       createNodeServer((_environ, startResponse) => {
         startResponse('403 Forbidden', [['Content-Type', 'text/plain']]);
@@ -173,7 +173,7 @@ describe('refusing (UPG-2)', () => {
     expect(head.text.endsWith('\r\n\r\n')).toBe(true);
   });
 
-  it('waits for the socket to drain while writing a large refusal to a client that does not read yet', async () => {
+  it('UPG-2: waits for the socket to drain while writing a large refusal to a client that does not read yet', async () => {
     let pulled = 0;
     const chunk = Buffer.alloc(64 * 1024, 'x');
     const chunks = 128; // 8 MiB
@@ -205,7 +205,7 @@ describe('refusing (UPG-2)', () => {
     expect(received).toBeGreaterThan(chunks * chunk.length);
   });
 
-  it('closes the refusal\'s body and fires the signal when the client leaves mid-response', async () => {
+  it('UPG-2: closes the refusal\'s body and fires the signal when the client leaves mid-response', async () => {
     let closed = false;
     let signal: AbortSignal | null = null;
     const port = await listen(
@@ -232,7 +232,7 @@ describe('refusing (UPG-2)', () => {
     expect((signal!.reason as { code?: string }).code).toBe('NSGI_CLIENT_GONE');
   });
 
-  it('answers 500 when the app fails before its head', async () => {
+  it('UPG-2: answers 500 when the app fails before its head', async () => {
     const errors: string[] = [];
     const port = await listen(
       createNodeServer(
@@ -250,8 +250,8 @@ describe('refusing (UPG-2)', () => {
   });
 });
 
-describe('accepting (UPG-3 to UPG-6)', () => {
-  it('writes the 101 from `headers`, exactly, and hands over a socket that then echoes', async () => {
+describe('accepting', () => {
+  it('UPG-3, UPG-5: writes the 101 from `headers`, exactly, and hands over a socket that then echoes', async () => {
     const port = await listen(createNodeServer(echoOnUpgrade()));
     const client = await RawClient.connect(port);
     client.write(UPGRADE_REQUEST);
@@ -263,7 +263,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(client.data.subarray(SWITCHED.length)).toEqual(Buffer.concat([Buffer.from([0, 1, 2, 255]), Buffer.from('and text')]));
   });
 
-  it('lets the app write the 101 itself when no headers are given', async () => {
+  it('UPG-5: lets the app write the 101 itself when no headers are given', async () => {
     const port = await listen(
       createNodeServer((environ) => {
         const { socket } = environ['nsgi.upgrade']!();
@@ -277,7 +277,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(client.text).toBe('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-own\r\n\r\nbye');
   });
 
-  it('hands the bytes sent right after the head to the app as `head`, with the socket paused', async () => {
+  it('UPG-4: hands the bytes sent right after the head to the app as `head`, with the socket paused', async () => {
     const record: UpgradeRecord = {};
     let pausedAtUpgrade: boolean | null = null;
     const app = echoOnUpgrade(record);
@@ -303,7 +303,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(client.data).toEqual(Buffer.concat([Buffer.from(SWITCHED), early]));
   });
 
-  it('answers an upgrade pipelined behind another request after that request\'s response', async () => {
+  it('UPG-4, SRV-5: answers an upgrade pipelined behind another request after that request\'s response', async () => {
     const record: UpgradeRecord = {};
     const echo = echoOnUpgrade(record);
     const port = await listen(
@@ -326,7 +326,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(record.head?.toString()).toBe('early');
   });
 
-  it('hands over, as `head`, bytes that arrived while the app was deciding', async () => {
+  it('UPG-4: hands over, as `head`, bytes that arrived while the app was deciding', async () => {
     const record: UpgradeRecord = {};
     const app = echoOnUpgrade(record);
     let arrived!: () => void;
@@ -348,7 +348,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(client.text).toBe(SWITCHED + 'sent before the 101');
   });
 
-  it('lets the app read a Content-Length or chunked body before upgrading; the body is not in `head`', async () => {
+  it('UPG-4: lets the app read a Content-Length or chunked body before upgrading; the body is not in `head`', async () => {
     const seen: string[] = [];
     const record: UpgradeRecord = {};
     const app = echoOnUpgrade(record);
@@ -410,7 +410,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(finalResponses(client.data)[0]?.body.toString()).toBe('read hi');
   });
 
-  it('throws from upgrade() before the body is read, and after flushHead() has sent the head', async () => {
+  it('UPG-3: throws from upgrade() before the body is read, and after flushHead() has sent the head', async () => {
     const codes: Array<string | undefined> = [];
     const port = await listen(
       createNodeServer((environ, startResponse) => {
@@ -438,7 +438,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(response?.body.toString()).toBe('refused: NSGI_UPGRADE_WITH_BODY, NSGI_UPGRADE_AFTER_HEAD\n');
   });
 
-  it('makes startResponse throw and write() reject after the upgrade, and ignores the body (UPG-6)', async () => {
+  it('UPG-6: makes startResponse throw and write() reject after the upgrade, and ignores the body', async () => {
     let startError: unknown;
     let writeError: unknown;
     let bodyClosed = false;
@@ -477,9 +477,9 @@ describe('accepting (UPG-3 to UPG-6)', () => {
   });
 });
 
-describe('when the hook is offered (UPG-1)', () => {
+describe('when the hook is offered', () => {
   for (const { name, request, offered } of UPGRADE_OFFER_CASES) {
-    it(`${offered ? 'offers' : 'does not offer'} nsgi.upgrade for ${name}`, async () => {
+    it(`UPG-1: ${offered ? 'offers' : 'does not offer'} nsgi.upgrade for ${name}`, async () => {
       const port = await listen(
         createNodeServer((environ, startResponse) => {
           startResponse('200 OK', [['Content-Type', 'text/plain']]);
@@ -494,8 +494,8 @@ describe('when the hook is offered (UPG-1)', () => {
   }
 });
 
-describe('the signal and the connection\'s life (UPG-7)', () => {
-  it('fires nsgi.signal when the upgraded socket closes', async () => {
+describe('the signal and the connection\'s life', () => {
+  it('UPG-7: fires nsgi.signal when the upgraded socket closes', async () => {
     const record: UpgradeRecord = {};
     const port = await listen(createNodeServer(echoOnUpgrade(record)));
     const client = await RawClient.connect(port);
@@ -508,7 +508,7 @@ describe('the signal and the connection\'s life (UPG-7)', () => {
     expect((signal.reason as { code?: string }).code).toBe('NSGI_CLIENT_GONE');
   });
 
-  it('fires nsgi.signal when the client leaves while the app is still deciding', async () => {
+  it('UPG-7: fires nsgi.signal when the client leaves while the app is still deciding', async () => {
     let signal: AbortSignal | null = null;
     const port = await listen(
       createNodeServer((environ) => {
@@ -525,7 +525,7 @@ describe('the signal and the connection\'s life (UPG-7)', () => {
     await client.waitForClose();
   });
 
-  it('lets the app end the connection when close() fires the signal, and close() then completes', async () => {
+  it('UPG-7: lets the app end the connection when close() fires the signal, and close() then completes', async () => {
     const server = createNodeServer((environ) => {
       const { socket } = environ['nsgi.upgrade']!({ headers: [['Upgrade', 'x-polite']] });
       environ['nsgi.signal'].addEventListener('abort', () => socket.end('goodbye\n'));

@@ -164,7 +164,7 @@ describe('toNodeListener: pipelined requests, unread bodies and late reads', () 
     else expect(responses[0]!.headers.some(([n, v]) => n.toLowerCase() === 'connection' && v === 'close')).toBe(true);
   });
 
-  it('a read of nsgi.input after the response ended rejects instead of ending early (IN-8)', async () => {
+  it('IN-8: a read of nsgi.input after the response ended rejects instead of ending early', async () => {
     let late: Promise<unknown> | null = null;
     const app: App = (environ, startResponse) => {
       startResponse('200 OK', [['Content-Type', 'text/plain']]);

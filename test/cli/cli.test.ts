@@ -147,7 +147,7 @@ describe('serving an app', { timeout: SPAWN_TEST_TIMEOUT_MS }, () => {
     expect(await (await fetch(`${url}/y`)).text()).toBe('typed /y');
   });
 
-  it('wraps an object with a call method as an app, keeping its this', async () => {
+  it('APP-4: wraps an object with a call method as an app, keeping its this', async () => {
     const { url } = await startCli([fixture('callable.mjs'), '--port', '0']);
     expect(await (await fetch(url)).text()).toBe('callable object');
   });
@@ -178,7 +178,7 @@ describe('serving an app', { timeout: SPAWN_TEST_TIMEOUT_MS }, () => {
     expect(line).toMatch(/^127\.0\.0\.1 \S+ \S+ \[[^\]]+\] "GET \/logged\?x=1 HTTP\/1\.1" 200 7 "http:\/\/example\.test\/" "cli-test\/1\.0"( |$)/);
   });
 
-  it('gives the app its mount path as SCRIPT_NAME with --root-path', async () => {
+  it('ENV-18: gives the app its mount path as SCRIPT_NAME with --root-path', async () => {
     const { url } = await startCli(['--root-path', '/mnt/', fixture('echo.mjs'), '--port', '0']);
     expect(await (await fetch(`${url}/mnt/x/y`)).json()).toEqual({ script: '/mnt', path: '/x/y' });
   });

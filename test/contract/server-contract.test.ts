@@ -1,19 +1,20 @@
 /**
- * The nsgi contract as the real server carries it out: the lazy head and exc_info, `write()` and
- * `flushHead()`, what happens to each kind of app error, the iterator's `return()` called exactly
- * once whatever ends the body, `nsgi.signal`, and `nsgi.input` streaming. Every test runs the
- * server on an ephemeral loopback port and talks to it with fetch or raw bytes.
+ * The nsgi contract as the real server carries it out, beyond the cases the contract suite
+ * (`cases.ts`) runs against every server: each kind of app error and of body, excInfo swallowed
+ * by the app, `write()` after the client left, the iterator's `return()` called exactly once for
+ * plain iterators, generators and async generators alike, `nsgi.signal`, `nsgi.input` streaming
+ * and draining, and the default `nsgi.errors`. Every test runs the server on an ephemeral
+ * loopback port and talks to it with fetch or raw bytes.
  */
 
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { App, Chunk, Environ } from '../../protocol/nsgi.ts';
+import type { App, Chunk } from '../../protocol/nsgi.ts';
 import {
   cleanup,
   finalResponses,
   GET,
   hashApp,
-  header,
   parseResponses,
   RawClient,
   rawRequest,
@@ -29,27 +30,8 @@ import { STDERR } from '../../src/errors.ts';
 afterEach(cleanup);
 
 
-describe('lazy head and exc_info', () => {
-  it('replaces a 200 with the 500 page of an app that catches its error before the first chunk', async () => {
-    const { url } = await startServer((_env, startResponse) => {
-      startResponse('200 OK', [['Content-Type', 'text/plain'], ['X-Planned', 'yes']]);
-      return (function* () {
-        try {
-          throw new Error('database down');
-        } catch (err) {
-          startResponse('500 Internal Server Error', [['Content-Type', 'text/html']], err);
-          yield '<h1>Sorry</h1>';
-        }
-      })();
-    });
-    const res = await fetch(url);
-    expect(res.status).toBe(500);
-    expect(res.headers.get('content-type')).toBe('text/html');
-    expect(res.headers.get('x-planned')).toBeNull();
-    expect(await res.text()).toBe('<h1>Sorry</h1>');
-  });
-
-  it.each(['plain app', 'async app', 'sync generator', 'async generator'])('answers 500 and logs when a %s throws after startResponse, before the first chunk', async (kind) => {
+describe('app errors, excInfo and kinds of body', () => {
+  it.each(['plain app', 'async app', 'sync generator', 'async generator'])('ERR-1, ERR-2, ERR-3: answers 500 and logs when a %s throws after startResponse, before the first chunk', async (kind) => {
     const app: App = (_env, startResponse) => {
       startResponse('200 OK', []);
       if (kind === 'plain app') throw new Error('boom before the body');
@@ -75,53 +57,7 @@ describe('lazy head and exc_info', () => {
     expect(errors.some((m) => m.includes('boom before the body'))).toBe(true);
   });
 
-  it.each(['sync', 'async'])(
-    'sends the head and the first chunk and then cuts without a terminator when a %s generator throws after it',
-    async (kind) => {
-      const { port, errors } = await startServer((_env, startResponse) => {
-        startResponse('200 OK', []);
-        if (kind === 'sync') {
-          return (function* () {
-            yield 'first';
-            throw new Error('boom mid-body');
-          })();
-        }
-        return (async function* () {
-          yield 'first';
-          await sleep(20);
-          throw new Error('boom mid-body');
-        })();
-      });
-      const res = await rawRequest(port, GET, { timeout: 3000 });
-      expect(res.closed).toBe(true);
-      const [r] = parseResponses(res.data);
-      expect(r?.status).toBe(200);
-      expect(header(r!, 'transfer-encoding')).toBe('chunked');
-      expect(res.text.slice(r!.head.length)).toBe('5\r\nfirst\r\n');
-      expect(res.text).not.toContain('0\r\n\r\n');
-      expect(errors.some((m) => m.includes('boom mid-body'))).toBe(true);
-    },
-  );
-
-  it('answers 500 when startResponse is called twice without excInfo', async () => {
-    let thrown: unknown;
-    const { url, errors } = await startServer((_env, startResponse) => {
-      startResponse('200 OK', []);
-      try {
-        startResponse('201 Created', []);
-      } catch (err) {
-        thrown = err;
-        throw err;
-      }
-      return ['unreachable'];
-    });
-    const res = await fetch(url);
-    expect(res.status).toBe(500);
-    expect(thrown).toBeInstanceOf(Error);
-    expect(errors.length).toBeGreaterThan(0);
-  });
-
-  it('rethrows excInfo to the app when the head has already been sent', async () => {
+  it('SR-24: rethrows excInfo to the app when the head has already been sent', async () => {
     let caught: unknown = 'nothing caught';
     const original = new Error('late failure');
     const { url } = await startServer((_env, startResponse) => {
@@ -142,26 +78,7 @@ describe('lazy head and exc_info', () => {
     expect(caught).toBe(original);
   });
 
-  it('answers 500 when the body yields a chunk before startResponse', async () => {
-    const { url, errors } = await startServer(() => ['no start']);
-    const res = await fetch(url);
-    expect(res.status).toBe(500);
-    expect(await res.text()).not.toContain('no start');
-    expect(errors.length).toBeGreaterThan(0);
-  });
-
-  it('answers 500 when the app returns a string', async () => {
-    const { url, errors } = await startServer(((_env: Environ, startResponse: Parameters<App>[1]) => {
-      startResponse('200 OK', []);
-      return 'just a string';
-    }) as unknown as App);
-    const res = await fetch(url);
-    expect(res.status).toBe(500);
-    expect(await res.text()).not.toContain('just a string');
-    expect(errors.some((m) => m.includes('string'))).toBe(true);
-  });
-
-  it('answers 500 for a header value with CRLF and never puts it on the wire', async () => {
+  it('SR-5, SR-7: answers 500 for a header value with CRLF and never puts it on the wire', async () => {
     const { port, errors } = await startServer((_env, startResponse) => {
       startResponse('200 OK', [['X-Evil', 'a\r\nX-Injected: 1']]);
       return ['hi'];
@@ -174,7 +91,7 @@ describe('lazy head and exc_info', () => {
     expect(errors.length).toBeGreaterThan(0);
   });
 
-  it('serves an async app that returns a Promise of a body', async () => {
+  it('APP-3: serves an async app that returns a Promise of a body', async () => {
     const { url } = await startServer(async (_env, startResponse) => {
       await sleep(20);
       startResponse('200 OK', []);
@@ -185,7 +102,7 @@ describe('lazy head and exc_info', () => {
     expect(await res.text()).toBe('async app');
   });
 
-  it('serves an object whose Symbol.asyncIterator is an async generator', async () => {
+  it('BODY-1: serves an object whose Symbol.asyncIterator is an async generator', async () => {
     const { url } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
       return {
@@ -200,7 +117,7 @@ describe('lazy head and exc_info', () => {
     expect(await res.text()).toBe('from an object');
   });
 
-  it('serves an array body of strings and bytes', async () => {
+  it('BODY-1, BODY-4: serves an array body of strings and bytes', async () => {
     const { url } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
       return ['a', Buffer.from('b'), new Uint8Array([0x63]), ''];
@@ -218,67 +135,8 @@ describe('lazy head and exc_info', () => {
   });
 });
 
-describe('write() and flushHead()', () => {
-  it('sends what the app pushes with write()', async () => {
-    const { url } = await startServer(async (_env, startResponse) => {
-      const write = startResponse('200 OK', []);
-      await write('a');
-      await write(Buffer.from('b'));
-      return [];
-    });
-    const res = await fetch(url);
-    expect(await res.text()).toBe('ab');
-  });
-
-  it('sends write() data before the chunks of the returned body', async () => {
-    const { url } = await startServer(async (_env, startResponse) => {
-      const write = startResponse('200 OK', []);
-      await write('pushed;');
-      return (async function* () {
-        yield 'pulled;';
-        yield 'end';
-      })();
-    });
-    const res = await fetch(url);
-    expect(await res.text()).toBe('pushed;pulled;end');
-  });
-
-  it('holds the head until the first chunk when the app does not flush it', async () => {
-    const { url } = await startServer((_env, startResponse) => {
-      startResponse('200 OK', []);
-      return (async function* () {
-        await sleep(500);
-        yield 'late';
-      })();
-    });
-    const t0 = Date.now();
-    const res = await fetch(url);
-    const tHead = Date.now();
-    expect(await res.text()).toBe('late');
-    expect(tHead - t0).toBeGreaterThanOrEqual(400);
-  });
-
-  it('sends the head at once on flushHead(), well before the first chunk', async () => {
-    const { url } = await startServer((_env, startResponse) => {
-      const write = startResponse('200 OK', [['Content-Type', 'text/event-stream']]);
-      return (async function* () {
-        write.flushHead();
-        await sleep(500);
-        yield 'data: late\n\n';
-      })();
-    });
-    const t0 = Date.now();
-    const res = await fetch(url);
-    const tHead = Date.now();
-    expect(res.headers.get('content-type')).toBe('text/event-stream');
-    const text = await res.text();
-    const tBody = Date.now();
-    expect(text).toBe('data: late\n\n');
-    expect(tBody - tHead).toBeGreaterThanOrEqual(300);
-    expect(tHead - t0).toBeLessThan(tBody - t0 - 300);
-  });
-
-  it('a write() after the client half-closed rejects with ClientGoneError, not an app error', async () => {
+describe('write()', () => {
+  it('SR-28, ENV-27: a write() after the client half-closed rejects with ClientGoneError, not an app error', async () => {
     let late: unknown;
     const { port } = await startServer((environ, startResponse) => {
       const write = startResponse('200 OK', []);
@@ -403,7 +261,7 @@ async function expectClosedOnce(bodies: Watched[]): Promise<void> {
 describe('return() is called exactly once', () => {
   const kinds: Kind[] = ['iterator', 'generator', 'async generator'];
 
-  it.each(kinds)('when a %s body completes', async (kind) => {
+  it.each(kinds)('BODY-16, BODY-17: return() is called once when a %s body completes', async (kind) => {
     const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b', 'c']));
     const { url } = await startServer(app);
     const res = await fetch(url);
@@ -411,7 +269,7 @@ describe('return() is called exactly once', () => {
     await expectClosedOnce(bodies);
   });
 
-  it.each(kinds)('when a %s body throws', async (kind) => {
+  it.each(kinds)('BODY-16, BODY-17: return() is called once when a %s body throws', async (kind) => {
     const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b'], true));
     const { port } = await startServer(app);
     const res = await rawRequest(port, GET, { timeout: 3000 });
@@ -420,7 +278,7 @@ describe('return() is called exactly once', () => {
     await expectClosedOnce(bodies);
   });
 
-  it.each(kinds)('when the client disconnects in the middle of an endless %s body', async (kind) => {
+  it.each(kinds)('BODY-16, BODY-17: return() is called once when the client disconnects in the middle of an endless %s body', async (kind) => {
     const { app, bodies } = watchApp(() => watchedBody(kind, 'forever'));
     const { port } = await startServer(app);
     const client = await RawClient.connect(port);
@@ -430,7 +288,7 @@ describe('return() is called exactly once', () => {
     await expectClosedOnce(bodies);
   });
 
-  it.each(kinds)('for HEAD with a %s body', async (kind) => {
+  it.each(kinds)('BODY-16, BODY-19: return() is called once for HEAD with a %s body', async (kind) => {
     const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b', 'c']));
     const { port } = await startServer(app);
     const res = await rawRequest(port, 'HEAD / HTTP/1.1\nHost: t\n\n', { until: (d) => d.includes('\r\n\r\n') });
@@ -438,7 +296,7 @@ describe('return() is called exactly once', () => {
     await expectClosedOnce(bodies);
   });
 
-  it.each(kinds)('for a 204 with a %s body', async (kind) => {
+  it.each(kinds)('BODY-16, SR-21: return() is called once for a 204 with a %s body', async (kind) => {
     const { app, bodies } = watchApp(() => watchedBody(kind, ['a', 'b', 'c']), '204 No Content');
     const { port } = await startServer(app);
     const res = await rawRequest(port, `${GET}GET /2 HTTP/1.1\nHost: t\n\n`, { until: untilResponses(2) });
@@ -452,7 +310,7 @@ describe('return() is called exactly once', () => {
 });
 
 describe('nsgi.signal', () => {
-  it('is not aborted while the client waits, and ends a long-poll when the client leaves', async () => {
+  it('ENV-27, ENV-29: nsgi.signal is not aborted while the client waits, and ends a long poll when the client leaves', async () => {
     let signal: AbortSignal | undefined;
     let ended = false;
     const { port } = await startServer(async (environ, startResponse) => {
@@ -473,7 +331,7 @@ describe('nsgi.signal', () => {
     expect(signal!.aborted).toBe(true);
   });
 
-  it('stays unaborted for a request that completes normally', async () => {
+  it('ENV-27: nsgi.signal stays unaborted for a request that completes normally', async () => {
     let signal: AbortSignal | undefined;
     const { url } = await startServer((environ, startResponse) => {
       signal = environ['nsgi.signal'];
@@ -487,22 +345,7 @@ describe('nsgi.signal', () => {
 });
 
 describe('nsgi.input', () => {
-  it('streams a chunked upload, decoded', async () => {
-    const { port } = await startServer(hashApp);
-    const parts = [randomBytes(10), randomBytes(70_000), randomBytes(1)];
-    const client = await RawClient.connect(port);
-    client.write('POST / HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n');
-    for (const part of parts) {
-      client.write(Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]));
-      await sleep(20);
-    }
-    client.write('0\r\n\r\n');
-    await client.waitForResponses(1);
-    const all = Buffer.concat(parts);
-    expect(finalResponses(client.data)[0]?.body.toString()).toBe(`${all.length} ${sha256(all)}`);
-  });
-
-  it('streams a Content-Length upload sent in pieces', async () => {
+  it('IN-4: streams a Content-Length upload sent in pieces', async () => {
     const { port } = await startServer(hashApp);
     const body = randomBytes(200_000);
     const client = await RawClient.connect(port);
@@ -515,14 +358,14 @@ describe('nsgi.input', () => {
     expect(finalResponses(client.data)[0]?.body.toString()).toBe(`${body.length} ${sha256(body)}`);
   });
 
-  it('reads a 20 MiB Content-Length body byte for byte', async () => {
+  it('IN-4: reads a 20 MiB Content-Length body byte for byte', async () => {
     const { url } = await startServer(hashApp);
     const body = randomBytes(20 * 1024 * 1024);
     const res = await fetch(url, { method: 'POST', body });
     expect(await res.text()).toBe(`${body.length} ${sha256(body)}`);
   });
 
-  it('reads a 20 MiB chunked body byte for byte', async () => {
+  it('IN-4: reads a 20 MiB chunked body byte for byte', async () => {
     const { url } = await startServer(hashApp);
     const body = randomBytes(20 * 1024 * 1024);
     const stream = new ReadableStream<Uint8Array>({
@@ -535,7 +378,7 @@ describe('nsgi.input', () => {
     expect(await res.text()).toBe(`${body.length} ${sha256(body)}`);
   });
 
-  it('drains the unread rest of a body so the next request on the connection is answered', async () => {
+  it('IN-8: drains the unread rest of a body so the next request on the connection is answered', async () => {
     const seen: string[] = [];
     const { port } = await startServer(async (environ, startResponse) => {
       seen.push(environ.PATH_INFO);
@@ -559,7 +402,7 @@ describe('nsgi.input', () => {
     expect(seen).toEqual(['/post', '/next']);
   });
 
-  it('a read of nsgi.input after the response ended fails rather than ending the body early (IN-1)', async () => {
+  it('IN-1: a read of nsgi.input after the response ended fails rather than ending the body early', async () => {
     let read: unknown;
     let sawError: unknown;
     const { port } = await startServer((environ, startResponse) => {
@@ -585,7 +428,7 @@ describe('nsgi.input', () => {
 });
 
 describe('nsgi.errors', () => {
-  it('the default nsgi.errors does not throw on a message that is not a string (ENV-24)', () => {
+  it('ENV-24: the default nsgi.errors does not throw on a message that is not a string', () => {
     const original = process.stderr.write;
     const written: string[] = [];
     process.stderr.write = ((chunk: string) => written.push(String(chunk)) > 0) as typeof process.stderr.write;

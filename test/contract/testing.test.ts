@@ -149,7 +149,7 @@ describe('open()', () => {
 });
 
 describe('the path as written', () => {
-  it('keeps dot segments, encoded dots and an empty query, as a server would (ENV-20)', async () => {
+  it('ENV-20: keeps dot segments, encoded dots and an empty query, as a server would', async () => {
     let seen: Record<string, unknown> = {};
     const app: App = (environ, startResponse) => {
       seen = { path: environ.PATH_INFO, uri: environ.REQUEST_URI, query: environ.QUERY_STRING };
@@ -179,7 +179,7 @@ describe('the origin', () => {
 });
 
 describe('a read of nsgi.input after the response ended', () => {
-  it('rejects instead of ending early or giving the whole body, as on the server (IN-8)', async () => {
+  it('IN-8: rejects instead of ending early or giving the whole body, as on the server', async () => {
     let late: Promise<unknown> | null = null;
     const app: App = (environ, startResponse) => {
       startResponse('200 OK', [['Content-Type', 'text/plain']]);

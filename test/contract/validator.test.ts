@@ -182,17 +182,17 @@ describe('the environ (server side)', () => {
     ['EXT-2', { 'nsgi.early_hints': true }],
   ];
   for (const [id, patch] of cases) {
-    it(`[${id}] reports ${JSON.stringify(patch).slice(0, 90)}`, async () => {
+    it(`${id}: reports ${JSON.stringify(patch).slice(0, 90)}`, async () => {
       const v = await rejectsWith(id, () => validate(ok)(environ(patch), recorder().startResponse));
       expect(v.party).toBe('server');
     });
   }
 
-  it('[ENV-1] reports a missing required key', async () => {
+  it('ENV-1: reports a missing required key', async () => {
     await rejectsWith('ENV-1', () => validate(ok)(environ({ REMOTE_ADDR: DELETE }), recorder().startResponse));
   });
 
-  it('[ENV-28] reports a signal aborted with a reason that is not an Error, through nsgi.errors', async () => {
+  it('ENV-28: reports a signal aborted with a reason that is not an Error, through nsgi.errors', async () => {
     const errors: string[] = [];
     const controller = new AbortController();
     const app = validate((_env, startResponse) => {
@@ -204,7 +204,7 @@ describe('the environ (server side)', () => {
     expect(errors.join('\n')).toContain('[ENV-28]');
   });
 
-  it('[BODY-16] reports a server that leaves the iterator open after the client left', async () => {
+  it('BODY-16: reports a server that leaves the iterator open after the client left', async () => {
     const errors: string[] = [];
     const controller = new AbortController();
     const app = validate(okWith('200 OK', [], ['a', 'b']), { closeTimeout: 20 });
@@ -216,27 +216,27 @@ describe('the environ (server side)', () => {
 });
 
 describe('the app and its body (app side)', () => {
-  it('[APP-1] refuses an app that is not a function', () => {
+  it('APP-1: refuses an app that is not a function', () => {
     expect(() => validate({ call: ok } as unknown as App)).toThrow(/\[APP-1\]/);
   });
 
-  it('[APP-1] reports an app that returns nothing', async () => {
+  it('APP-1: reports an app that returns nothing', async () => {
     await rejectsWith('APP-1', drive(validate((() => undefined) as unknown as App)));
   });
 
-  it('[BODY-1] reports a body that is not iterable', async () => {
+  it('BODY-1: reports a body that is not iterable', async () => {
     await rejectsWith('BODY-1', drive(validate(okWith('200 OK', [], { chunks: ['a'] } as unknown as Body))));
   });
 
-  it('[BODY-3] reports a string returned as the body itself', async () => {
+  it('BODY-3: reports a string returned as the body itself', async () => {
     await rejectsWith('BODY-3', drive(validate(okWith('200 OK', [], 'hello' as unknown as Body))));
   });
 
-  it('[BODY-4] reports a chunk that is a number', async () => {
+  it('BODY-4: reports a chunk that is a number', async () => {
     await rejectsWith('BODY-4', drive(validate(okWith('200 OK', [], [42 as unknown as Chunk]))));
   });
 
-  it('[BODY-4] reports a write() of an ArrayBuffer', async () => {
+  it('BODY-4: reports a write() of an ArrayBuffer', async () => {
     const app: App = async (_env, startResponse) => {
       const write = startResponse('200 OK', []);
       await write(new ArrayBuffer(4) as unknown as Chunk);
@@ -245,7 +245,7 @@ describe('the app and its body (app side)', () => {
     await rejectsWith('BODY-4', drive(validate(app)));
   });
 
-  it('[BODY-7] reports a chunk changed after it was yielded', async () => {
+  it('BODY-7: reports a chunk changed after it was yielded', async () => {
     const app: App = (_env, startResponse) => {
       startResponse('200 OK', []);
       return (function* () {
@@ -258,39 +258,39 @@ describe('the app and its body (app side)', () => {
     await rejectsWith('BODY-7', drive(validate(app)));
   });
 
-  it('[BODY-9] reports a chunk before startResponse', async () => {
+  it('BODY-9: reports a chunk before startResponse', async () => {
     await rejectsWith('BODY-9', drive(validate(() => ['early'])));
   });
 
-  it('[BODY-10] reports a body that ends without startResponse', async () => {
+  it('BODY-10: reports a body that ends without startResponse', async () => {
     await rejectsWith('BODY-10', drive(validate(() => [])));
   });
 
-  it('[SR-1] reports a malformed status', async () => {
+  it('SR-1: reports a malformed status', async () => {
     await rejectsWith('SR-1', drive(validate(okWith('200OK', []))));
   });
 
-  it('[SR-2] reports a status outside 200-599', async () => {
+  it('SR-2: reports a status outside 200-599', async () => {
     await rejectsWith('SR-2', drive(validate(okWith('101 Switching Protocols', []))));
   });
 
-  it('[SR-3] reports a header value that is a number', async () => {
+  it('SR-3: reports a header value that is a number', async () => {
     await rejectsWith('SR-3', drive(validate(okWith('200 OK', [['Content-Length', 2 as unknown as string]]))));
   });
 
-  it('[SR-4] reports a header name that is not a token', async () => {
+  it('SR-4: reports a header name that is not a token', async () => {
     await rejectsWith('SR-4', drive(validate(okWith('200 OK', [['X Bad', 'v']]))));
   });
 
-  it('[SR-5] reports a header value above U+00FF', async () => {
+  it('SR-5: reports a header value above U+00FF', async () => {
     await rejectsWith('SR-5', drive(validate(okWith('200 OK', [['X-Name', 'Łódź']]))));
   });
 
-  it('[SR-6] reports two different Content-Length values', async () => {
+  it('SR-6: reports two different Content-Length values', async () => {
     await rejectsWith('SR-6', drive(validate(okWith('200 OK', [['Content-Length', '2'], ['Content-Length', '3']]))));
   });
 
-  it('[SR-11] warns of a hop-by-hop field, once, and lets the response through (a SHOULD)', async () => {
+  it('SR-11: warns of a hop-by-hop field, once, and lets the response through (a SHOULD)', async () => {
     const errors: string[] = [];
     const headers: Array<[string, string]> = [['Keep-Alive', 'timeout=5'], ['Connection', 'Keep-Alive, Close']];
     expect(await drive(validate(okWith('200 OK', headers)), environ({}, errors))).toBe('ok');
@@ -298,19 +298,19 @@ describe('the app and its body (app side)', () => {
     expect(errors[0]).toMatch(/^nsgi validator warning: \[SR-11\] \(SPEC §4\.2\) .*Keep-Alive/);
   });
 
-  it('[SR-14] reports Transfer-Encoding from the app', async () => {
+  it('SR-14: reports Transfer-Encoding from the app', async () => {
     await rejectsWith('SR-14', drive(validate(okWith('200 OK', [['Transfer-Encoding', 'chunked']]))));
   });
 
-  it('[SR-16] reports a body longer than its Content-Length', async () => {
+  it('SR-16: reports a body longer than its Content-Length', async () => {
     await rejectsWith('SR-16', drive(validate(okWith('200 OK', [['Content-Length', '1']], ['ab']))));
   });
 
-  it('[SR-16] reports a body shorter than its Content-Length', async () => {
+  it('SR-16: reports a body shorter than its Content-Length', async () => {
     await rejectsWith('SR-16', drive(validate(okWith('200 OK', [['Content-Length', '5']], ['ab']))));
   });
 
-  it('[SR-22] reports a second startResponse without excInfo', async () => {
+  it('SR-22: reports a second startResponse without excInfo', async () => {
     const app: App = (_env, startResponse) => {
       startResponse('200 OK', []);
       startResponse('404 Not Found', []);
@@ -319,7 +319,7 @@ describe('the app and its body (app side)', () => {
     await rejectsWith('SR-22', drive(validate(app)));
   });
 
-  it('[SR-30] warns of a write() not awaited before the next, and passes the write on (a SHOULD)', async () => {
+  it('SR-30: warns of a write() not awaited before the next, and passes the write on (a SHOULD)', async () => {
     const app: App = (_env, startResponse) => {
       const write = startResponse('200 OK', []);
       void write('a');
@@ -340,7 +340,7 @@ describe('the app and its body (app side)', () => {
     expect(errors[0]).toMatch(/^nsgi validator warning: \[SR-30\]/);
   });
 
-  it('[IN-3] reports a second read of nsgi.input while one is pending', async () => {
+  it('IN-3: reports a second read of nsgi.input while one is pending', async () => {
     const slowInput: Input = {
       [Symbol.asyncIterator]: () => ({ next: () => new Promise<IteratorResult<Uint8Array>>(() => {}) }),
       bytes: async () => Buffer.alloc(0),
@@ -355,7 +355,7 @@ describe('the app and its body (app side)', () => {
     await rejectsWith('IN-3', drive(validate(app), environ({ 'nsgi.input': slowInput })));
   });
 
-  it('[EXT-12] reports set_trailers called after the body ended', async () => {
+  it('EXT-12: reports set_trailers called after the body ended', async () => {
     const env = environ({ 'nsgi.set_trailers': () => true });
     let setTrailers: ((t: HeaderList) => boolean) | undefined;
     const app: App = (e, startResponse) => {
@@ -369,13 +369,13 @@ describe('the app and its body (app side)', () => {
 });
 
 describe('what the server does with the app (server side)', () => {
-  it('[BODY-2] reports a server that iterates a two-way body synchronously', async () => {
+  it('BODY-2: reports a server that iterates a two-way body synchronously', async () => {
     const app = validate(okWith('200 OK', [], { *[Symbol.iterator]() { yield 'a'; }, async *[Symbol.asyncIterator]() { yield 'a'; } } as unknown as Body));
     const body = (await app(environ(), recorder().startResponse)) as Iterable<Chunk>;
     await rejectsWith('BODY-2', () => body[Symbol.iterator]());
   });
 
-  it('[BODY-13] reports next() called before the previous one settled', async () => {
+  it('BODY-13: reports next() called before the previous one settled', async () => {
     const app = validate(okWith('200 OK', [], (async function* () { yield 'a'; yield 'b'; })()));
     const it = ((await app(environ(), recorder().startResponse)) as AsyncIterable<Chunk>)[Symbol.asyncIterator]();
     const first = it.next();
@@ -383,7 +383,7 @@ describe('what the server does with the app (server side)', () => {
     await first;
   });
 
-  it('[BODY-14] reports next() after the iterator returned done', async () => {
+  it('BODY-14: reports next() after the iterator returned done', async () => {
     const app = validate(okWith('200 OK', [], ['a']));
     const it = ((await app(environ(), recorder().startResponse)) as Iterable<Chunk>)[Symbol.iterator]();
     it.next();
@@ -391,7 +391,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('BODY-14', () => it.next());
   });
 
-  it('[BODY-17] reports return() called twice', async () => {
+  it('BODY-17: reports return() called twice', async () => {
     const app = validate(okWith('200 OK', [], ['a']));
     const it = ((await app(environ(), recorder().startResponse)) as Iterable<Chunk>)[Symbol.iterator]();
     it.next();
@@ -399,14 +399,14 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('BODY-17', () => it.return!());
   });
 
-  it('[BODY-19] reports a HEAD request pulled past its first non-empty chunk', async () => {
+  it('BODY-19: reports a HEAD request pulled past its first non-empty chunk', async () => {
     const app = validate(okWith('200 OK', [], (async function* () { yield 'a'; yield 'b'; })()));
     const it = ((await app(environ({ REQUEST_METHOD: 'HEAD' }), recorder().startResponse)) as AsyncIterable<Chunk>)[Symbol.asyncIterator]();
     await it.next();
     await rejectsWith('BODY-19', it.next());
   });
 
-  it('[SR-23] reports excInfo rethrown although no head was sent', async () => {
+  it('SR-23: reports excInfo rethrown although no head was sent', async () => {
     const app: App = (_env, startResponse) => {
       startResponse('200 OK', []);
       startResponse('500 Internal Server Error', [], new Error('caught'));
@@ -419,7 +419,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('SR-23', () => validate(app)(environ(), alwaysRethrows));
   });
 
-  it('[SR-24] reports excInfo accepted after the head was sent', async () => {
+  it('SR-24: reports excInfo accepted after the head was sent', async () => {
     const app: App = (_env, startResponse) => {
       const write = startResponse('200 OK', []);
       write.flushHead();
@@ -434,7 +434,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('SR-24', () => validate(app)(environ(), neverRethrows));
   });
 
-  it('[SR-28] reports a write() after the body ended that resolves, through nsgi.errors', async () => {
+  it('SR-28: reports a write() after the body ended that resolves, through nsgi.errors', async () => {
     const errors: string[] = [];
     let write: Write | undefined;
     const app: App = (_env, startResponse) => {
@@ -446,7 +446,7 @@ describe('what the server does with the app (server side)', () => {
     await waitUntil(() => errors.some((e) => e.includes('[SR-28]')), 'an SR-28 report', 1000);
   });
 
-  it('[IN-1] reports an input chunk that is not a Uint8Array', async () => {
+  it('IN-1: reports an input chunk that is not a Uint8Array', async () => {
     const app: App = async (env, startResponse) => {
       await env['nsgi.input'].bytes();
       startResponse('200 OK', []);
@@ -455,7 +455,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('IN-1', drive(validate(app), environ({ 'nsgi.input': inputOf(['text']) })));
   });
 
-  it('[IN-2] reports an input that can be iterated twice', async () => {
+  it('IN-2: reports an input that can be iterated twice', async () => {
     const twice: Input = {
       [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }),
       bytes: async () => Buffer.alloc(0),
@@ -469,7 +469,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('IN-2', () => validate(app)(environ({ 'nsgi.input': twice }), recorder().startResponse));
   });
 
-  it('[EXT-6] reports early hints that throw after the head was sent', async () => {
+  it('EXT-6: reports early hints that throw after the head was sent', async () => {
     const app: App = (env, startResponse) => {
       startResponse('200 OK', []).flushHead();
       env['nsgi.early_hints']!([['Link', '</a.css>; rel=preload']]);
@@ -481,7 +481,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('EXT-6', () => validate(app)(environ({ 'nsgi.early_hints': hints }), recorder().startResponse));
   });
 
-  it('[EXT-7] reports early hints that accept a bad field', async () => {
+  it('EXT-7: reports early hints that accept a bad field', async () => {
     const app: App = (env) => {
       env['nsgi.early_hints']!([['Link', 'a\nb']]);
       return [];
@@ -489,7 +489,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('EXT-7', () => validate(app)(environ({ 'nsgi.early_hints': () => {} }), recorder().startResponse));
   });
 
-  it('[EXT-9] reports set_trailers returning true for a response with a Content-Length', async () => {
+  it('EXT-9: reports set_trailers returning true for a response with a Content-Length', async () => {
     const app: App = (env, startResponse) => {
       startResponse('200 OK', [['Content-Length', '1']]);
       env['nsgi.set_trailers']!([['Digest', 'x']]);
@@ -498,7 +498,7 @@ describe('what the server does with the app (server side)', () => {
     await rejectsWith('EXT-9', () => validate(app)(environ({ 'nsgi.set_trailers': () => true }), recorder().startResponse));
   });
 
-  it('[EXT-11] reports set_trailers that accept a bad field', async () => {
+  it('EXT-11: reports set_trailers that accept a bad field', async () => {
     const app: App = (env, startResponse) => {
       startResponse('200 OK', []);
       env['nsgi.set_trailers']!([['Bad Name', 'x']]);
@@ -509,7 +509,7 @@ describe('what the server does with the app (server side)', () => {
 });
 
 describe('the validator keeps the contract itself', () => {
-  it('keeps a sync body sync and lazy, and forwards return() once', async () => {
+  it('BODY-20: keeps a sync body sync and lazy, and forwards return() once', async () => {
     let pulled = 0;
     let closed = 0;
     const inner: Iterable<Chunk> = {
@@ -547,7 +547,7 @@ describe('the validator keeps the contract itself', () => {
     expect(res.errors.join('\n')).toContain('[SR-14] (SPEC §4.3)');
   });
 
-  it('accepts a Host of only a port, for which the server names itself (ENV-7), over TCP', async () => {
+  it('ENV-7: accepts a Host of only a port, for which the server names itself, over TCP', async () => {
     const { port, errors } = await startServer(validate(okWith('200 OK', [['Content-Type', 'text/plain']])));
     const client = await RawClient.connect(port);
     client.write('GET / HTTP/1.1\nHost: :80\n\n');

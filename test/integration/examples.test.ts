@@ -202,7 +202,7 @@ describe('clock', () => {
     await waitFor(() => served.errors.find((l) => l === 'clock: 3 of 3 ticks sent'), 2000, 'the clock\'s finally');
   });
 
-  it('stops waiting as soon as the client leaves, through nsgi.signal', async () => {
+  it('ENV-29: stops waiting as soon as the client leaves, through nsgi.signal', async () => {
     const controller = new AbortController();
     const res = await fetch(`${served.url}/?n=60`, { signal: controller.signal });
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();

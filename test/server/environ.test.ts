@@ -29,7 +29,7 @@ describe('SERVER_NAME, SERVER_PORT and HTTP_HOST', () => {
     expect(JSON.parse(parseResponses(result.data)[0]!.body.toString())).toMatchObject({ SERVER_NAME: 'example.com', SERVER_PORT: '81', HTTP_HOST: null });
   });
 
-  it('uses the listening address and port (ENV-7)', async () => {
+  it('ENV-7: uses the listening address and port', async () => {
     const { port } = await startServer(environEcho);
     const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: :80\n\n', { until: (d) => parseResponses(d).length === 1 });
     expect(JSON.parse(parseResponses(result.data)[0]!.body.toString())).toMatchObject({ SERVER_NAME: '127.0.0.1', SERVER_PORT: String(port) });

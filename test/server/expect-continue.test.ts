@@ -26,7 +26,7 @@ import {
 afterEach(cleanup);
 
 describe('Expect: 100-continue', () => {
-  it('sends 100 Continue only when the app first reads nsgi.input', async () => {
+  it('IN-6, IN-7: sends 100 Continue only when the app first reads nsgi.input', async () => {
     let called = false;
     let openGate!: () => void;
     const gate = new Promise<void>((resolve) => (openGate = resolve));
@@ -52,7 +52,7 @@ describe('Expect: 100-continue', () => {
     expect(responses[1]!.body.toString()).toBe('got hello');
   });
 
-  it('sends no 100 Continue to an app that answers without reading, and never parses the body as a request', async () => {
+  it('IN-7, IN-8: sends no 100 Continue to an app that answers without reading, and never parses the body as a request', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
     const inner = 'GET /evil HTTP/1.1\r\nHost: t\r\n\r\n';

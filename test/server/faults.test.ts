@@ -62,7 +62,7 @@ describe('clients that reset', () => {
     expect(typeof net.Socket.prototype.resetAndDestroy).toBe('function');
   });
 
-  it.each(['reset', 'destroy'] as const)('a client that %ss mid-upload: the read rejects, the iterator closes, fds return', async (how) => {
+  it.each(['reset', 'destroy'] as const)('IN-9: a client that %ss mid-upload: the read rejects, the iterator closes, fds return', async (how) => {
     const tracked: Tracked = { made: 0, closed: 0 };
     const outcome: string[] = [];
     let received = 0;
@@ -96,7 +96,7 @@ describe('clients that reset', () => {
     await fdsBackTo(baseline);
   });
 
-  it.each(['reset', 'destroy'] as const)('a client that %ss mid-download: the signal fires, the generator\'s finally runs, fds return', async (how) => {
+  it.each(['reset', 'destroy'] as const)('ENV-27, BODY-16: a client that %ss mid-download: the signal fires, the generator\'s finally runs, fds return', async (how) => {
     const tracked: Tracked = { made: 0, closed: 0 };
     let aborted = false;
     const chunk = Buffer.alloc(64 * 1024, 0x61);
@@ -400,7 +400,7 @@ const STAGES: Stage[] = [
 ];
 
 describe('an app that throws at every stage', () => {
-  it.each(STAGES)('an app that $stage: $expect, logged, iterator closed, server fine, fds back', async ({ app, expect: outcome, logged }) => {
+  it.each(STAGES)('ERR-6: an app that $stage: $expect, logged, iterator closed, server fine, fds back', async ({ app, expect: outcome, logged }) => {
     const tracked: Tracked = { made: 0, closed: 0 };
     const started: Started = await startServer(withOk(app(tracked)));
     const baseline = openFds();

@@ -40,7 +40,7 @@ const ALL_FIELDS = [
 ];
 
 describe('without forwardedAllowIps nobody is believed', () => {
-  it('ignores X-Forwarded-For / -Proto / -Host', async () => {
+  it('SRV-26: ignores X-Forwarded-For / -Proto / -Host', async () => {
     const seen = await through({}, ALL_FIELDS);
     expect(seen.REMOTE_ADDR).toBe('127.0.0.1');
     expect(seen['nsgi.url_scheme']).toBe('http');
@@ -49,14 +49,14 @@ describe('without forwardedAllowIps nobody is believed', () => {
     expect(seen.SERVER_PORT).toBe('8000');
   });
 
-  it('ignores Forwarded', async () => {
+  it('SRV-26: ignores Forwarded', async () => {
     const seen = await through({}, ['Forwarded: for=203.0.113.9;proto=https;host=www.example.com']);
     expect(seen.REMOTE_ADDR).toBe('127.0.0.1');
     expect(seen['nsgi.url_scheme']).toBe('http');
     expect(seen.HTTP_HOST).toBe('app.internal:8000');
   });
 
-  it('ignores them when the trusted proxies are a subnet the peer is not in (10.0.0.0/8)', async () => {
+  it('SRV-26: ignores them when the trusted proxies are a subnet the peer is not in (10.0.0.0/8)', async () => {
     const seen = await through({ forwardedAllowIps: ['10.0.0.0/8'] }, [...ALL_FIELDS, 'Forwarded: for=198.51.100.1']);
     expect(seen.REMOTE_ADDR).toBe('127.0.0.1');
     expect(seen['nsgi.url_scheme']).toBe('http');
@@ -67,7 +67,7 @@ describe('without forwardedAllowIps nobody is believed', () => {
 describe('from a trusted proxy (127.0.0.1)', () => {
   const trusted: ServeOptions = { forwardedAllowIps: ['127.0.0.1'] };
 
-  it('X-Forwarded-For / -Proto / -Host set REMOTE_ADDR, the scheme, HTTP_HOST, SERVER_NAME and SERVER_PORT', async () => {
+  it('SRV-26: X-Forwarded-For / -Proto / -Host set REMOTE_ADDR, the scheme, HTTP_HOST, SERVER_NAME and SERVER_PORT', async () => {
     const seen = await through(trusted, ALL_FIELDS);
     expect(seen.REMOTE_ADDR).toBe('203.0.113.9');
     expect(seen.REMOTE_PORT).toBe('0');

@@ -27,7 +27,7 @@ import type { SetTrailers } from '../../protocol/nsgi.ts';
 afterEach(cleanup);
 
 describe('response framing', () => {
-  it('honours the app\'s Content-Length exactly and adds no Transfer-Encoding', async () => {
+  it('SR-14, SR-15: honours the app\'s Content-Length exactly and adds no Transfer-Encoding', async () => {
     const { port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', [['Content-Length', '5']]);
       return (function* () {
@@ -45,7 +45,7 @@ describe('response framing', () => {
     expect(res.data.length).toBe(r!.head.length + 5);
   });
 
-  it('sends a multi-chunk generator without Content-Length as exact chunked bytes on HTTP/1.1', async () => {
+  it('SR-19, SRV-24: sends a multi-chunk generator without Content-Length as exact chunked bytes on HTTP/1.1', async () => {
     const { port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', [['Content-Type', 'text/plain']]);
       return (function* () {
@@ -61,7 +61,7 @@ describe('response framing', () => {
     expect(res.text.slice(r!.head.length)).toBe('3\r\nabc\r\n11\r\n0123456789abcdefg\r\n0\r\n\r\n');
   });
 
-  it('delimits a multi-chunk body by closing the connection on HTTP/1.0', async () => {
+  it('SRV-1, SR-19, SRV-2: delimits a multi-chunk body by closing the connection on HTTP/1.0', async () => {
     const { port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
       return (function* () {
@@ -79,7 +79,7 @@ describe('response framing', () => {
     expect(r!.body.toString()).toBe('abcde');
   });
 
-  it('computes Content-Length for a single-chunk array body', async () => {
+  it('SR-19: computes Content-Length for a single-chunk array body', async () => {
     const { port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
       return ['héllo'];
@@ -91,7 +91,7 @@ describe('response framing', () => {
     expect(r!.body.toString('utf8')).toBe('héllo');
   });
 
-  it('sends Content-Length: 0 for an empty body', async () => {
+  it('SR-19: sends Content-Length: 0 for an empty body', async () => {
     const { port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
       return [];
@@ -103,7 +103,7 @@ describe('response framing', () => {
     expect(res.data.length).toBe(r!.head.length);
   });
 
-  it('answers HEAD with the headers and no body bytes, and keeps the connection usable', async () => {
+  it('SR-20: answers HEAD with the headers and no body bytes, and keeps the connection usable', async () => {
     const { port } = await startServer((environ, startResponse) => {
       startResponse('200 OK', [['Content-Type', 'text/plain']]);
       return [`body of ${environ.REQUEST_METHOD}`];
@@ -125,7 +125,7 @@ describe('response framing', () => {
     expect(client.closed).toBe(false);
   });
 
-  it.each(['204 No Content', '304 Not Modified'])('sends %s with no body and no Transfer-Encoding', async (status) => {
+  it.each(['204 No Content', '304 Not Modified'])('SR-20: sends %s with no body and no Transfer-Encoding', async (status) => {
     const { port } = await startServer((environ, startResponse) => {
       if (environ.PATH_INFO === '/next') {
         startResponse('200 OK', []);
@@ -144,7 +144,7 @@ describe('response framing', () => {
     expect(second!.body.toString()).toBe('next');
   });
 
-  it('adds a well-formed, current Date header and Server: nsgi', async () => {
+  it('SR-12, SRV-25: adds a well-formed, current Date header and Server: nsgi', async () => {
     const { port } = await startServer(pathApp());
     const before = Date.now();
     const res = await rawRequest(port, GET, { until: untilResponses(1) });
@@ -156,7 +156,7 @@ describe('response framing', () => {
     expect(headerCount(r!, 'date')).toBe(1);
   });
 
-  it('cuts the connection after at most the declared bytes when the body is longer than Content-Length, and logs it', async () => {
+  it('SR-17: cuts the connection after at most the declared bytes when the body is longer than Content-Length, and logs it', async () => {
     const logs: string[] = [];
     const { port } = await startServer(
       (_env, startResponse) => {
@@ -177,7 +177,7 @@ describe('response framing', () => {
     await waitUntil(() => logs.some((m) => /Content-Length/.test(m)), 'a Content-Length error in the log');
   });
 
-  it('cuts the connection when the body is shorter than Content-Length, and logs it', async () => {
+  it('SR-18: cuts the connection when the body is shorter than Content-Length, and logs it', async () => {
     const logs: string[] = [];
     const { port } = await startServer(
       (_env, startResponse) => {
@@ -198,7 +198,7 @@ describe('response framing', () => {
     await waitUntil(() => logs.some((m) => /Content-Length/.test(m)), 'a Content-Length error in the log');
   });
 
-  it('sends no content, says Content-Length: 0, and keeps the connection', async () => {
+  it('SR-20, SR-21: a 205 sends no content, says Content-Length: 0, and keeps the connection', async () => {
     const { port, errors } = await startServer((_environ, startResponse) => {
       startResponse('205 Reset Content', [['Content-Length', '5']]);
       return ['hello'];
@@ -216,7 +216,7 @@ describe('response framing', () => {
     expect(errors.some((line) => line.includes('205 response discarded'))).toBe(true);
   });
 
-  it('is reported when it is the whole body of a 204', async () => {
+  it('SR-21: a chunk for a 204 is reported when it is the whole body', async () => {
     const { port, errors } = await startServer((_environ, startResponse) => {
       startResponse('204 No Content', []);
       return ['ignored'];
@@ -228,7 +228,7 @@ describe('response framing', () => {
 });
 
 describe('trailers (nsgi.set_trailers)', () => {
-  it('are sent when the promise is made after a single chunk', async () => {
+  it('EXT-10, EXT-13: trailers promised after a single chunk are sent after the last chunk, announced by the app\'s Trailer field', async () => {
     const { port } = await startServer((environ, startResponse) => {
       startResponse('200 OK', [['Trailer', 'X-Sum']]);
       const setTrailers = environ['nsgi.set_trailers']!;
@@ -244,7 +244,7 @@ describe('trailers (nsgi.set_trailers)', () => {
     expect(client.text.endsWith('5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n')).toBe(true);
   });
 
-  it('are sent after an empty body', async () => {
+  it('EXT-10: trailers are sent after an empty body, which is then chunked', async () => {
     const { port } = await startServer((environ, startResponse) => {
       startResponse('200 OK', [['Trailer', 'X-Sum']]);
       expect(environ['nsgi.set_trailers']!([['X-Sum', '0']])).toBe(true);
@@ -258,7 +258,7 @@ describe('trailers (nsgi.set_trailers)', () => {
     expect(client.text.endsWith('\r\n\r\n0\r\nX-Sum: 0\r\n\r\n')).toBe(true);
   });
 
-  it('cannot be set from a finished exchange', async () => {
+  it('EXT-9: trailers cannot be set once the exchange is finished', async () => {
     let kept: SetTrailers | undefined;
     const { url } = await startServer((environ) => {
       kept = environ['nsgi.set_trailers'];
@@ -269,7 +269,7 @@ describe('trailers (nsgi.set_trailers)', () => {
     expect(kept!([['X-Late', '1']])).toBe(false);
   });
 
-  it('nsgi.set_trailers before startResponse returns false and sends nothing (EXT-9)', async () => {
+  it('EXT-9: nsgi.set_trailers before startResponse returns false and sends nothing', async () => {
     let answer: boolean | undefined;
     const { port } = await startServer((environ, startResponse) => {
       answer = (environ['nsgi.set_trailers'] as SetTrailers)([['X-T', '1']]);

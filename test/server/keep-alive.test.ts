@@ -21,7 +21,7 @@ import {
 afterEach(cleanup);
 
 describe('keep-alive', () => {
-  it('answers two requests one after the other on one socket', async () => {
+  it('SRV-3: answers two requests one after the other on one socket', async () => {
     const ports: string[] = [];
     const { port } = await startServer((environ, startResponse) => {
       ports.push(environ.REMOTE_PORT);
@@ -40,7 +40,7 @@ describe('keep-alive', () => {
     expect(client.closed).toBe(false);
   });
 
-  it('closes after answering an HTTP/1.1 request with Connection: close', async () => {
+  it('SRV-3, SRV-4: closes after answering an HTTP/1.1 request with Connection: close', async () => {
     const { port } = await startServer(pathApp());
     const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: t\nConnection: close\n\n');
     expect(res.closed).toBe(true);
@@ -49,7 +49,7 @@ describe('keep-alive', () => {
     expect(header(r!, 'connection')).toBe('close');
   });
 
-  it('closes after an HTTP/1.0 request without keep-alive', async () => {
+  it('SRV-1, SRV-3: closes after an HTTP/1.0 request without keep-alive', async () => {
     const { port } = await startServer(pathApp());
     const res = await rawRequest(port, 'GET / HTTP/1.0\n\n');
     expect(res.closed).toBe(true);
@@ -59,7 +59,7 @@ describe('keep-alive', () => {
     expect(header(r!, 'connection')).not.toBe('keep-alive');
   });
 
-  it('keeps an HTTP/1.0 connection with Connection: keep-alive open and says so', async () => {
+  it('SRV-3, SRV-4: keeps an HTTP/1.0 connection with Connection: keep-alive open and says so', async () => {
     const { port } = await startServer(pathApp());
     const client = await RawClient.connect(port);
     client.write('GET /a HTTP/1.0\nConnection: keep-alive\n\n');
@@ -73,7 +73,7 @@ describe('keep-alive', () => {
     expect(client.closed).toBe(false);
   });
 
-  it('closes after the response when the app sends Connection: close', async () => {
+  it('SR-10, SRV-3: closes after the response when the app sends Connection: close', async () => {
     const { port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', [['Connection', 'close']]);
       return ['bye'];
@@ -88,7 +88,7 @@ describe('keep-alive', () => {
 });
 
 describe('empty lines between requests', () => {
-  it('closes a connection that sends only a CRLF after its response, at the idle timeout', async () => {
+  it('SRV-20: closes a connection that sends only a CRLF after its response, at the idle timeout', async () => {
     const { port } = await startServer(environEcho, { keepAliveTimeout: 300, headersTimeout: 5_000 });
     const client = await RawClient.connect(port);
     client.write('GET / HTTP/1.1\nHost: a\n\n');
@@ -98,7 +98,7 @@ describe('empty lines between requests', () => {
     await client.waitForClose(3_000);
   });
 
-  it('closes a connection whose POST body is followed by a stray CRLF in the same write', async () => {
+  it('SRV-20: closes a connection whose POST body is followed by a stray CRLF in the same write', async () => {
     const { port } = await startServer(
       async (environ, startResponse) => {
         await environ['nsgi.input'].bytes();
@@ -113,7 +113,7 @@ describe('empty lines between requests', () => {
     await client.waitForClose(3_000);
   });
 
-  it('does not let a trickle of empty lines push the deadline back', { timeout: 10_000 }, async () => {
+  it('SRV-20: does not let a trickle of empty lines push the deadline back', { timeout: 10_000 }, async () => {
     const { port } = await startServer(environEcho, { keepAliveTimeout: 400, headersTimeout: 5_000 });
     const client = await RawClient.connect(port);
     client.write('GET / HTTP/1.1\nHost: a\n\n');
@@ -127,7 +127,7 @@ describe('empty lines between requests', () => {
     expect(Date.now() - started).toBeLessThan(1_500);
   });
 
-  it('still serves a request that follows the empty lines', async () => {
+  it('SRV-20: still serves a request that follows the empty lines', async () => {
     const { port } = await startServer(environEcho, { keepAliveTimeout: 2_000 });
     const client = await RawClient.connect(port);
     client.write('GET /one HTTP/1.1\nHost: a\n\n\n\nGET /two HTTP/1.1\nHost: a\n\n');

@@ -34,7 +34,7 @@ describe('request limits and malformed requests', () => {
     return responses[0]!;
   }
 
-  it('answers a request line over 8 KiB with 414', async () => {
+  it('SRV-22: answers a request line over 8 KiB with 414', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
     const r = await rejected(port, `GET /${'a'.repeat(9000)} HTTP/1.1\nHost: t\n\n`);
@@ -42,13 +42,13 @@ describe('request limits and malformed requests', () => {
     expect(seen).toEqual([]);
   });
 
-  it('accepts a request line just under the limit', async () => {
+  it('SRV-22: accepts a request line just under the limit', async () => {
     const { port } = await startServer(pathApp());
     const res = await rawRequest(port, `GET /${'a'.repeat(8000)} HTTP/1.1\nHost: t\n\n`, { until: untilResponses(1) });
     expect(finalResponses(res.data)[0]?.status).toBe(200);
   });
 
-  it('answers 101 header fields with 431 but accepts 100', async () => {
+  it('SRV-22: answers 101 header fields with 431 but accepts 100', async () => {
     const { port } = await startServer(pathApp());
     const fields = (n: number): string => Array.from({ length: n - 1 }, (_, i) => `X-H${i}: v\n`).join('');
     const ok = await rawRequest(port, `GET / HTTP/1.1\nHost: t\n${fields(100)}\n`, { until: untilResponses(1) });
@@ -57,13 +57,13 @@ describe('request limits and malformed requests', () => {
     expect(r.status).toBe(431);
   });
 
-  it('answers a header block over 16 KiB with 431', async () => {
+  it('SRV-22: answers a header block over 16 KiB with 431', async () => {
     const { port } = await startServer(pathApp());
     const r = await rejected(port, `GET / HTTP/1.1\nHost: t\nX-A: ${'a'.repeat(9000)}\nX-B: ${'b'.repeat(9000)}\n\n`);
     expect(r.status).toBe(431);
   });
 
-  it('answers a Content-Length above maxBodySize with 413 without calling the app', async () => {
+  it('APP-2, IN-10, SRV-23: answers a Content-Length above maxBodySize with 413 without calling the app', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen), { maxBodySize: 1000 });
     const ok = await rawRequest(port, [`POST /ok HTTP/1.1\nHost: t\nContent-Length: 1000\n\n`, 'x'.repeat(1000)], {
@@ -75,7 +75,7 @@ describe('request limits and malformed requests', () => {
     expect(seen).toEqual(['/ok']);
   });
 
-  it('answers a malformed request with 400, closes, and ignores what follows', async () => {
+  it('SRV-11, SRV-21: answers a malformed request with 400, closes, and ignores what follows', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
     const r = await rejected(port, `GET / HTTP/1.1\nHost: t\nNo colon here\n\nGET /after HTTP/1.1\nHost: t\n\n`);
@@ -83,19 +83,19 @@ describe('request limits and malformed requests', () => {
     expect(seen).toEqual([]);
   });
 
-  it('answers Transfer-Encoding: gzip, chunked with 501', async () => {
+  it('SRV-17: answers Transfer-Encoding: gzip, chunked with 501', async () => {
     const { port } = await startServer(pathApp());
     const r = await rejected(port, 'POST / HTTP/1.1\nHost: t\nTransfer-Encoding: gzip, chunked\n\n0\n\n');
     expect(r.status).toBe(501);
   });
 
-  it('answers HTTP/2.0 with 505', async () => {
+  it('SRV-19: answers HTTP/2.0 with 505', async () => {
     const { port } = await startServer(pathApp());
     const r = await rejected(port, 'GET / HTTP/2.0\nHost: t\n\n');
     expect(r.status).toBe(505);
   });
 
-  it('answers Content-Length with Transfer-Encoding with 400 and never answers the smuggled request', async () => {
+  it('SRV-14: answers Content-Length with Transfer-Encoding with 400 and never answers the smuggled request', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
     const r = await rejected(
@@ -149,7 +149,7 @@ describe('request-targets the server refuses', () => {
     'ftp://example.com/p', // not a scheme an HTTP server serves
     '/a#frag', // no request-target has a fragment (RFC 9112 §3.2)
   ]) {
-    it(`answers 400 to ${target} and closes`, async () => {
+    it(`SRV-11: answers 400 to ${target} and closes`, async () => {
       const { port } = await startServer(environEcho);
       const result = await rawRequest(port, `GET ${target} HTTP/1.1\nHost: a\n\nGET /smuggled HTTP/1.1\nHost: a\n\n`);
       const responses = parseResponses(result.data);
@@ -171,7 +171,7 @@ describe('a refusal reaches a client still sending its body', () => {
     ['501', 'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n'],
   ];
   for (const [status, head] of cases) {
-    it(`${status} for ${JSON.stringify(head.split('\r\n').slice(1, -2).join(' | '))} reaches a client that reads only after sending 1 MiB`, async () => {
+    it(`SRV-21: ${status} for ${JSON.stringify(head.split('\r\n').slice(1, -2).join(' | '))} reaches a client that reads only after sending 1 MiB`, async () => {
       const { port } = await startServer(() => {
         throw new Error('the app must not be called');
       }, { maxBodySize: 10 });

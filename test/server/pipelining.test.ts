@@ -20,7 +20,7 @@ import {
 afterEach(cleanup);
 
 describe('pipelining', () => {
-  it('answers three requests sent in one write in order', async () => {
+  it('APP-2, SRV-5: answers three requests sent in one write in order, calling the app once for each', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
     const res = await rawRequest(port, 'GET /1 HTTP/1.1\nHost: t\n\nGET /2 HTTP/1.1\nHost: t\n\nGET /3 HTTP/1.1\nHost: t\n\n', {
@@ -30,7 +30,7 @@ describe('pipelining', () => {
     expect(seen).toEqual(['/1', '/2', '/3']);
   });
 
-  it('keeps the order when the first response is slow and the later ones fast', async () => {
+  it('SRV-5: keeps the order when the first response is slow and the later ones fast', async () => {
     const { port } = await startServer(async (environ, startResponse) => {
       if (environ.PATH_INFO === '/slow') await sleep(300);
       startResponse('200 OK', []);
@@ -47,7 +47,7 @@ describe('pipelining', () => {
     expect(finalResponses(res.data).map((r) => r.body.toString())).toEqual(['/slow!', '/fast1!', '/fast2!']);
   });
 
-  it('does not take a POST body that looks like a request for the next request', async () => {
+  it('APP-2: does not take a POST body that looks like a request for the next request', async () => {
     const seen: string[] = [];
     const { port } = await startServer(async (environ, startResponse) => {
       seen.push(`${environ.REQUEST_METHOD} ${environ.PATH_INFO}`);
@@ -67,7 +67,7 @@ describe('pipelining', () => {
     expect(seen).toEqual(['POST /post', 'GET /next']);
   });
 
-  it('drains an unread POST body so that the pipelined request after it is answered', async () => {
+  it('IN-8, SRV-5: drains an unread POST body so that the pipelined request after it is answered', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
     const inner = 'GET /evil HTTP/1.1\r\nHost: t\r\n\r\n';

@@ -42,7 +42,7 @@ function refused(port: number): Promise<boolean> {
 }
 
 describe.each(['SIGTERM', 'SIGINT'] as const)('%s to a running nsgi', (signal) => {
-  it('stops accepting, closes idle connections at once, ends the stream cleanly, finishes the slow response, exits 0', async () => {
+  it('SRV-27, SRV-28: stops accepting, closes idle connections at once, ends the stream cleanly, finishes the slow response, exits 0', async () => {
     const { cli, port }: RunningCli = await startCli([APP, '--port', '0']);
 
     const idle = await RawClient.connect(port);
@@ -87,7 +87,7 @@ describe.each(['SIGTERM', 'SIGINT'] as const)('%s to a running nsgi', (signal) =
 });
 
 describe('--graceful-timeout', () => {
-  it('--graceful-timeout 1 cuts a response that ignores the signal after ~1 s and still exits 0', async () => {
+  it('SRV-27: --graceful-timeout 1 cuts a response that ignores the signal after ~1 s and still exits 0', async () => {
     const { cli, port } = await startCli([APP, '--port', '0', '--graceful-timeout', '1']);
     const client = await RawClient.connect(port);
     client.write('GET /ignore HTTP/1.1\nHost: a\n\n');
@@ -115,7 +115,7 @@ describe('--graceful-timeout', () => {
 });
 
 describe('server.close()', () => {
-  it('sees nsgi.signal already aborted with NSGI_SERVER_CLOSING, and is answered with Connection: close', async () => {
+  it('SRV-28: a request whose head arrives after close() began sees nsgi.signal already aborted with NSGI_SERVER_CLOSING, and is answered with Connection: close', async () => {
     let reason: unknown = null;
     const { port, server } = await startServer((environ, startResponse) => {
       const signal = environ['nsgi.signal'];

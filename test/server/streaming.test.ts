@@ -47,7 +47,7 @@ function endlessProducer(): Producer {
 }
 
 describe('backpressure', () => {
-  it('stops pulling the generator while the client reads nothing, and resumes when it reads', async () => {
+  it('BODY-12: stops pulling the generator while the client reads nothing, and resumes when it reads', async () => {
     const p = endlessProducer();
     const { port } = await startServer(p.app);
     const client = await RawClient.connect(port, { collect: false });
@@ -76,7 +76,7 @@ describe('backpressure', () => {
 });
 
 describe('disconnect', () => {
-  it("runs the generator's finally and fires nsgi.signal when fetch aborts mid-stream", async () => {
+  it("BODY-16, ENV-27: runs the generator's finally and fires nsgi.signal when fetch aborts mid-stream", async () => {
     let finallyRan = false;
     let signal: AbortSignal | undefined;
     const { url } = await startServer((environ, startResponse) => {
@@ -104,7 +104,7 @@ describe('disconnect', () => {
     await waitUntil(() => finallyRan && signal!.aborted, "the generator's finally and nsgi.signal", 1000);
   });
 
-  it("runs the generator's finally and fires nsgi.signal when a raw client is destroyed mid-stream", async () => {
+  it("BODY-16, ENV-27: runs the generator's finally and fires nsgi.signal when a raw client is destroyed mid-stream", async () => {
     const p = endlessProducer();
     const { port } = await startServer(p.app);
     const client = await RawClient.connect(port);
@@ -191,7 +191,7 @@ describe('a 1 GiB response', () => {
 });
 
 describe('close()', () => {
-  it('waits for an in-flight response to finish before resolving', async () => {
+  it('SRV-27: waits for an in-flight response to finish before resolving', async () => {
     let finishedAt = 0;
     const { server, url, port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
@@ -224,7 +224,7 @@ describe('close()', () => {
     expect(closedAt).toBeGreaterThanOrEqual(finishedAt);
   });
 
-  it('closes idle keep-alive connections at once', async () => {
+  it('SRV-27: closes idle keep-alive connections at once', async () => {
     const { server, port } = await startServer((_env, startResponse) => {
       startResponse('200 OK', []);
       return ['ok'];

@@ -114,7 +114,7 @@ describe('head timeout', () => {
     expect(elapsed).toBeLessThan(1500);
   });
 
-  it('a head that starts after an empty line gets the whole head timeout, not the idle one', async () => {
+  it('SRV-20: a head that starts after an empty line gets the whole head timeout, not the idle one', async () => {
     const { port } = await startServer(environEcho, { keepAliveTimeout: 400, headersTimeout: 3_000 });
     const client = await RawClient.connect(port);
     client.write('GET / HTTP/1.1\nHost: a\n\n');
@@ -202,7 +202,7 @@ describe('request body timeout', () => {
     expect(elapsed).toBeLessThan(1500);
   });
 
-  it('a slow but steady upload (a byte every 100 ms) is not cut by a 300 ms body timeout', async () => {
+  it('SRV-29: a slow but steady upload (a byte every 100 ms) is not cut by a 300 ms body timeout', async () => {
     const app: App = async function* (environ, startResponse) {
       let n = 0;
       for await (const part of environ['nsgi.input']) n += part.length;
@@ -274,7 +274,7 @@ describe('send timeout', () => {
     await waitUntil(() => client.closed || (client.socket.resume(), false), 'the client to see the close', 4000).catch(() => {});
   }, 15_000);
 
-  it('a slow but steady reader (a burst every 100 ms) is not dropped with sendTimeout 500 ms', async () => {
+  it('SRV-29: a slow but steady reader (a burst every 100 ms) is not dropped with sendTimeout 500 ms', async () => {
     const state = { finallyRan: false, sent: 0 };
     const total = 4 * 1024 * 1024;
     const { port, errors } = await startServer(endless(state, total), { sendTimeout: 500 });
@@ -332,7 +332,7 @@ describe('send timeout', () => {
 describe('no timeout cuts an app that is just waiting', () => {
   const ALL_500 = { headersTimeout: 500, keepAliveTimeout: 500, bodyTimeout: 500, sendTimeout: 500 };
 
-  it('a long poll that waits 1.5 s for its event gets it', async () => {
+  it('SRV-29: a long poll that waits 1.5 s for its event gets it', async () => {
     const app: App = async (_environ, startResponse) => {
       await sleep(1500);
       startResponse('200 OK', []);
@@ -345,7 +345,7 @@ describe('no timeout cuts an app that is just waiting', () => {
     expect(finalResponses(client.data)[0]!.body.toString()).toBe('event');
   }, 10_000);
 
-  it('a long poll after reading a request body waits 1.5 s and answers', async () => {
+  it('SRV-29: a long poll after reading a request body waits 1.5 s and answers', async () => {
     const app: App = async function* (environ, startResponse) {
       for await (const _ of environ['nsgi.input']);
       await sleep(1500);
@@ -359,7 +359,7 @@ describe('no timeout cuts an app that is just waiting', () => {
     expect(finalResponses(client.data)[0]!.body.toString()).toBe('event');
   }, 10_000);
 
-  it('an event stream that sends its head, then an event 1.5 s later, is not cut', async () => {
+  it('SRV-29: an event stream that sends its head, then an event 1.5 s later, is not cut', async () => {
     const app: App = (_environ, startResponse) => {
       const write = startResponse('200 OK', [['Content-Type', 'text/event-stream']]);
       write.flushHead();

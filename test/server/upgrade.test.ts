@@ -12,9 +12,9 @@ import { UPGRADE_OFFER_CASES, UPGRADE_REQUEST, echoOnUpgrade } from '../helpers/
 
 afterEach(cleanup);
 
-describe('when the hook is offered (UPG-1)', () => {
+describe('when the hook is offered', () => {
   for (const { name, request, offered } of UPGRADE_OFFER_CASES) {
-    it(`${offered ? 'offers' : 'does not offer'} nsgi.upgrade for ${name}`, async () => {
+    it(`UPG-1: ${offered ? 'offers' : 'does not offer'} nsgi.upgrade for ${name}`, async () => {
       const { port } = await startServer((environ, startResponse) => {
         startResponse('200 OK', [['Content-Type', 'text/plain']]);
         return [String(typeof environ['nsgi.upgrade'] === 'function')];
@@ -25,8 +25,8 @@ describe('when the hook is offered (UPG-1)', () => {
   }
 });
 
-describe('refusing (UPG-2)', () => {
-  it('answers the app\'s 401 and keeps the connection for the next request', async () => {
+describe('refusing', () => {
+  it('UPG-2: answers the app\'s 401 and keeps the connection for the next request', async () => {
     const { port } = await startServer((environ, startResponse) => {
       if (environ['nsgi.upgrade'] !== undefined && environ.HTTP_AUTHORIZATION !== 'Bearer s3cret') {
         startResponse('401 Unauthorized', [['Content-Type', 'text/plain'], ['WWW-Authenticate', 'Bearer']]);
@@ -50,8 +50,8 @@ describe('refusing (UPG-2)', () => {
   });
 });
 
-describe('accepting (UPG-3 to UPG-6)', () => {
-  it('writes the 101 with the app\'s headers and hands over the socket, which then echoes', async () => {
+describe('accepting', () => {
+  it('UPG-3, UPG-5, UPG-8: writes the 101 with the app\'s headers and hands over the socket, which then echoes', async () => {
     const { port } = await startServer(echoOnUpgrade());
     const client = await RawClient.connect(port);
     client.write(UPGRADE_REQUEST);
@@ -67,7 +67,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(client.data.subarray(headLength)).toEqual(Buffer.concat([Buffer.from([0, 1, 2, 255]), Buffer.from('and text')]));
   });
 
-  it('hands the bytes pipelined right after the request head to the app as `head`', async () => {
+  it('UPG-4: hands the bytes pipelined right after the request head to the app as `head`', async () => {
     const record: { head?: Buffer } = {};
     const { port } = await startServer(echoOnUpgrade(record));
     const early = Buffer.from('GET /not-a-request HTTP/1.1\r\n\r\n\x00\x01binary');
@@ -81,7 +81,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(client.data).toEqual(Buffer.concat([Buffer.from(switched), early]));
   });
 
-  it('lets the app write the 101 itself when no headers are given', async () => {
+  it('UPG-5: lets the app write the 101 itself when no headers are given', async () => {
     const { port } = await startServer((environ) => {
       const { socket } = environ['nsgi.upgrade']!();
       socket.end('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-own\r\n\r\nbye');
@@ -91,7 +91,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(result.text).toBe('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-own\r\n\r\nbye');
   });
 
-  it('throws from upgrade() once flushHead() has sent the head, and the response goes on', async () => {
+  it('UPG-3: throws from upgrade() once flushHead() has sent the head, and the response goes on', async () => {
     let thrown: unknown;
     const { port } = await startServer((environ, startResponse) => {
       const write = startResponse('200 OK', [['Content-Type', 'text/plain']]);
@@ -110,7 +110,7 @@ describe('accepting (UPG-3 to UPG-6)', () => {
     expect(thrown).toBeInstanceOf(Error);
   });
 
-  it('makes startResponse throw after the upgrade and ignores the returned body (UPG-6)', async () => {
+  it('UPG-6: makes startResponse throw after the upgrade and ignores the returned body', async () => {
     let startError: unknown;
     let bodyClosed = false;
     const { port } = await startServer((environ, startResponse) => {
@@ -142,8 +142,8 @@ describe('accepting (UPG-3 to UPG-6)', () => {
   });
 });
 
-describe('an upgraded connection and the server\'s life (UPG-7)', () => {
-  it('fires nsgi.signal when the server begins to close, and destroys the socket at the deadline', async () => {
+describe('an upgraded connection and the server\'s life', () => {
+  it('UPG-7, SRV-28: fires nsgi.signal when the server begins to close, and destroys the socket at the deadline', async () => {
     const record: { environ?: Environ } = {};
     const started = await startServer(echoOnUpgrade(record));
     const client = await RawClient.connect(started.port);
@@ -166,7 +166,7 @@ describe('an upgraded connection and the server\'s life (UPG-7)', () => {
     expect(Date.now() - closeStarted).toBeLessThan(2000);
   });
 
-  it('lets the app end the connection itself when the signal fires, and close() then resolves early', async () => {
+  it('UPG-7: lets the app end the connection itself when the signal fires, and close() then resolves early', async () => {
     const started = await startServer((environ) => {
       const { socket } = environ['nsgi.upgrade']!({ headers: [['Upgrade', 'x-polite']] });
       environ['nsgi.signal'].addEventListener('abort', () => socket.end('goodbye\n'));
@@ -183,7 +183,7 @@ describe('an upgraded connection and the server\'s life (UPG-7)', () => {
     expect(client.text.endsWith('\r\n\r\ngoodbye\n')).toBe(true);
   });
 
-  it('fires nsgi.signal when the upgraded socket closes', async () => {
+  it('UPG-7: fires nsgi.signal when the upgraded socket closes', async () => {
     const record: { environ?: Environ } = {};
     const { port } = await startServer(echoOnUpgrade(record));
     const client = await RawClient.connect(port);

@@ -129,7 +129,7 @@ describe('the chat example', () => {
     expect(chat.topic.waiterCount).toBe(0);
   });
 
-  it('leaves no waiter behind after 500 abandoned polls', { timeout: 30_000 }, async () => {
+  it('ENV-29: leaves no waiter behind after 500 abandoned polls', { timeout: 30_000 }, async () => {
     const chat = createChat();
     const { url, errors } = await startServer(chat.app);
     const controllers = Array.from({ length: 500 }, () => new AbortController());
