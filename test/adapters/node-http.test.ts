@@ -9,7 +9,18 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
 import { createNodeServer, toNodeListener, validate } from '../../src/index.ts';
-import { cleanup, finalResponses, RawClient, recording, reqBytes, waitUntil } from '../helpers/server.ts';
+import {
+  cleanup,
+  finalResponses,
+  parseResponses,
+  RawClient,
+  rawRequest,
+  recording,
+  reqBytes,
+  startServer,
+  untilResponses,
+  waitUntil,
+} from '../helpers/server.ts';
 
 const nodeServers: http.Server[] = [];
 
@@ -48,6 +59,24 @@ describe('toNodeListener', () => {
     expect(e['nsgi.headers']).toContainEqual(['X_Under', 'u']);
     expect(e['nsgi.headers']).toContainEqual(['X-Mixed', 'A']);
     expect(e['nsgi.early_hints']).toBeUndefined();
+  });
+
+  it('EXT-1: an app that checks nsgi.early_hints before calling it hints on nsgi and still answers on node:http, which offers none', async () => {
+    const app: App = (environ, startResponse) => {
+      const hints = environ['nsgi.early_hints'];
+      const offered = typeof hints === 'function';
+      if (offered) hints([['Link', '</a.css>; rel=preload']]);
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return [offered ? 'hinted' : 'no hints here'];
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: () => {} } }));
+    const res = await fetch(`http://127.0.0.1:${port}/`);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('no hints here');
+    const nsgi = await startServer(app);
+    const raw = await rawRequest(nsgi.port, 'GET / HTTP/1.1\nHost: a\n\n', { until: untilResponses(1) });
+    expect(parseResponses(raw.data).map((r) => r.status)).toEqual([103, 200]);
+    expect(finalResponses(raw.data)[0]!.body.toString()).toBe('hinted');
   });
 
   it('moves a mount path to SCRIPT_NAME', async () => {

@@ -378,6 +378,26 @@ describe('nsgi.input', () => {
     expect(await res.text()).toBe(`${body.length} ${sha256(body)}`);
   });
 
+  it('IN-5: leaves every chunk it gave the app as it was, though the app keeps them all until the end', async () => {
+    const { port } = await startServer(async (environ, startResponse) => {
+      const kept: Uint8Array[] = [];
+      for await (const part of environ['nsgi.input']) kept.push(part);
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return [`${kept.length} ${sha256(Buffer.concat(kept))}`];
+    });
+    const body = randomBytes(4 * 1024 * 1024);
+    const client = await RawClient.connect(port);
+    client.write(`POST / HTTP/1.1\nHost: t\nContent-Length: ${body.length}\n\n`);
+    for (let i = 0; i < body.length; i += 256 * 1024) {
+      client.write(body.subarray(i, i + 256 * 1024));
+      await sleep(2);
+    }
+    await client.waitForResponses(1, 20_000);
+    const [count, digest] = finalResponses(client.data)[0]!.body.toString().split(' ');
+    expect(Number(count)).toBeGreaterThan(1);
+    expect(digest).toBe(sha256(body));
+  });
+
   it('IN-8: drains the unread rest of a body so the next request on the connection is answered', async () => {
     const seen: string[] = [];
     const { port } = await startServer(async (environ, startResponse) => {

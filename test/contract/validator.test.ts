@@ -509,6 +509,18 @@ describe('what the server does with the app (server side)', () => {
 });
 
 describe('the validator keeps the contract itself', () => {
+  it('ENV-25: adds no key of its own to the environ it passes down', async () => {
+    const given = environ();
+    let seen: Environ | null = null;
+    const app: App = (e, startResponse) => {
+      seen = e;
+      startResponse('200 OK', []);
+      return [];
+    };
+    await drive(validate(app), given);
+    expect(Object.keys(seen!).filter((key) => !(key in given))).toEqual([]);
+  });
+
   it('BODY-20: keeps a sync body sync and lazy, and forwards return() once', async () => {
     let pulled = 0;
     let closed = 0;

@@ -428,15 +428,17 @@ export function pathApp(seen: string[] = []): App {
   };
 }
 
-/** environEcho answers with the host, port and path keys of its environ as JSON (`null` for an absent key). */
-export const environEcho: App = (environ, startResponse) => {
-  const picked = Object.fromEntries(
-    ['SERVER_NAME', 'SERVER_PORT', 'HTTP_HOST', 'PATH_INFO'].map((key) => [key, environ[key] ?? null]),
-  );
-  const body = JSON.stringify(picked);
-  startResponse('200 OK', [['Content-Type', 'application/json'], ['Content-Length', String(body.length)]]);
-  return [body];
-};
+/** echoEnviron answers with the named keys of its environ as JSON (`null` for an absent key). */
+export function echoEnviron(keys: readonly string[]): App {
+  return (environ, startResponse) => {
+    const body = JSON.stringify(Object.fromEntries(keys.map((key) => [key, environ[key] ?? null])));
+    startResponse('200 OK', [['Content-Type', 'application/json'], ['Content-Length', String(body.length)]]);
+    return [body];
+  };
+}
+
+/** environEcho answers with the host, port and path keys of its environ as JSON. */
+export const environEcho: App = echoEnviron(['SERVER_NAME', 'SERVER_PORT', 'HTTP_HOST', 'PATH_INFO']);
 
 /** recording is an app that keeps the environ of its last request and answers with a short text. */
 export function recording(): { app: App; last: () => Environ } {

@@ -238,6 +238,28 @@ describe('upload', () => {
     expect(await res.json()).toEqual({ bytes: data.length, sha256: sha256(data) });
   });
 
+  it('APP-5: hashes two uploads that arrive interleaved, each on its own, sharing no state between them', async () => {
+    const a = randomBytes(2 * MIB);
+    const b = randomBytes(2 * MIB + 7);
+    /** interleaved sends `body` in 64 KiB parts, yielding to the other upload between parts. */
+    const interleaved = (body: Buffer): ReadableStream<Uint8Array> => {
+      let at = 0;
+      return new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (at >= body.length) return controller.close();
+          controller.enqueue(body.subarray(at, at + 64 * 1024));
+          at += 64 * 1024;
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        },
+      });
+    };
+    const post = (body: Buffer): Promise<unknown> =>
+      fetch(served.url, { method: 'POST', body: interleaved(body), duplex: 'half' } as RequestInit).then((res) => res.json());
+    const [ra, rb] = await Promise.all([post(a), post(b)]);
+    expect(ra).toEqual({ bytes: a.length, sha256: sha256(a) });
+    expect(rb).toEqual({ bytes: b.length, sha256: sha256(b) });
+  });
+
   it('hashes a chunked body streamed by the client', async () => {
     const parts = [data.subarray(0, 1000), data.subarray(1000, 3 * MIB), data.subarray(3 * MIB)];
     const body = new ReadableStream<Uint8Array>({

@@ -6,6 +6,8 @@
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
+import type { App, SetTrailers } from '../../protocol/nsgi.ts';
+import { validate } from '../../src/index.ts';
 import {
   cleanup,
   finalResponses,
@@ -22,7 +24,6 @@ import {
   untilResponses,
   waitUntil,
 } from '../helpers/server.ts';
-import type { SetTrailers } from '../../protocol/nsgi.ts';
 
 afterEach(cleanup);
 
@@ -225,6 +226,52 @@ describe('response framing', () => {
     expect(result.text).not.toContain('ignored');
     await waitUntil(() => errors.some((line) => line.includes('204 response discarded')), 'the report on nsgi.errors');
   });
+  it('SR-13: sends the app\'s own Server field, once, instead of its own', async () => {
+    const { port } = await startServer((_environ, startResponse) => {
+      startResponse('200 OK', [['Server', 'edge/2'], ['Content-Length', '0']]);
+      return [];
+    });
+    const res = await rawRequest(port, GET, { until: untilResponses(1) });
+    const [r] = finalResponses(res.data);
+    expect(headerCount(r!, 'server')).toBe(1);
+    expect(header(r!, 'server')).toBe('edge/2');
+  });
+
+  it('BODY-5: sends a string chunk as UTF-8, a lone surrogate becoming U+FFFD', async () => {
+    const { port } = await startServer((_environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain; charset=utf-8']]);
+      return (function* () {
+        yield 'caf\u00e9 ';
+        yield '\ud83d\ude00 ';
+        yield 'lone \ud800!';
+      })();
+    });
+    const res = await rawRequest(port, GET, { until: untilResponses(1) });
+    const [r] = finalResponses(res.data);
+    expect(r!.body).toEqual(Buffer.concat([Buffer.from('caf\xc3\xa9 ', 'latin1'), Buffer.from([0xf0, 0x9f, 0x98, 0x80, 0x20]), Buffer.from('lone \xef\xbf\xbd!', 'latin1')]));
+  });
+
+  it('BODY-15: pulls a sync generator without an await between chunks while the socket takes data', async () => {
+    // A microtask queued before each yield runs only if the server awaits before the next pull.
+    const ranBeforeNextPull: boolean[] = [];
+    const { port } = await startServer((_environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return (function* () {
+        for (let i = 0; i < 20; i++) {
+          let ran = false;
+          queueMicrotask(() => {
+            ran = true;
+          });
+          yield 'x';
+          ranBeforeNextPull.push(ran);
+        }
+      })();
+    });
+    const res = await rawRequest(port, GET, { until: untilResponses(1) });
+    expect(finalResponses(res.data)[0]!.body.toString()).toBe('x'.repeat(20));
+    // The first pull may follow the head's own work; from then on the pulls are back to back.
+    expect(ranBeforeNextPull.slice(1)).toEqual(Array(19).fill(false));
+  });
 });
 
 describe('trailers (nsgi.set_trailers)', () => {
@@ -240,6 +287,7 @@ describe('trailers (nsgi.set_trailers)', () => {
     const client = await RawClient.connect(port);
     client.write(reqBytes('GET / HTTP/1.1\nHost: x\nConnection: close\n\n'));
     await client.waitForClose();
+    expect(client.text).toContain('\r\nTrailer: X-Sum\r\n');
     expect(client.text).toContain('Transfer-Encoding: chunked');
     expect(client.text.endsWith('5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n')).toBe(true);
   });
@@ -281,5 +329,36 @@ describe('trailers (nsgi.set_trailers)', () => {
     const result = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: (d) => parseResponses(d).length === 1 });
     expect(answer).toBe(false);
     expect(result.text).not.toContain('X-T');
+  });
+  it('EXT-3: validate(), which leaves the framing alone, passes nsgi.set_trailers down and the trailers arrive', async () => {
+    const app: App = (environ, startResponse) => {
+      startResponse('200 OK', [['Trailer', 'X-Sum']]);
+      const setTrailers = environ['nsgi.set_trailers'];
+      return (function* () {
+        yield 'hello';
+        if (typeof setTrailers === 'function') setTrailers([['X-Sum', '5']]);
+      })();
+    };
+    const { port } = await startServer(validate(app));
+    const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\nConnection: close\n\n');
+    expect(res.text.endsWith('5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n')).toBe(true);
+  });
+
+  it('EXT-14: a Content-Length sent as a trailer changes nothing of the framing already sent', async () => {
+    const { port } = await startServer((environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      const setTrailers = environ['nsgi.set_trailers']!;
+      return (function* () {
+        yield 'hello, ';
+        setTrailers([['Content-Length', '2']]);
+        yield 'world';
+      })();
+    });
+    const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\nGET /next HTTP/1.1\nHost: a\n\n', { until: untilResponses(2) });
+    const [first, second] = finalResponses(res.data);
+    expect(header(first!, 'transfer-encoding')).toBe('chunked');
+    expect(header(first!, 'content-length')).toBeUndefined();
+    expect(first!.body.toString()).toBe('hello, world');
+    expect(second!.body.toString()).toBe('hello, world');
   });
 });

@@ -75,6 +75,44 @@ describe('request limits and malformed requests', () => {
     expect(seen).toEqual(['/ok']);
   });
 
+  it('IN-10, SRV-23: fails the app\'s read of a chunked body that grows past maxBodySize with a 413 error, answers 413 and closes', async () => {
+    const readErrors: unknown[] = [];
+    const { port } = await startServer(async (environ, startResponse) => {
+      const reader = environ['nsgi.input'][Symbol.asyncIterator]();
+      try {
+        while (!(await reader.next()).done);
+      } catch (err) {
+        readErrors.push(err);
+        // A later read fails the same way; it does not end the body as if it were whole.
+        readErrors.push(await reader.next().then(() => 'resolved', (again: unknown) => again));
+        throw err;
+      }
+      startResponse('200 OK', []);
+      return ['read it all'];
+    }, { maxBodySize: 10 });
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n6\r\nhello \r\n');
+    await sleep(50); // the app is reading by now, with 6 of at most 10 bytes in
+    client.write('6\r\nworld!\r\n0\r\n\r\n');
+    await client.waitForClose();
+    const [r] = finalResponses(client.data, { closed: true });
+    expect(r!.status).toBe(413);
+    expect(header(r!, 'connection')).toBe('close');
+    expect(readErrors).toHaveLength(2);
+    for (const err of readErrors) {
+      expect(err).toBeInstanceOf(Error);
+      expect((err as { status?: number }).status).toBe(413);
+    }
+  });
+
+  it('SRV-12: answers CONNECT with 501 without calling the app', async () => {
+    const seen: string[] = [];
+    const { port } = await startServer(pathApp(seen));
+    const r = await rejected(port, 'CONNECT example.com:443 HTTP/1.1\nHost: example.com:443\n\n');
+    expect(r.status).toBe(501);
+    expect(seen).toEqual([]);
+  });
+
   it('SRV-11, SRV-21: answers a malformed request with 400, closes, and ignores what follows', async () => {
     const seen: string[] = [];
     const { port } = await startServer(pathApp(seen));
