@@ -46,7 +46,7 @@ describe('fromFetch', () => {
     expect(res.body.toString()).toBe('hello');
   });
 
-  it('sends the head at once when the first chunk is not ready, as a fetch server would', async () => {
+  it('SR-31: sends the head at once when the first chunk is not ready, as a fetch server would', async () => {
     let push: ((s: string) => void) | null = null;
     const { port } = await startServer(
       fromFetch(
@@ -68,7 +68,7 @@ describe('fromFetch', () => {
     await client.waitForText('later');
   });
 
-  it('reads the request body only when the handler does: no 100 Continue for a refusal', async () => {
+  it('IN-7: reads the request body only when the handler does: no 100 Continue for a refusal', async () => {
     const { port } = await startServer(fromFetch(() => new Response('no', { status: 401 })));
     const client = await RawClient.connect(port);
     client.write('PUT / HTTP/1.1\nHost: t\nExpect: 100-continue\nContent-Length: 5\n\n');
@@ -85,7 +85,7 @@ describe('fromFetch', () => {
     expect(finalResponses(client.data)[0]!.status).toBe(501);
   });
 
-  it('aborts request.signal when the client leaves', async () => {
+  it('ENV-27: aborts request.signal when the client leaves', async () => {
     let aborted = false;
     const { port } = await startServer(
       fromFetch(async (req) => {
@@ -150,7 +150,7 @@ describe('toFetch', () => {
     expect(await (await pending).text()).toBe('now');
   });
 
-  it('answers 500 for an error before the head and errors the stream after it', async () => {
+  it('ERR-1, ERR-4: answers 500 for an error before the head and errors the stream after it', async () => {
     const handler = toFetch(
       (e, startResponse) => {
         startResponse('200 OK', []);
@@ -170,7 +170,7 @@ describe('toFetch', () => {
     await expect(reader.read()).rejects.toThrow('late');
   });
 
-  it('aborts nsgi.signal with request.signal and closes the iterator when the body is cancelled', async () => {
+  it('ENV-27, BODY-16: aborts nsgi.signal with request.signal and closes the iterator when the body is cancelled', async () => {
     let reason: unknown;
     let closed = 0;
     const handler = toFetch((e, startResponse) => {
@@ -201,7 +201,7 @@ describe('toFetch', () => {
     await expect(res2.text()).rejects.toThrow();
   });
 
-  it('streams the request body into nsgi.input', async () => {
+  it('IN-4: streams the request body into nsgi.input', async () => {
     const handler = toFetch(async (e, startResponse) => {
       const parts: number[] = [];
       for await (const part of e['nsgi.input']) parts.push(part.length);

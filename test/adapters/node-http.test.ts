@@ -79,7 +79,7 @@ describe('toNodeListener', () => {
     expect(finalResponses(raw.data)[0]!.body.toString()).toBe('hinted');
   });
 
-  it('moves a mount path to SCRIPT_NAME', async () => {
+  it('ENV-18, ENV-19: moves a mount path to SCRIPT_NAME', async () => {
     const r = recording();
     const port = await listen(createNodeServer(validate(r.app), { scriptName: '/shop/' }));
     const res = await fetch(`http://127.0.0.1:${port}/shop/cart?id=7`);
@@ -118,7 +118,7 @@ describe('toNodeListener', () => {
     expect(await (await fetch(`http://127.0.0.1:${port}/other`)).text()).toBe('plain');
   });
 
-  it('honours write() backpressure from res.write()', async () => {
+  it('SR-27: honours write() backpressure from res.write()', async () => {
     let written = 0;
     const app: App = async (_e, startResponse) => {
       const write = startResponse('200 OK', [['Content-Type', 'application/octet-stream']]);
@@ -142,7 +142,7 @@ describe('toNodeListener', () => {
 });
 
 describe('toNodeListener: pipelined requests, unread bodies and late reads', () => {
-  it('a pipelined request whose client leaves gets its signal and its return(), though node:http had not started its response', async () => {
+  it('ENV-27, BODY-16: a pipelined request whose client leaves gets its signal and its return(), though node:http had not started its response', async () => {
     const closed: string[] = [];
     const aborted: string[] = [];
     const app: App = (environ, startResponse) => {
@@ -170,7 +170,7 @@ describe('toNodeListener: pipelined requests, unread bodies and late reads', () 
     expect(closed.sort()).toEqual(['/1', '/2']);
   });
 
-  it('answering after reading part of a large body does not stall the next request on the connection', async () => {
+  it('IN-8: answering after reading part of a large body does not stall the next request on the connection', async () => {
     const app: App = async (environ, startResponse) => {
       if (environ.REQUEST_METHOD === 'POST') {
         const it = environ['nsgi.input'][Symbol.asyncIterator]();
@@ -245,7 +245,7 @@ describe('toNodeListener: pipelined requests, unread bodies and late reads', () 
     expect(data.toString('latin1')).toMatch(/^HTTP\/1\.1 200 \r\n/);
   });
 
-  it('answers the next request after an app stopped reading a large body early', async () => {
+  it('IN-8: answers the next request after an app stopped reading a large body early', async () => {
     const port = await listen(createNodeServer(async (environ, startResponse) => {
       if (environ.REQUEST_METHOD === 'POST') {
         let seen = 0;
@@ -270,7 +270,7 @@ describe('toNodeListener: pipelined requests, unread bodies and late reads', () 
     expect(client.text).toContain('413');
   });
 
-  it('closes the connection after a body longer than its Content-Length', async () => {
+  it('SR-17: closes the connection after a body longer than its Content-Length', async () => {
     const port = await listen(createNodeServer((_environ, startResponse) => {
       startResponse('200 OK', [['Content-Length', '3']]);
       return ['hello'];

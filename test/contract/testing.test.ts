@@ -38,7 +38,7 @@ describe('request()', () => {
     expect(res.json<{ bytes: number }>().bytes).toBe(4);
   });
 
-  it('gives a 500 for an error before the head and logs it; marks a cut body truncated', async () => {
+  it('ERR-1, ERR-4: gives a 500 for an error before the head and logs it; marks a cut body truncated', async () => {
     const app: App = (e, startResponse) => {
       startResponse('200 OK', []);
       return (function* () {
@@ -56,7 +56,7 @@ describe('request()', () => {
     expect(late.truncated).toBe(true);
   });
 
-  it('keeps exc_info: a replacement before the first chunk', async () => {
+  it('SR-23: keeps exc_info: a replacement before the first chunk', async () => {
     const app: App = (_e, startResponse) => {
       startResponse('200 OK', [['X-Planned', 'yes']]);
       try {
@@ -71,7 +71,7 @@ describe('request()', () => {
     expect(res.headerList).toEqual([['Retry-After', '5']]);
   });
 
-  it('sends no body for HEAD and passes extra environ keys', async () => {
+  it('SR-20: sends no body for HEAD and passes extra environ keys', async () => {
     const app: App = (e, startResponse) => {
       startResponse('200 OK', [['X-User', String(e['auth.user'])]]);
       return ['body'];
@@ -106,7 +106,7 @@ describe('open()', () => {
     expect(pulled).toBeLessThan(10);
   });
 
-  it('cancel() closes the app iterator once and aborts nsgi.signal', async () => {
+  it('BODY-16, BODY-17, ENV-27: cancel() closes the app iterator once and aborts nsgi.signal', async () => {
     let closed = 0;
     let aborted = false;
     const app: App = (e, startResponse) => {
@@ -128,7 +128,7 @@ describe('open()', () => {
     expect(aborted).toBe(true);
   });
 
-  it('resolves only when the head is known (lazy head)', async () => {
+  it('BODY-8: resolves only when the head is known (lazy head)', async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const app: App = (_e, startResponse) => {

@@ -49,21 +49,21 @@ describe('Http1Connection response bytes', () => {
     expect(conn.shouldReuseConnection()).toBe(true);
   });
 
-  it('the Date value is an IMF-fixdate, and an app Date or Server replaces the server one', () => {
+  it('SR-12, SR-13, SRV-25: the Date value is an IMF-fixdate, and an app Date or Server replaces the server one', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([['Date', 'Thu, 01 Jan 1970 00:00:00 GMT'], ['Server', 'mine'], ['Content-Length', '0']]));
     const text = Buffer.concat(conn.takeOutput()).toString('latin1');
     expect(text).toBe('HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nServer: mine\r\nContent-Length: 0\r\n\r\n');
   });
 
-  it('a server name of "" sends no Server field', () => {
+  it('SR-13: a server name of "" sends no Server field', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`, '');
     conn.sendHead(ok, prepareHeaders([['Content-Length', '0']]));
     const text = Buffer.concat(conn.takeOutput()).toString('latin1');
     expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Length: 0\r\nDate: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT\r\n\r\n$/);
   });
 
-  it('an unknown length on HTTP/1.1 is chunked, with exact framing bytes', () => {
+  it('SR-19, SRV-24: an unknown length on HTTP/1.1 is chunked, with exact framing bytes', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     readToEnd(conn);
     expect(conn.sendHead(ok, prepareHeaders([]))).toBe(Framing.Chunked);
@@ -88,7 +88,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('5\r\nhello\r\n0\r\n\r\n');
   });
 
-  it('chunked with trailers ends with the trailer block', () => {
+  it('EXT-10, SRV-24: chunked with trailers ends with the trailer block', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([]));
     conn.takeOutput();
@@ -97,7 +97,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('2\r\nhi\r\n0\r\nX-Sum: 1\r\n\r\n');
   });
 
-  it('a UTF-8 string body is counted and chunked by its bytes, not its characters', () => {
+  it('BODY-5: a UTF-8 string body is counted and chunked by its bytes, not its characters', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([]));
     conn.takeOutput();
@@ -114,7 +114,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('HTTP/1.1 200 OK\r\nDate: <date>\r\nServer: nsgi\r\nContent-Length: 4\r\n\r\nabcd');
   });
 
-  it('a body longer than Content-Length sends only the declared bytes, then throws AppError', () => {
+  it('SR-17: a body longer than Content-Length sends only the declared bytes, then throws AppError', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([['Content-Length', '3']]));
     conn.takeOutput();
@@ -126,7 +126,7 @@ describe('Http1Connection response bytes', () => {
     expect(conn.shouldReuseConnection()).toBe(false);
   });
 
-  it('a body shorter than Content-Length throws AppError at the end and rules out reuse', () => {
+  it('SR-18: a body shorter than Content-Length throws AppError at the end and rules out reuse', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     readToEnd(conn);
     conn.sendHead(ok, prepareHeaders([['Content-Length', '10']]));
@@ -136,7 +136,7 @@ describe('Http1Connection response bytes', () => {
     expect(conn.shouldReuseConnection()).toBe(false);
   });
 
-  it('HEAD gets the head with its length and no body bytes', () => {
+  it('SR-20: HEAD gets the head with its length and no body bytes', () => {
     const conn = connect(req`HEAD / HTTP/1.1\nHost: a\n\n`);
     expect(conn.sendHead(ok, prepareHeaders([['Content-Type', 'text/plain']]), 5)).toBe(Framing.None);
     conn.sendData('hello');
@@ -144,7 +144,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: <date>\r\nServer: nsgi\r\nContent-Length: 5\r\n\r\n');
   });
 
-  it('HEAD keeps an app Content-Length and sends no Transfer-Encoding when the length is unknown', () => {
+  it('SR-20: HEAD keeps an app Content-Length and sends no Transfer-Encoding when the length is unknown', () => {
     const conn = connect(req`HEAD / HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(ok, prepareHeaders([['Content-Length', '99']]));
     conn.sendData('ignored');
@@ -155,7 +155,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(unknown)).toBe('HTTP/1.1 200 OK\r\nDate: <date>\r\nServer: nsgi\r\n\r\n');
   });
 
-  it('204 drops an app Content-Length and any body', () => {
+  it('SR-20, SR-21: 204 drops an app Content-Length and any body', () => {
     const conn = connect(req`DELETE /x HTTP/1.1\nHost: a\n\n`);
     conn.sendHead(parseStatus('204 No Content'), prepareHeaders([['Content-Length', '5'], ['X-A', 'b']]));
     conn.sendData('hello');
@@ -163,7 +163,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('HTTP/1.1 204 No Content\r\nX-A: b\r\nDate: <date>\r\nServer: nsgi\r\n\r\n');
   });
 
-  it('304 sends no body', () => {
+  it('SR-20: 304 sends no body', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     expect(conn.sendHead(parseStatus('304 Not Modified'), prepareHeaders([]))).toBe(Framing.None);
     conn.sendData('hello');
@@ -171,7 +171,7 @@ describe('Http1Connection response bytes', () => {
     expect(output(conn)).toBe('HTTP/1.1 304 Not Modified\r\nDate: <date>\r\nServer: nsgi\r\n\r\n');
   });
 
-  it('HTTP/1.0 with Connection: keep-alive and a length is answered with Connection: keep-alive', () => {
+  it('SRV-3, SRV-4: HTTP/1.0 with Connection: keep-alive and a length is answered with Connection: keep-alive', () => {
     const conn = connect(req`GET / HTTP/1.0\nConnection: keep-alive\n\n`);
     readToEnd(conn);
     conn.sendHead(ok, prepareHeaders([['Content-Length', '2']]));
@@ -181,7 +181,7 @@ describe('Http1Connection response bytes', () => {
     expect(conn.shouldReuseConnection()).toBe(true);
   });
 
-  it('HTTP/1.0 with keep-alive but no length is close-delimited', () => {
+  it('SR-19, SRV-2, SRV-3: HTTP/1.0 with keep-alive but no length is close-delimited', () => {
     const conn = connect(req`GET / HTTP/1.0\nConnection: keep-alive\n\n`);
     readToEnd(conn);
     expect(conn.sendHead(ok, prepareHeaders([]))).toBe(Framing.Close);
@@ -191,7 +191,7 @@ describe('Http1Connection response bytes', () => {
     expect(conn.shouldReuseConnection()).toBe(false);
   });
 
-  it('HTTP/1.0 without keep-alive gets Connection: close even with a length', () => {
+  it('SRV-3, SRV-4: HTTP/1.0 without keep-alive gets Connection: close even with a length', () => {
     const conn = connect(req`GET / HTTP/1.0\n\n`);
     readToEnd(conn);
     conn.sendHead(ok, prepareHeaders([['Content-Length', '2']]));
@@ -201,7 +201,7 @@ describe('Http1Connection response bytes', () => {
     expect(conn.shouldReuseConnection()).toBe(false);
   });
 
-  it('an app Connection: close is honoured once and hop-by-hop fields are not sent', () => {
+  it('SR-9, SR-10: an app Connection: close is honoured once and hop-by-hop fields are not sent', () => {
     const conn = connect(req`GET / HTTP/1.1\nHost: a\n\n`);
     readToEnd(conn);
     conn.sendHead(ok, prepareHeaders([['Connection', 'close'], ['Transfer-Encoding', 'gzip'], ['Content-Length', '0']]));
@@ -212,7 +212,7 @@ describe('Http1Connection response bytes', () => {
 });
 
 describe('100-continue', () => {
-  it('Expect: 100-continue: sendContinue writes the interim response once', () => {
+  it('IN-6: Expect: 100-continue: sendContinue writes the interim response once', () => {
     const conn = connect(req`PUT / HTTP/1.1\nHost: a\nExpect: 100-continue\nContent-Length: 2\n\n`);
     expect(conn.awaitingContinue).toBe(true);
     conn.sendContinue();
@@ -268,7 +268,7 @@ function rejectNext(conn: Http1Connection): void {
 }
 
 describe('error responses', () => {
-  it('sendErrorResponse writes a complete short plain-text response and closes', () => {
+  it('SRV-21: sendErrorResponse writes a complete short plain-text response and closes', () => {
     const conn = new Http1Connection();
     conn.sendErrorResponse(400, 'bad things', true);
     const body = 'Bad Request: bad things\n';
@@ -298,7 +298,7 @@ describe('error responses', () => {
     expect(output(conn)).toMatch(/^HTTP\/1\.1 418 Error\r\n[^]*\r\n\r\nError: x\n$/);
   });
 
-  it('rejectRequest answers a ProtocolError with its status and rules out reuse', () => {
+  it('SRV-21: rejectRequest answers a ProtocolError with its status and rules out reuse', () => {
     const conn = new Http1Connection();
     conn.receive(req`GET / HTTP/2.0\nHost: a\n\n`);
     rejectNext(conn);
@@ -314,7 +314,7 @@ describe('error responses', () => {
     ['414', req`HEAD /${'a'.repeat(9000)}`],
   ];
   for (const [status, bytes] of refusedHeads) {
-    it(`rejectRequest of a HEAD request refused with ${status} sends no body (${bytes.length} bytes)`, () => {
+    it(`SRV-21: rejectRequest of a HEAD request refused with ${status} sends no body (${bytes.length} bytes)`, () => {
       const conn = new Http1Connection();
       conn.receive(bytes);
       rejectNext(conn);
@@ -359,7 +359,7 @@ describe('shouldReuseConnection and exchanges', () => {
     expect(conn.shouldReuseConnection()).toBe(true);
   });
 
-  it('not when the client asked to close, nor after mustClose or cut', () => {
+  it('SRV-3: not when the client asked to close, nor after mustClose or cut', () => {
     const closing = connect(req`GET / HTTP/1.1\nHost: a\nConnection: close\n\n`);
     readToEnd(closing);
     closing.sendHead(ok, prepareHeaders([['Content-Length', '0']]));
@@ -383,7 +383,7 @@ describe('shouldReuseConnection and exchanges', () => {
     expect(cut.shouldReuseConnection()).toBe(false);
   });
 
-  it('nextCycle resets the exchange and reads the pipelined request', () => {
+  it('SRV-5: nextCycle resets the exchange and reads the pipelined request', () => {
     const conn = connect(req`GET /1 HTTP/1.1\nHost: a\n\nGET /2 HTTP/1.1\nHost: a\n\n`);
     readToEnd(conn);
     conn.sendHead(ok, prepareHeaders([]));

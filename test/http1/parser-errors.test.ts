@@ -117,6 +117,48 @@ const ERRORS: ErrorCase[] = [
   { name: 'TLS ClientHello', bytes: raw('\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03'), status: 400, code: 'NSGI_BAD_METHOD' },
 ];
 
+/** RULE_OF_CODE names the SPEC rule (§9.2, §9.3) each parser error code enforces. */
+const RULE_OF_CODE: Readonly<Record<string, string>> = {
+  NSGI_BARE_LF: 'SRV-8',
+  NSGI_OBS_FOLD: 'SRV-9',
+  NSGI_SPACE_BEFORE_COLON: 'SRV-10',
+  NSGI_BAD_METHOD: 'SRV-11',
+  NSGI_BAD_TARGET: 'SRV-11',
+  NSGI_BAD_FIELD_NAME: 'SRV-11',
+  NSGI_BAD_FIELD_VALUE: 'SRV-11',
+  NSGI_BAD_VERSION: 'SRV-11',
+  NSGI_MISSING_HOST: 'SRV-13',
+  NSGI_DUPLICATE_HOST: 'SRV-13',
+  NSGI_BAD_HOST: 'SRV-13',
+  NSGI_CONTENT_LENGTH_WITH_TRANSFER_ENCODING: 'SRV-14',
+  NSGI_DUPLICATE_CONTENT_LENGTH: 'SRV-15',
+  NSGI_BAD_CONTENT_LENGTH: 'SRV-15',
+  NSGI_TRANSFER_ENCODING_HTTP10: 'SRV-16',
+  NSGI_CHUNKED_NOT_FINAL: 'SRV-17',
+  NSGI_CHUNKED_TWICE: 'SRV-17',
+  NSGI_UNSUPPORTED_TRANSFER_CODING: 'SRV-17',
+  NSGI_BAD_CHUNK_SIZE: 'SRV-18',
+  NSGI_BAD_CHUNK_END: 'SRV-18',
+  NSGI_BAD_CHUNK_EXTENSION: 'SRV-18',
+  NSGI_CHUNK_LINE_TOO_LONG: 'SRV-18',
+  NSGI_CHUNK_SIZE_OVERFLOW: 'SRV-18',
+  NSGI_UNSUPPORTED_VERSION: 'SRV-19',
+  NSGI_REQUEST_LINE_TOO_LONG: 'SRV-22',
+  NSGI_METHOD_TOO_LONG: 'SRV-22',
+  NSGI_TOO_MANY_HEADERS: 'SRV-22',
+  NSGI_HEADERS_TOO_LARGE: 'SRV-22',
+  NSGI_TOO_MANY_TRAILERS: 'SRV-22',
+  NSGI_TRAILERS_TOO_LARGE: 'SRV-22',
+  NSGI_BODY_TOO_LARGE: 'SRV-23',
+};
+
+/** ruleOf returns the rule a case's code enforces; a code missing from the table fails the file. */
+function ruleOf(c: ErrorCase): string {
+  const rule = RULE_OF_CODE[c.code];
+  if (rule === undefined) throw new Error(`no SPEC rule listed for ${c.code} (case ${c.name}): add it to RULE_OF_CODE`);
+  return rule;
+}
+
 function expectError(c: ErrorCase, split: Split): ProtocolError {
   const result = parseAll(c.bytes, { split, limits: c.limits });
   const label = `split ${JSON.stringify(split)}`;
@@ -132,7 +174,7 @@ function expectError(c: ErrorCase, split: Split): ProtocolError {
 describe('RequestParser rejects malformed requests with the right status', () => {
   for (const c of ERRORS) {
     describe(c.name, () => {
-      it(`whole: ${c.status} ${c.code}, and the error sticks`, () => {
+      it(`${ruleOf(c)}: whole: ${c.status} ${c.code}, and the error sticks`, () => {
         const parser = new RequestParser(c.limits);
         parser.feed(Buffer.from(c.bytes));
         let error: unknown;
@@ -156,11 +198,11 @@ describe('RequestParser rejects malformed requests with the right status', () =>
         }
         expect(again).toBe(pe);
       });
-      it('byte by byte: the same status and code', () => {
+      it(`${ruleOf(c)}: byte by byte: the same status and code`, () => {
         expectError(c, 'bytes');
       });
       if (c.bytes.length <= 300) {
-        it('split at every offset: the same status and code', () => {
+        it(`${ruleOf(c)}: split at every offset: the same status and code`, () => {
           for (let at = 0; at <= c.bytes.length; at++) expectError(c, at);
         });
       }

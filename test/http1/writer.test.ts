@@ -21,7 +21,7 @@ describe('parseStatus', () => {
     ['200', 200, 'HTTP/1.1 200 \r\n'],
     ['599 Custom \xe9', 599, 'HTTP/1.1 599 Custom \xe9\r\n'],
     ['204 ', 204, 'HTTP/1.1 204 \r\n'],
-  ])('accepts %j', (status, code, line) => {
+  ])('SR-1, SR-2: accepts %j', (status, code, line) => {
     expect(parseStatus(status)).toEqual({ code, line });
     // A second call (from the cache) gives the same answer.
     expect(parseStatus(status)).toEqual({ code, line });
@@ -41,13 +41,13 @@ describe('parseStatus', () => {
     '',
     '200 \x00',
     '200 caf\u20ac',
-  ])('rejects %j with a TypeError quoting it', (status) => {
+  ])('SR-1, SR-2, SR-7: rejects %j with a TypeError quoting it', (status) => {
     expect(() => parseStatus(status)).toThrow(TypeError);
     expect(() => parseStatus(status)).toThrow(JSON.stringify(status));
   });
 
   it.each([200, null, undefined, { code: 200 }, ['200 OK'], Buffer.from('200 OK')])(
-    'rejects the non-string %j',
+    'SR-1, SR-7: rejects the non-string %j',
     (status) => {
       expect(() => parseStatus(status)).toThrow(/status must be a string/);
     },
@@ -55,7 +55,7 @@ describe('parseStatus', () => {
 });
 
 describe('prepareHeaders', () => {
-  it('encodes valid headers in order, numbers as strings', () => {
+  it('SR-3, SR-8: encodes valid headers in order, numbers as strings', () => {
     expect(prepareHeaders([['Content-Type', 'text/plain'], ['X-N', 42], ['X-Latin', 'caf\xe9'], ['X-Empty', '']])).toEqual({
       block: 'Content-Type: text/plain\r\nX-N: 42\r\nX-Latin: caf\xe9\r\nX-Empty: \r\n',
       contentLength: -1,
@@ -66,19 +66,19 @@ describe('prepareHeaders', () => {
     });
   });
 
-  it('keeps an Upgrade aside (for a 426) rather than in the block', () => {
+  it('SR-9, SR-11: keeps an Upgrade aside (for a 426) rather than in the block', () => {
     const prepared = prepareHeaders([['Upgrade', 'websocket'], ['Upgrade', 'h2c'], ['X-A', '1']]);
     expect(prepared.block).toBe('X-A: 1\r\n');
     expect(prepared.upgrade).toBe('websocket, h2c');
   });
 
-  it.each(['Bad Name', 'X:Y', '', 'caf\xe9', 'X\r\nY', 'a(b)', 'ta\tb'])('rejects the header name %j', (name) => {
+  it.each(['Bad Name', 'X:Y', '', 'caf\xe9', 'X\r\nY', 'a(b)', 'ta\tb'])('SR-4, SR-7: rejects the header name %j', (name) => {
     expect(() => prepareHeaders([[name, 'v']])).toThrow(TypeError);
     expect(() => prepareHeaders([[name, 'v']])).toThrow(/not a valid token/);
   });
 
   it.each(['a\rb', 'a\nb', 'a\r\nX-Injected: 1', 'a\x00b', 'a\x7fb', 'a\x01b', 'euro \u20ac', 'emoji \u{1f600}'])(
-    'rejects the header value %j',
+    'SR-5, SR-7: rejects the header value %j',
     (value) => {
       expect(() => prepareHeaders([['X-Value', value]])).toThrow(TypeError);
       expect(() => prepareHeaders([['X-Value', value]])).toThrow(/X-Value/);
@@ -91,12 +91,12 @@ describe('prepareHeaders', () => {
     ['a pair of three', [['X', 'y', 'z']]],
     ['a non-string value', [['X', null]]],
     ['a non-string name', [[1, 'y']]],
-  ])('rejects %s', (_what, headers) => {
+  ])('SR-3, SR-7: rejects %s', (_what, headers) => {
     expect(() => prepareHeaders(headers)).toThrow(TypeError);
   });
 
   it.each(['Transfer-Encoding', 'transfer-encoding', 'Keep-Alive', 'Upgrade', 'TE', 'Proxy-Connection', 'Connection'])(
-    'drops the hop-by-hop field %s',
+    'SR-9: drops the hop-by-hop field %s',
     (name) => {
       const prepared = prepareHeaders([['X-Before', '1'], [name, 'chunked'], ['X-After', '2']]);
       expect(prepared.block).toBe('X-Before: 1\r\nX-After: 2\r\n');
@@ -104,24 +104,24 @@ describe('prepareHeaders', () => {
     },
   );
 
-  it.each(['close', 'Close', 'keep-alive, close', 'close , foo', '\tCLOSE'])('notices Connection: %j and drops the field', (value) => {
+  it.each(['close', 'Close', 'keep-alive, close', 'close , foo', '\tCLOSE'])('SR-10: notices Connection: %j and drops the field', (value) => {
     const prepared = prepareHeaders([['connection', value]]);
     expect(prepared.close).toBe(true);
     expect(prepared.block).toBe('');
   });
 
-  it.each(['closed', 'keep-alive', 'notclose'])('does not take Connection: %j for close', (value) => {
+  it.each(['closed', 'keep-alive', 'notclose'])('SR-10: does not take Connection: %j for close', (value) => {
     expect(prepareHeaders([['Connection', value]]).close).toBe(false);
   });
 
-  it('notices Date and Server and keeps them', () => {
+  it('SR-12, SR-13: notices Date and Server and keeps them', () => {
     const prepared = prepareHeaders([['date', 'Thu, 01 Jan 1970 00:00:00 GMT'], ['SERVER', 'mine']]);
     expect(prepared.hasDate).toBe(true);
     expect(prepared.hasServer).toBe(true);
     expect(prepared.block).toBe('date: Thu, 01 Jan 1970 00:00:00 GMT\r\nSERVER: mine\r\n');
   });
 
-  it('notices Content-Length and keeps it once when repeated with the same value', () => {
+  it('SR-6: notices Content-Length and keeps it once when repeated with the same value', () => {
     expect(prepareHeaders([['Content-Length', '12']])).toMatchObject({ contentLength: 12, block: 'Content-Length: 12\r\n' });
     expect(prepareHeaders([['content-length', 0]])).toMatchObject({ contentLength: 0 });
     expect(prepareHeaders([['Content-Length', '5'], ['content-length', '5']])).toMatchObject({
@@ -131,7 +131,7 @@ describe('prepareHeaders', () => {
   });
 
   it.each([[['5', '6']], [['-1']], [['1.5']], [['abc']], [['']], [['1234567890123456']]])(
-    'rejects Content-Length values %j',
+    'SR-6, SR-7: rejects Content-Length values %j',
     (values) => {
       expect(() => prepareHeaders(values.map((v) => ['Content-Length', v]))).toThrow(TypeError);
     },
@@ -149,11 +149,11 @@ describe('chooseFraming', () => {
     ['a known length is used for HTTP/1.0', false, 200, 10, false, Framing.Length],
     ['an unknown length is chunked for HTTP/1.1', false, 200, -1, true, Framing.Chunked],
     ['an unknown length is close-delimited for HTTP/1.0', false, 500, -1, false, Framing.Close],
-  ])('%s', (_name, isHead, code, length, http11, framing) => {
+  ])('SR-15, SR-19, SR-20: %s', (_name, isHead, code, length, http11, framing) => {
     expect(chooseFraming(isHead, code, length, http11)).toBe(framing);
   });
 
-  it('bodyAllowedForStatus excludes 1xx, 204, 205 and 304 only', () => {
+  it('SR-20: bodyAllowedForStatus excludes 1xx, 204, 205 and 304 only', () => {
     expect([100, 101, 199, 200, 204, 205, 206, 304, 404].map(bodyAllowedForStatus)).toEqual([
       false, false, false, true, false, false, true, false, true,
     ]);
@@ -161,7 +161,7 @@ describe('chooseFraming', () => {
 });
 
 describe('small encoders', () => {
-  it('OutBuffer.chunkFrame writes the size in lowercase hex with CRLF, after the previous CRLF if asked', () => {
+  it('SRV-24: OutBuffer.chunkFrame writes the size in lowercase hex with CRLF, after the previous CRLF if asked', () => {
     const frame = (size: number, crlfFirst: boolean): string => {
       const out = new OutBuffer();
       out.chunkFrame(size, crlfFirst);
@@ -174,7 +174,7 @@ describe('small encoders', () => {
     expect(frame(2 ** 33 + 10, true)).toBe('\r\n20000000a\r\n');
   });
 
-  it('httpDate is an IMF-fixdate', () => {
+  it('SRV-25: httpDate is an IMF-fixdate', () => {
     expect(httpDate()).toMatch(/^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$/);
   });
 });

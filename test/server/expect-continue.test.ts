@@ -84,7 +84,7 @@ describe('Expect: 100-continue', () => {
     else expect(header(r!, 'connection')).toBeUndefined();
   });
 
-  it('works with curl -H "Expect: 100-continue" --data-binary @file', async () => {
+  it('IN-6: works with curl -H "Expect: 100-continue" --data-binary @file', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'nsgi-expect-'));
     try {
       const data = randomBytes(300 * 1024);

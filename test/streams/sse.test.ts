@@ -193,7 +193,7 @@ describe('sse() on the server', () => {
     ]);
   });
 
-  it('sends the head before the first event exists', async () => {
+  it('SR-31: sends the head before the first event exists', async () => {
     const source = new TrackedSource([]);
     const { port } = await startServer(sse(() => source));
     const client = await RawClient.connect(port);
@@ -284,7 +284,7 @@ describe('sse() on the server', () => {
     expect(finallyAt! - leftAt).toBeLessThan(1000);
   });
 
-  it('ends the stream cleanly and closes the source when the server closes', async () => {
+  it('SRV-28: ends the stream cleanly and closes the source when the server closes', async () => {
     const source = new TrackedSource(['one']);
     const started = await startServer(sse(() => source));
     const client = await RawClient.connect(started.port);
@@ -312,7 +312,7 @@ describe('sse() on the server', () => {
     expect(fresh.events).toEqual([{ type: 'message', data: 'resumed after nothing', lastEventId: '1' }]);
   });
 
-  it('answers HEAD with the head only, without iterating the source', async () => {
+  it('SR-20, BODY-19: answers HEAD with the head only, without iterating the source', async () => {
     const source = new TrackedSource(['x']);
     const { url } = await startServer(sse(() => source));
     const res = await fetch(url, { method: 'HEAD' });
@@ -354,7 +354,7 @@ describe('sse() on the server', () => {
     expect(stdout).toBe('id: 1\ndata: first\n\nid: 2\ndata: second\n\n');
   });
 
-  it('HEAD on an event stream sends no Content-Length (RFC 9110 §8.6)', async () => {
+  it('SR-20: HEAD on an event stream sends no Content-Length (RFC 9110 §8.6)', async () => {
     const { port } = await startServer((environ, startResponse) =>
       sseResponse(environ, startResponse, (async function* () {})()),
     );

@@ -125,7 +125,7 @@ describe('echo', () => {
     expect(header(switched!, 'sec-websocket-protocol')).toBeUndefined();
   });
 
-  it('hands frames pipelined right behind the handshake to ws', async () => {
+  it('UPG-4: hands frames pipelined right behind the handshake to ws', async () => {
     const { port } = await startServer(echoApp());
     const client = await RawClient.connect(port);
     // A masked text frame "Hi" (mask 0x01020304) in the same write as the handshake.
@@ -169,7 +169,7 @@ describe('echo', () => {
 });
 
 describe('refusing', () => {
-  it('gives a refused upgrade the app\'s status, and the connection stays HTTP', async () => {
+  it('UPG-2: gives a refused upgrade the app\'s status, and the connection stays HTTP', async () => {
     const app: App = (environ, startResponse) => {
       if (environ.HTTP_AUTHORIZATION !== 'Bearer s3cret') {
         startResponse('401 Unauthorized', [['Content-Type', 'text/plain'], ['WWW-Authenticate', 'Bearer']]);
@@ -193,7 +193,7 @@ describe('refusing', () => {
     expect(finalResponses(client.data).map((r) => r.status)).toEqual([401, 401]);
   });
 
-  it('answers a request that is no handshake with 426, or with the fallback app', async () => {
+  it('SR-9, SR-11: answers a request that is no handshake with 426, or with the fallback app', async () => {
     const bare = await startServer(echoApp());
     const res = await fetch(`${bare.url}/`);
     expect(res.status).toBe(426);
@@ -269,7 +269,7 @@ describe('refusing', () => {
 });
 
 describe('shutdown', () => {
-  it('closes open sockets with 1001 when the server closes, and close() resolves once they are gone', async () => {
+  it('UPG-7, SRV-28: closes open sockets with 1001 when the server closes, and close() resolves once they are gone', async () => {
     const started = await startServer(echoApp());
     const sockets = await Promise.all([open(wsUrl(started.url)), open(wsUrl(started.url)), open(wsUrl(started.url))]);
     const codes = Promise.all(sockets.map((ws) => closed(ws)));
