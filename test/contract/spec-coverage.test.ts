@@ -1,6 +1,7 @@
 /**
  * Every rule of protocol/SPEC.md is checked by a test that names it: each id the SPEC defines
- * opens the title of at least one test, and every id a title opens with is one the SPEC defines.
+ * opens the title of at least one test, and every id of the SPEC's prefixes (`SR-`, `SRV-`, ...)
+ * that a title opens with is one the SPEC defines.
  * The titles are the ones vitest reports (`vitest list`, which imports the test files without
  * running them), so tables and contract cases count as they appear. The extraction is first
  * shown on small samples, so that a broken pattern fails here instead of passing everything.
@@ -31,8 +32,8 @@ describe('the id extraction, on samples', () => {
     expect(titleRuleIds('SR-5 reports a header value')).toEqual([]);
   });
 
-  it('lists the ids no title names, and the ids titles name that the SPEC does not define', () => {
-    const titles = ['APP-1: an app is a function', 'SR-22, SR-23: a second call throws', 'an untitled check (SRV-3)'];
+  it('lists the ids no title names, and the ids of the SPEC\'s prefixes that titles name but the SPEC does not define', () => {
+    const titles = ['APP-1: an app is a function', 'SR-22, SR-23: a second call throws', 'an untitled check (SRV-3)', 'BR-4: another document\'s rule'];
     expect(unnamedIds(['APP-1', 'SR-22', 'SRV-3'], titles)).toEqual(['SRV-3']);
     expect(unknownIds(['APP-1', 'SR-22', 'SRV-3'], titles)).toEqual([['SR-23', 'SR-22, SR-23: a second call throws']]);
   });
@@ -56,7 +57,7 @@ describe('protocol/SPEC.md against the test titles', () => {
     expect(unnamedIds(ids, titles), 'rule ids that open no test title').toEqual([]);
   });
 
-  it('has every id a test title opens with defined in the SPEC', () => {
+  it('has every id of the SPEC\'s prefixes that opens a test title defined in the SPEC', () => {
     expect(unknownIds(ids, titles), 'ids that open a test title but name no rule').toEqual([]);
   });
 });

@@ -40,14 +40,26 @@ export function unnamedIds(ids: readonly string[], titles: readonly string[]): s
   return ids.filter((id) => !named.has(id));
 }
 
-/** unknownIds returns the ids titles open with that `ids` does not hold, each once, with a title naming it. */
+/**
+ * unknownIds returns the ids titles open with that `ids` does not hold although their prefix is
+ * one of its prefixes (a typo, or a retired rule), each once, with a title naming it. Ids of
+ * another document's prefix (`BR-4` for a rule outside the SPEC) are not the SPEC's to judge.
+ */
 export function unknownIds(ids: readonly string[], titles: readonly string[]): Array<[string, string]> {
   const known = new Set(ids);
+  const prefixes = new Set(ids.map(prefixOf));
   const seen = new Map<string, string>();
   for (const title of titles) {
-    for (const id of titleRuleIds(title)) if (!known.has(id) && !seen.has(id)) seen.set(id, title);
+    for (const id of titleRuleIds(title)) {
+      if (!known.has(id) && prefixes.has(prefixOf(id)) && !seen.has(id)) seen.set(id, title);
+    }
   }
   return [...seen];
+}
+
+/** prefixOf returns the letters of a rule id, such as `SRV` for `SRV-14`. */
+function prefixOf(id: string): string {
+  return id.slice(0, id.indexOf('-'));
 }
 
 /** readSpec returns the text of protocol/SPEC.md. */
