@@ -11,7 +11,7 @@
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RawClient, cleanup, finalResponses, startServer, sleep } from '../helpers/server.ts';
+import { cleanup, finalResponses, GET, RawClient, sleep, startServer, waitUntil } from '../helpers/server.ts';
 import { killAllClis, startCli, type RunningCli } from '../helpers/spawn-cli.ts';
 
 afterEach(async () => {
@@ -115,6 +115,51 @@ describe('--graceful-timeout', () => {
 });
 
 describe('server.close()', () => {
+  it('SRV-27: waits for an in-flight response to finish before resolving', async () => {
+    let finishedAt = 0;
+    const { server, url, port } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      return (async function* () {
+        yield 'first;';
+        await sleep(500);
+        yield 'last';
+        finishedAt = Date.now();
+      })();
+    });
+    const res = await fetch(url);
+    let closedAt = 0;
+    const closing = server.close({ timeout: 5000 }).then(() => {
+      closedAt = Date.now();
+    });
+    await sleep(50);
+    expect(closedAt).toBe(0);
+    expect(await refused(port)).toBe(true);
+    expect(await res.text()).toBe('first;last');
+    await closing;
+    expect(finishedAt).toBeGreaterThan(0);
+    expect(closedAt).toBeGreaterThanOrEqual(finishedAt);
+  });
+
+  it('SRV-27: closes idle keep-alive connections at once', async () => {
+    const { server, port } = await startServer((_env, startResponse) => {
+      startResponse('200 OK', []);
+      return ['ok'];
+    }, { keepAliveTimeout: 30_000 });
+    const client = await RawClient.connect(port);
+    client.write(GET);
+    await client.waitForResponses(1);
+    expect(client.closed).toBe(false);
+    const t0 = Date.now();
+    let closed = false;
+    const closing = server.close({ timeout: 20_000 }).then(() => {
+      closed = true;
+    });
+    await client.waitForClose(1000);
+    await waitUntil(() => closed, "close() to resolve", 5000);
+    await closing;
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
   it('SRV-28: a request whose head arrives after close() began sees nsgi.signal already aborted with NSGI_SERVER_CLOSING, and is answered with Connection: close', async () => {
     let reason: unknown = null;
     const { port, server } = await startServer((environ, startResponse) => {
