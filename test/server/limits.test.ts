@@ -19,6 +19,7 @@ import {
   sleep,
   startServer,
   untilResponses,
+  waitUntil,
 } from '../helpers/server.ts';
 
 afterEach(cleanup);
@@ -77,8 +78,10 @@ describe('request limits and malformed requests', () => {
 
   it('IN-10, SRV-23: fails the app\'s read of a chunked body that grows past maxBodySize with a 413 error, answers 413 and closes', async () => {
     const readErrors: unknown[] = [];
+    let reading = false;
     const { port } = await startServer(async (environ, startResponse) => {
       const reader = environ['nsgi.input'][Symbol.asyncIterator]();
+      reading = true;
       try {
         while (!(await reader.next()).done);
       } catch (err) {
@@ -92,7 +95,7 @@ describe('request limits and malformed requests', () => {
     }, { maxBodySize: 10 });
     const client = await RawClient.connect(port);
     client.write('POST / HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n6\r\nhello \r\n');
-    await sleep(50); // the app is reading by now, with 6 of at most 10 bytes in
+    await waitUntil(() => reading, 'the app to start reading, with 6 of at most 10 bytes sent');
     client.write('6\r\nworld!\r\n0\r\n\r\n');
     await client.waitForClose();
     const [r] = finalResponses(client.data, { closed: true });
