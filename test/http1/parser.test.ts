@@ -41,6 +41,8 @@ function head(fields: Partial<RequestHead>): CollectedEvent {
 
 interface ValidCase {
   name: string;
+  /** The SPEC rules the case shows, if any, as a title prefix (`SRV-18, SRV-20`). */
+  spec?: string;
   bytes: Buffer;
   events: CollectedEvent[];
 }
@@ -61,11 +63,13 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'HTTP/1.0 without Connection closes after the response',
+    spec: 'SRV-1, SRV-3',
     bytes: req`GET / HTTP/1.0\n\n`,
     events: [head({ version: 'HTTP/1.0', headers: [], host: undefined, keepAlive: false }), end(), PAUSE],
   },
   {
     name: 'HTTP/1.0 with Connection: keep-alive stays open',
+    spec: 'SRV-1, SRV-3',
     bytes: req`GET / HTTP/1.0\nHost: a\nConnection: Keep-Alive\n\n`,
     events: [
       head({ version: 'HTTP/1.0', headers: [['Host', 'a'], ['Connection', 'Keep-Alive']], keepAlive: true }),
@@ -75,6 +79,7 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'HTTP/1.1 with Connection: close',
+    spec: 'SRV-3',
     bytes: req`GET / HTTP/1.1\nHost: a\nConnection: close\n\n`,
     events: [head({ headers: [['Host', 'a'], ['Connection', 'close']], keepAlive: false }), end(), PAUSE],
   },
@@ -105,6 +110,7 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'chunked body with several chunks, extensions and trailers',
+    spec: 'SRV-18',
     bytes: req`POST /up HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;name=value\nhello\n1 ; a = b ; c="quo\\"ted;x"\n,\nB\n 0123456789\n000\nX-Checksum: abc\nX-Other:  two words \n\n`,
     events: [
       head({ method: 'POST', target: '/up', headers: [['Host', 'a'], ['Transfer-Encoding', 'chunked']], chunked: true }),
@@ -115,6 +121,7 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'chunked body with uppercase hex size and a quoted extension',
+    spec: 'SRV-18',
     bytes: req`POST / HTTP/1.1\nHost: a\nTransfer-Encoding: Chunked\n\n1A;ext="a b"\n${'x'.repeat(26)}\n0\n\n`,
     events: [
       head({ method: 'POST', headers: [['Host', 'a'], ['Transfer-Encoding', 'Chunked']], chunked: true }),
@@ -134,6 +141,7 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'empty lines before the request line are ignored',
+    spec: 'SRV-20',
     bytes: req`\n\n\nGET / HTTP/1.1\nHost: a\n\n`,
     events: [head({}), end(), PAUSE],
   },
@@ -206,6 +214,7 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'Connection: Upgrade with Upgrade: websocket sets upgrade',
+    spec: 'UPG-1',
     bytes: req`GET /ws HTTP/1.1\nHost: a\nConnection: keep-alive, Upgrade\nUpgrade: websocket\n\n`,
     events: [
       head({
@@ -219,6 +228,7 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'Upgrade without Connection: upgrade is not an upgrade',
+    spec: 'UPG-1',
     bytes: req`GET / HTTP/1.1\nHost: a\nUpgrade: websocket\n\n`,
     events: [head({ headers: [['Host', 'a'], ['Upgrade', 'websocket']] }), end(), PAUSE],
   },
@@ -238,16 +248,19 @@ const VALID: ValidCase[] = [
   },
   {
     name: 'HTTP/1.2 is read as HTTP/1.1',
+    spec: 'SRV-19',
     bytes: req`GET / HTTP/1.2\nHost: a\n\n`,
     events: [head({ version: 'HTTP/1.1' }), end(), PAUSE],
   },
   {
     name: 'methods are case-sensitive tokens',
+    spec: 'SRV-7',
     bytes: req`m!#$%&'*+-.^_\`|~9 /p HTTP/1.1\nHost: a\n\n`,
     events: [head({ method: "m!#$%&'*+-.^_`|~9", target: '/p' }), end(), PAUSE],
   },
   {
     name: 'HTTP/1.0 without Host is fine',
+    spec: 'SRV-1, SRV-13',
     bytes: req`POST /x HTTP/1.0\nContent-Length: 3\n\nabc`,
     events: [
       head({
@@ -283,17 +296,18 @@ function expectEvents(bytes: Buffer, split: Split, events: CollectedEvent[], req
 
 describe('RequestParser reads valid requests the same however they arrive', () => {
   for (const c of VALID) {
+    const ids = c.spec === undefined ? '' : `${c.spec}: `;
     describe(c.name, () => {
-      it('whole', () => {
+      it(`${ids}whole`, () => {
         expectEvents(c.bytes, 'whole', c.events);
       });
-      it('byte by byte', () => {
+      it(`${ids}byte by byte`, () => {
         expectEvents(c.bytes, 'bytes', c.events);
       });
-      it('split at every offset', () => {
+      it(`${ids}split at every offset`, () => {
         for (let at = 0; at <= c.bytes.length; at++) expectEvents(c.bytes, at, c.events);
       });
-      it('with a pipelined request behind it, whole, byte by byte and split at every offset', () => {
+      it(`${ids}with a pipelined request behind it, whole, byte by byte and split at every offset`, () => {
         const both = Buffer.concat([c.bytes, SECOND]);
         const events = [...c.events, ...SECOND_EVENTS];
         expectEvents(both, 'whole', events, 2);
@@ -309,7 +323,7 @@ describe('RequestParser reads valid requests the same however they arrive', () =
 });
 
 describe('pipelining', () => {
-  it('pipelined requests: paused after end until nextCycle, then the next request from the buffer', () => {
+  it('SRV-5: pipelined requests: paused after end until nextCycle, then the next request from the buffer', () => {
     const parser = new RequestParser();
     parser.feed(
       req`POST /1 HTTP/1.1\nHost: a\nContent-Length: 3\n\nabcGET /2 HTTP/1.1\nHost: a\n\nGET /3 HTTP/1.1\nHost: a\n\n`,
@@ -360,7 +374,7 @@ describe('pipelining', () => {
     expect(second.kind === 'head' && second.head.target).toBe('/2');
   });
 
-  it('takeBuffered hands over the bytes after an upgrade request', () => {
+  it('UPG-4: takeBuffered hands over the bytes after an upgrade request', () => {
     const parser = new RequestParser();
     parser.feed(req`GET /ws HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade: websocket\n\n${'\x81\x05hello'}`);
     const first = parser.next();
@@ -404,7 +418,7 @@ describe('RequestParser state reporting', () => {
 });
 
 describe('limits that are not exceeded', () => {
-  it('a request line of exactly maxRequestLineSize bytes is accepted, however it arrives', () => {
+  it('SRV-22: a request line of exactly maxRequestLineSize bytes is accepted, however it arrives', () => {
     const limit = 64;
     const prefix = 'GET /';
     const suffix = ' HTTP/1.1';
@@ -419,7 +433,7 @@ describe('limits that are not exceeded', () => {
     }
   });
 
-  it('a header block of exactly maxHeaderSize bytes is accepted, however it arrives', () => {
+  it('SRV-22: a header block of exactly maxHeaderSize bytes is accepted, however it arrives', () => {
     // The header block is the field lines with their CRLFs: "Host: a\r\n" (9) + "X: ...\r\n".
     const limit = 40;
     const filler = 'v'.repeat(limit - 9 - 'X: \r\n'.length);
@@ -432,7 +446,7 @@ describe('limits that are not exceeded', () => {
     }
   });
 
-  it('a trailer section of exactly maxHeaderSize bytes is accepted, however it arrives', () => {
+  it('SRV-22: a trailer section of exactly maxHeaderSize bytes is accepted, however it arrives', () => {
     // The head's block is "Host: a\r\n" + "Transfer-Encoding: chunked\r\n" = 37 bytes, under 40;
     // the trailer section is one line "X: <35 bytes>\r\n" = 40 bytes.
     const limit = 40;
@@ -450,7 +464,7 @@ describe('limits that are not exceeded', () => {
     }
   });
 
-  it('a chunk-size line of exactly 4 KiB (the parser limit) is accepted, however it arrives', () => {
+  it('SRV-18: a chunk-size line of exactly 4 KiB (the parser limit) is accepted, however it arrives', () => {
     const line = '1;' + 'e'.repeat(4 * 1024 - 2);
     const bytes = Buffer.concat([crlf('POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n'), raw(`${line}\r\nz\r\n0\r\n\r\n`)]);
     const lineStart = bytes.length - `${line}\r\nz\r\n0\r\n\r\n`.length;
@@ -470,7 +484,7 @@ describe('limits that are not exceeded', () => {
     }
   });
 
-  it('exactly maxHeaderCount fields are accepted', () => {
+  it('SRV-22: exactly maxHeaderCount fields are accepted', () => {
     const fields = Array.from({ length: 99 }, (_, i) => `X-${i}: ${i}\n`).join('');
     const result = parseAll(crlf(`GET / HTTP/1.1\nHost: a\n${fields}\n`));
     expect(result.error).toBeUndefined();
@@ -478,13 +492,13 @@ describe('limits that are not exceeded', () => {
     expect(first?.kind === 'head' && first.head.headers.length).toBe(100);
   });
 
-  it('a Content-Length equal to maxBodySize is accepted', () => {
+  it('SRV-23: a Content-Length equal to maxBodySize is accepted', () => {
     const result = parseAll(req`POST / HTTP/1.1\nHost: a\nContent-Length: 4\n\nabcd`, { limits: { maxBodySize: 4 } });
     expect(result.error).toBeUndefined();
     expect(result.events.slice(1)).toEqual([data('abcd'), end(), PAUSE]);
   });
 
-  it('a chunked body of exactly maxBodySize bytes is accepted', () => {
+  it('SRV-23: a chunked body of exactly maxBodySize bytes is accepted', () => {
     const result = parseAll(req`POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n2\nab\n2\ncd\n0\n\n`, {
       split: 'bytes',
       limits: { maxBodySize: 4 },
