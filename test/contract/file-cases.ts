@@ -5,19 +5,22 @@
  * range asked for and the file handle is closed exactly once.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
 import { fileBody } from '../../src/helpers/file-body.ts';
 import { sleep, until, type Case, type Probe } from './cases.ts';
 
-/** FILE is a 2 MiB file the cases send, written once per test process. */
+/** FILE is a 2 MiB file the cases send, written once per test file that imports them. */
 const FILE_BYTES = randomBytes(2 * 1024 * 1024);
-const FILE = join(mkdtempSync(join(tmpdir(), 'nsgi-contract-')), 'data.bin');
+const FILE_DIR = mkdtempSync(join(tmpdir(), 'nsgi-contract-'));
+const FILE = join(FILE_DIR, 'data.bin');
 writeFileSync(FILE, FILE_BYTES);
+// The suite that imports these cases removes the file when it is done.
+afterAll(() => rmSync(FILE_DIR, { recursive: true, force: true }));
 
 /**
  * countingHandle opens FILE and returns a handle whose close() calls are counted in
