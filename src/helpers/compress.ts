@@ -101,6 +101,10 @@ class CompressedResponse {
   private output: Buffer[] = [];
   private failure: Error | null = null;
   private knownSize: number | undefined;
+  /** True once the app has called startResponse. */
+  private started = false;
+  /** True when the app's body went to the server as it was. */
+  private passedThrough = false;
   /** Set through `compress.flush`: flush after the next chunk. */
   flushNext = false;
 
@@ -115,9 +119,11 @@ class CompressedResponse {
   /** startResponse decides the coding from the status and headers, and passes the head on. */
   readonly startResponse: StartResponse = (status, headers, excInfo) => {
     // A head replaced through excInfo (SPEC §4.4) is decided anew; nothing was encoded yet.
-    const { coding, out } = this.decide(status, headers);
+    // A body handed on uncompressed stays so: a later head (excInfo) cannot switch coding.
+    const { coding, out } = this.passedThrough ? { coding: 'identity', out: headers } : this.decide(status, headers);
     const write = this.next(status, out, excInfo);
     this.coding = coding;
+    this.started = true;
     if (coding === 'identity') return write;
     const encoded = (async (chunk: Chunk) => {
       const bytes = await this.encode(chunk, true);
@@ -165,9 +171,15 @@ class CompressedResponse {
     return { coding, out: compressed };
   }
 
-  /** wrap returns the body to hand the server: the app's, compressed once the head says so. */
+  /**
+   * wrap returns the body to hand the server: the app's own when its head is already decided
+   * against compressing (so the server keeps its sync fast path and can count a Content-Length,
+   * SPEC §3.2), else a body compressed once the head says so.
+   */
   wrap(body: Body): Body {
-    return new CompressedBody(this, body);
+    if (!this.started || this.coding !== 'identity') return new CompressedBody(this, body);
+    this.passedThrough = true;
+    return body;
   }
 
   /** compressing tells whether the response (its head now decided) is compressed. */

@@ -320,3 +320,24 @@ describe('compress: HEAD and conditional requests', () => {
     }
   });
 });
+
+describe('compress: excInfo', () => {
+  it('keeps a body it passed on uncompressed so when the app replaces its head with an error page', async () => {
+    const app = compress((_environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'image/png']]);
+      return (function* () {
+        try {
+          throw new Error('failed before the first chunk');
+        } catch (err) {
+          startResponse('500 Internal Server Error', [['Content-Type', 'text/plain']], err);
+          yield 'error page '.repeat(200);
+        }
+      })();
+    });
+    const { port } = await startServer(app);
+    const response = await get(port, ['Accept-Encoding: gzip']);
+    expect(response.status).toBe(500);
+    expect(header(response, 'content-encoding')).toBeUndefined();
+    expect(response.body.toString()).toBe('error page '.repeat(200));
+  });
+});
