@@ -2,7 +2,7 @@
  * The TypeScript loader of the `nsgi` command, registered only for an app that is TypeScript.
  *
  * A loader hook is not free: tsx brings its compiler (esbuild) and, on Node 20, a hooks thread,
- * about 40 MB of resident memory and a few hundred milliseconds of start-up in every process that
+ * about 25 MiB of resident memory and 150 ms of start-up (BENCHMARKS.md) in every process that
  * registers it. An app written in JavaScript (`.js`, `.mjs`, `.cjs`) needs none of that, so the
  * CLI asks for a loader only when the app module is TypeScript (or JSX), and the compiled package
  * loads nsgi itself as plain JavaScript.
