@@ -257,6 +257,13 @@ describe('the nsgi command of the installed package', { timeout: TEST_TIMEOUT_MS
     expect(await (await fetch(server.url)).text()).toBe('the JavaScript twin');
   });
 
+  it('runs workers from the compiled CLI, each loading the app again', async () => {
+    const server = await start([process.execPath, 'node_modules/.bin/nsgi', 'app.mjs', '--workers', '2', '--port', '0']);
+    expect(await (await fetch(`${server.url}/workers`)).text()).toBe('served by npx nsgi: /workers');
+    const ended = await server.stop();
+    expect(ended.stderr).toMatch(/nsgi: 2 workers \(primary \d+\)/);
+  });
+
   it('loads a TypeScript app without a build step', async () => {
     const server = await start([process.execPath, 'node_modules/.bin/nsgi', 'typed.ts', '--port', '0']);
     expect(await (await fetch(`${server.url}/here`)).text()).toBe('typed /here');
