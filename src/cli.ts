@@ -13,8 +13,8 @@
  * person reading it needs to know what to fix, not where in nsgi the check lives.
  *
  * TypeScript apps load without a build: `loadApp` registers a TypeScript loader
- * (src/typescript-loader.ts) before it imports a `.ts`, `.mts` or `.cts` module, and only then, so
- * a JavaScript app runs with Node's own loader alone.
+ * (src/typescript-loader.ts) before it imports a TypeScript or JSX module, and only then, so a
+ * JavaScript app runs with Node's own loader alone.
  */
 
 import { existsSync, readFileSync } from 'node:fs';
@@ -337,9 +337,10 @@ export function parseAppTarget(target: string): AppTarget {
 /**
  * loadApp imports the module `target.file` (resolved against `cwd`) and returns the app exported
  * as `target.exportName`. A TypeScript module gets a TypeScript loader registered first; any
- * other module is imported by Node alone. It throws a {@link CliError} when the file is missing, when importing it
- * fails (with the error's message on one line), when the export is missing (listing the exports
- * there are), or when the export is not an app.
+ * other module is imported by Node alone. It throws a {@link CliError} when the file is missing,
+ * when no TypeScript loader is available for it, when importing it fails (with the error's message
+ * on one line), when the export is missing (listing the exports there are), or when the export is
+ * not an app.
  */
 export async function loadApp(target: AppTarget, cwd: string = process.cwd()): Promise<App> {
   const file = path.resolve(cwd, target.file);
