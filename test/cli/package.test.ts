@@ -12,7 +12,8 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, installPackage, packRepository, runCommand, type PackedPackage } from '../helpers/package.ts';
+import { installPackage, packRepository, runCommand, type PackedPackage } from '../helpers/package.ts';
+import { REPO_ROOT } from '../helpers/spawn-cli.ts';
 
 /** SETUP_TIMEOUT_MS bounds packing (a full tsc build) and installing, on a loaded machine. */
 const SETUP_TIMEOUT_MS = 150_000;

@@ -10,10 +10,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-/** REPO_ROOT is the directory of the repository's package.json. */
-export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+import { REPO_ROOT } from './spawn-cli.ts';
 
 /** NPM is the npm command; `npm.cmd` on Windows, where a bare `npm` is not executable. */
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
