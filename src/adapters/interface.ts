@@ -4,8 +4,8 @@
  * turned into an nsgi app by its adapter.
  */
 import type { App } from '../../protocol/nsgi.ts';
-import { fromFetch, type FetchHandler } from './fetch-to-nsgi.ts';
-import { fromNodeListener, type NodeRequestListener } from './node-listener.ts';
+import type { FetchHandler } from './fetch-to-nsgi.ts';
+import type { NodeRequestListener } from './node-listener.ts';
 
 /** AppInterface names the calling conventions the command line can serve. */
 export type AppInterface = 'nsgi' | 'fetch' | 'node';
@@ -44,10 +44,12 @@ export function detectInterface(value: unknown): AppInterface | undefined {
 /**
  * adaptInterface makes an nsgi app of `value` called as `kind`, or gives undefined when `value`
  * has no shape that interface can call. An nsgi `value` is left to the caller, which owns the
- * rules (and the messages) for what an app may be.
+ * rules (and the messages) for what an app may be. The adapter is imported only when it is
+ * used, so a server process serving an nsgi app loads neither.
  */
-export function adaptInterface(value: unknown, kind: Exclude<AppInterface, 'nsgi'>): App | undefined {
+export async function adaptInterface(value: unknown, kind: Exclude<AppInterface, 'nsgi'>): Promise<App | undefined> {
   if (kind === 'fetch') {
+    const { fromFetch } = await import('./fetch-to-nsgi.ts');
     if (typeof value === 'function') return fromFetch(value as FetchHandler);
     const object = value as { fetch?: unknown } | null;
     if (typeof object === 'object' && object !== null && typeof object.fetch === 'function') {
@@ -56,6 +58,7 @@ export function adaptInterface(value: unknown, kind: Exclude<AppInterface, 'nsgi
     }
     return undefined;
   }
+  const { fromNodeListener } = await import('./node-listener.ts');
   if (typeof value === 'function') return fromNodeListener(value as NodeRequestListener);
   const koa = value as { callback?: unknown } | null;
   if (typeof koa === 'object' && koa !== null && typeof koa.callback === 'function') {
