@@ -103,6 +103,23 @@ describe('fromFetch', () => {
 });
 
 describe('toFetch', () => {
+  it('SR-20: a 304 carries no Content-Length the app did not give, even with a stray chunk', async () => {
+    const errors: string[] = [];
+    const app: App = (environ, startResponse) => {
+      startResponse('304 Not Modified', [['ETag', '"v1"']]);
+      return environ.PATH_INFO === '/stray' ? ['oops'] : [];
+    };
+    const handler = toFetch(app, { errors: { write: (m) => void errors.push(m) } });
+    for (const url of ['http://t/', 'http://t/stray']) {
+      const res = await handler(new Request(url));
+      expect(res.status).toBe(304);
+      expect(res.headers.get('etag')).toBe('"v1"');
+      expect(res.headers.get('content-length')).toBeNull();
+      expect(res.body).toBeNull();
+    }
+    expect(errors.some((m) => m.includes('SR-21'))).toBe(true);
+  });
+
   it('ERR-3: logs every error that fails a response while the client is there, whatever its class', async () => {
     const errors: string[] = [];
     const app: App = () => {
