@@ -3,7 +3,7 @@
  * BENCHMARKS.md's generated section.
  */
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { SERVER_LABELS, SERVER_ORDER, series, type ScenarioResult, type ServerId } from './model.ts';
+import { BUILTIN_SERVERS, SERVER_LABELS, SERVER_ORDER, series, type ScenarioResult, type ServerId } from './model.ts';
 import { fmt, fmtRatio, ratios, summarize } from './stats.ts';
 
 /** START and END mark the generated section of BENCHMARKS.md. */
@@ -113,8 +113,17 @@ const COLORS: Record<ServerId, string> = {
   ceiling: '#16a34a',
   bun: '#f59e0b',
 };
+/** ADDED_COLORS colour the servers added with `--server`, in the order they were added. */
+const ADDED_COLORS = ['#dc2626', '#0891b2', '#db2777', '#65a30d', '#92400e', '#4f46e5'];
 
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+/** colorOf is a server's colour in the charts. */
+export function colorOf(id: ServerId): string {
+  const added = SERVER_ORDER.indexOf(id) - BUILTIN_SERVERS.length;
+  return COLORS[id] ?? ADDED_COLORS[Math.max(0, added) % ADDED_COLORS.length]!;
+}
+
+/** esc escapes text for SVG. */
+export const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /**
  * chartSvg draws, for each scenario's first metric, one bar per server: its median ratio to
@@ -143,7 +152,7 @@ export function chartSvg(results: ScenarioResult[], caption: string): string {
   ];
   servers.forEach((id, i) => {
     const x = left + i * 150;
-    out.push(`<rect x="${x}" y="48" width="12" height="12" fill="${COLORS[id]}"/><text x="${x + 16}" y="58">${esc(SERVER_LABELS[id])}</text>`);
+    out.push(`<rect x="${x}" y="48" width="12" height="12" fill="${colorOf(id)}"/><text x="${x + 16}" y="58">${esc(SERVER_LABELS[id]!)}</text>`);
   });
   for (let e = lo; e <= hi; e++) {
     const v = 2 ** e;
@@ -159,7 +168,7 @@ export function chartSvg(results: ScenarioResult[], caption: string): string {
       const x = gx + i * bar;
       const yv = y(v);
       const base = y(2 ** lo);
-      out.push(`<rect x="${x}" y="${yv.toFixed(1)}" width="${bar - 3}" height="${(base - yv).toFixed(1)}" fill="${COLORS[id]}"><title>${esc(SERVER_LABELS[id])}: ${fmtRatio(v)}</title></rect>`);
+      out.push(`<rect x="${x}" y="${yv.toFixed(1)}" width="${bar - 3}" height="${(base - yv).toFixed(1)}" fill="${colorOf(id)}"><title>${esc(SERVER_LABELS[id]!)}: ${fmtRatio(v)}</title></rect>`);
       out.push(`<text x="${x + (bar - 3) / 2}" y="${(yv - 3).toFixed(1)}" text-anchor="middle" font-size="8">${v >= 10 ? v.toFixed(0) : v.toFixed(1)}</text>`);
     });
     const m = r.metrics[0]!;
