@@ -52,7 +52,7 @@ export function sweepChartSvg(results: ScenarioResult[], caption: string): strin
       const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...finite))));
       const x = (i: number): number => x0 + (i / Math.max(1, sizes.length - 1)) * panelW;
       const y = (v: number): number => y0 + panelH - ((Math.log10(v) - lo) / (hi - lo)) * panelH;
-      out.push(`<text x="${x0}" y="${y0 - 6}" font-weight="bold">${esc(r.title)}: ${esc(unit)} (${better})</text>`);
+      out.push(`<text x="${x0}" y="${y0 - 6}" font-weight="bold">${esc(r.id)}: ${esc(unit)} (${better})</text>`);
       for (let e = lo; e <= hi; e++) {
         const gy = y(10 ** e).toFixed(1);
         out.push(`<line x1="${x0}" x2="${x0 + panelW}" y1="${gy}" y2="${gy}" stroke="#ddd"/>`);
