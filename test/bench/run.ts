@@ -330,7 +330,7 @@ async function main(): Promise<void> {
     versions: versions(ROOT, { wrk, bun }),
     pinning: pinning.note,
     load: { before: loadBefore, after: loadAfter },
-    servers: servers.map((id) => ({ id, label: SERVER_LABELS[id]!, command: options.external.find((e) => e.id === id)?.command ?? null })),
+    servers: servers.map((id) => ({ id, label: SERVER_LABELS[id]!, command: options.external.find((e) => e.id === id)?.command ?? command(id).flat().join(' ') })),
     results: toRecordResults(results),
   });
   const saved = loadRecord(recordFile).results;

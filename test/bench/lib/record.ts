@@ -16,8 +16,8 @@ const RECORD_VERSION = 1;
 export interface ServerRecord {
   id: ServerId;
   label: string;
-  /** The command line of a server added with `--server`; null for the built-in ones. */
-  command: string | null;
+  /** The command line that started the server (as given to `--server`, for an added one). */
+  command: string;
 }
 
 /** RunRecord is the raw-samples file. */
