@@ -16,7 +16,7 @@ import { parseServerSpec, startExternal, type ExternalServer } from './lib/exter
 import { SERVER_LABELS, SERVER_ORDER, addServer, type ScenarioResult, type ServerId } from './lib/model.ts';
 import { checkRoute, type Route } from './lib/preflight.ts';
 import { decidePinning, openFileLimit, pinSelf, pinned, startServer, type RunningServer } from './lib/proc.ts';
-import { loadRecord, saveRecord, toRecordResults, versions } from './lib/record.ts';
+import { RECORD_VERSION, loadRecord, saveRecord, toRecordResults, versions } from './lib/record.ts';
 import { END, START, chartSvg, resultsTable, rewriteSection, targetsTable } from './lib/report.ts';
 import { sweepChartSvg } from './lib/sweep-chart.ts';
 import { LATENCY_SCENARIOS } from './latency.ts';
@@ -320,7 +320,7 @@ async function main(): Promise<void> {
   const stamp = when.replace(/[:]/g, '-');
   const recordFile = `${RESULTS}${stamp}.json`;
   saveRecord(recordFile, {
-    version: 1,
+    version: RECORD_VERSION,
     when,
     argv: process.argv.slice(2),
     quick: options.quick,

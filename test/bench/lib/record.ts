@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { addServer, SERVER_ORDER, type Metric, type ScenarioResult, type ServerId } from './model.ts';
 
 /** RECORD_VERSION changes when the file's shape does. */
-const RECORD_VERSION = 1;
+export const RECORD_VERSION = 1;
 
 /** ServerRecord says what one server of the run was. */
 export interface ServerRecord {

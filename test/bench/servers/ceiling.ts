@@ -3,7 +3,8 @@
  * where each request head ends (`\r\n\r\n`) and looks at the first letters of the path to pick
  * the route; every hello in one read is answered with one write. Streams are written as
  * prebuilt chunked frames, a tick's worth under cork, waiting for `drain` when the socket is
- * full. `/w...` is a minimal WebSocket echo: the 101 with its accept value, then every whole
+ * full; `/sse` is one prebuilt event (or, with `count`, prebuilt events on a timer, then the
+ * last chunk). `/w...` is a minimal WebSocket echo: the 101 with its accept value, then every whole
  * client frame in one read is echoed unmasked in one write. Nothing else Node can do on these
  * routes is cheaper, so it bounds what any Node server can reach. It is not an HTTP server, nor a
  * WebSocket server: it assumes well-formed GET requests from the suite's clients, and
