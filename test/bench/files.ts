@@ -121,6 +121,7 @@ http {
       child.kill('SIGTERM');
       await exited;
     },
+    kill: () => void child.kill('SIGKILL'),
   };
 }
 
