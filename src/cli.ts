@@ -22,7 +22,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 import { SERVER_DEFAULTS, serve } from './index.ts';
-import { isWorker, runWorkers } from './cluster.ts';
+import { askToBeReplaced, isWorker, prepareWorker, requestBudget, runWorkers } from './cluster.ts';
+import { DEFAULT_LOG_LEVEL, LOG_LEVELS, createLogger, isLogLevel, type LogLevel, type Logger } from './log.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
 type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
@@ -84,7 +85,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'send-timeout', value: 'SECONDS', help: `drop a client that reads nothing of its response this long (default ${SERVER_DEFAULTS.sendTimeout / 1000})` },
   { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
   { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
-  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: no limit)' },
+  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES; K, M, G suffixes count in 1024s (default: no limit)' },
+  { name: 'max-requests', value: 'N', help: 'with workers: replace a worker after it has served N requests (default: never)' },
+  { name: 'max-requests-jitter', value: 'N', help: 'add a random 0..N to --max-requests per worker, so workers do not restart together' },
+  { name: 'log-level', value: 'LEVEL', help: `nsgi's own messages shown: ${LOG_LEVELS.join(', ')} (default ${DEFAULT_LOG_LEVEL})` },
   { name: 'help', short: 'h', help: 'show this help and exit' },
   { name: 'version', help: 'print the version and exit' },
 ];
@@ -120,6 +124,12 @@ export interface ServeCommand {
   readonly maxConnections?: number;
   /** How long a graceful shutdown waits for in-flight responses, in milliseconds. */
   readonly gracefulTimeout: number;
+  /** How many requests a worker serves before it is replaced, when given. */
+  readonly maxRequests?: number;
+  /** The most extra requests added at random to `maxRequests`, when given. */
+  readonly maxRequestsJitter?: number;
+  /** Which of nsgi's own messages are shown, when given. */
+  readonly logLevel?: LogLevel;
 }
 
 /** CliCommand is what a command line asks for: help, the version, or serving an app. */
@@ -132,9 +142,11 @@ const USAGE = 'nsgi [options] path/to/module.ts[:export]';
  * parseCliArgs turns the arguments after `nsgi` into a {@link CliCommand}, or throws a
  * {@link CliError} naming the bad argument. `--help` and `--version` win over everything else, so
  * they work even on a command line that is otherwise wrong. Options take their value as the next
- * argument or after `=`; `--` ends the options.
+ * argument or after `=`; `--` ends the options. An option the command line leaves out is read from
+ * `env`: `NSGI_PORT` for `--port` (see {@link environmentName}), then `PORT`, `HOST` and
+ * `WEB_CONCURRENCY`; `NSGI_APP` names the app. The command line always wins.
  */
-export function parseCliArgs(argv: readonly string[]): CliCommand {
+export function parseCliArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}): CliCommand {
   const end = argv.indexOf('--');
   const flags = end === -1 ? argv : argv.slice(0, end);
   if (flags.includes('--help') || flags.includes('-h')) return { command: 'help' };
@@ -168,14 +180,27 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     }
   }
 
+  const sources = new Map<string, string>();
+  for (const option of OPTIONS) {
+    if (values.has(option.name) || option.name === 'help' || option.name === 'version') continue;
+    const found = fromEnvironment(option, env);
+    if (found === undefined) continue;
+    sources.set(option.name, `${found.variable} (environment)`);
+    if (option.value !== undefined) values.set(option.name, found.value);
+    else if (parseFlag(found.variable, found.value)) values.set(option.name, '');
+  }
+  if (positionals.length === 0 && env.NSGI_APP !== undefined && env.NSGI_APP !== '') positionals.push(env.NSGI_APP);
+
   if (positionals.length === 0) throw new CliError(`missing the app to serve; usage: ${USAGE}`);
   if (positionals.length > 1) {
     throw new CliError(`expected one app to serve, got ${positionals.length}: ${positionals.join(' ')}`);
   }
 
+  // Each value is checked under the name it was given as: `--port` or `NSGI_PORT (environment)`.
+  const label = (name: string): string => sources.get(name) ?? `--${name}`;
   const host = values.get('host') ?? DEFAULT_HOST;
-  if (host === '') throw new CliError('--host needs a non-empty value');
-  const port = values.has('port') ? parsePort(values.get('port') as string) : DEFAULT_PORT;
+  if (host === '') throw new CliError(`${label('host')} needs a non-empty value`);
+  const port = values.has('port') ? parsePort(label('port'), values.get('port') as string) : DEFAULT_PORT;
   const keepAlive = values.get('keep-alive-timeout');
   const headers = values.get('headers-timeout');
   const maxBody = values.get('max-body-size');
@@ -183,12 +208,21 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const sendTimeout = values.get('send-timeout');
   const maxConnections = values.get('max-connections');
   const graceful = values.get('graceful-timeout');
-  const workers = values.has('workers') ? parseCount('workers', values.get('workers') as string) : 1;
+  const maxRequests = values.get('max-requests');
+  const jitter = values.get('max-requests-jitter');
+  const workers = values.has('workers') ? parseCount(label('workers'), values.get('workers') as string) : 1;
+  const logLevel = values.get('log-level');
+  if (logLevel !== undefined && !isLogLevel(logLevel)) {
+    throw new CliError(`${label('log-level')} must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+  }
   const forwarded = (values.get('forwarded-allow-ips') ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
   for (const entry of forwarded) {
     if (entry !== '*' && !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry)) {
-      throw new CliError(`--forwarded-allow-ips: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
+      throw new CliError(`${label('forwarded-allow-ips')}: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
     }
+  }
+  if (jitter !== undefined && maxRequests === undefined) {
+    throw new CliError(`${label('max-requests-jitter')} needs --max-requests`);
   }
   return {
     command: 'serve',
@@ -196,17 +230,50 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     host,
     port,
     accessLog: values.has('access-log'),
-    rootPath: parseRootPath(values.get('root-path') ?? ''),
-    ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds('keep-alive-timeout', keepAlive) }),
-    ...(headers !== undefined && { headersTimeout: parseSeconds('headers-timeout', headers) }),
-    ...(maxBody !== undefined && { maxBodySize: parseByteCount('max-body-size', maxBody) }),
-    ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds('body-timeout', bodyTimeout) }),
-    ...(sendTimeout !== undefined && { sendTimeout: parseSeconds('send-timeout', sendTimeout) }),
-    ...(maxConnections !== undefined && { maxConnections: parseCount('max-connections', maxConnections) }),
+    rootPath: parseRootPath(label('root-path'), values.get('root-path') ?? ''),
+    ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds(label('keep-alive-timeout'), keepAlive) }),
+    ...(headers !== undefined && { headersTimeout: parseSeconds(label('headers-timeout'), headers) }),
+    ...(maxBody !== undefined && { maxBodySize: parseByteCount(label('max-body-size'), maxBody) }),
+    ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds(label('body-timeout'), bodyTimeout) }),
+    ...(sendTimeout !== undefined && { sendTimeout: parseSeconds(label('send-timeout'), sendTimeout) }),
+    ...(maxConnections !== undefined && { maxConnections: parseCount(label('max-connections'), maxConnections) }),
+    ...(maxRequests !== undefined && { maxRequests: parseCount(label('max-requests'), maxRequests) }),
+    ...(jitter !== undefined && { maxRequestsJitter: parseWhole(label('max-requests-jitter'), jitter) }),
     workers,
     forwardedAllowIps: forwarded,
-    gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds('graceful-timeout', graceful),
+    gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds(label('graceful-timeout'), graceful),
+    ...(logLevel !== undefined && { logLevel }),
   };
+}
+
+/**
+ * ENVIRONMENT_ALIASES are the plain variables read after `NSGI_*`: `PORT` and `HOST` as Heroku,
+ * Cloud Run and most platforms set them, and `WEB_CONCURRENCY` for the worker count as gunicorn
+ * reads it.
+ */
+const ENVIRONMENT_ALIASES: Readonly<Record<string, string>> = { port: 'PORT', host: 'HOST', workers: 'WEB_CONCURRENCY' };
+
+/** environmentName is the variable an option is read from: `NSGI_MAX_BODY_SIZE` for `--max-body-size`. */
+export function environmentName(option: string): string {
+  return `NSGI_${option.toUpperCase().replace(/-/g, '_')}`;
+}
+
+/** fromEnvironment finds an option's value in the environment: `NSGI_*` first, then its alias. */
+function fromEnvironment(option: OptionSpec, env: Readonly<Record<string, string | undefined>>): { variable: string; value: string } | undefined {
+  for (const variable of [environmentName(option.name), ENVIRONMENT_ALIASES[option.name]]) {
+    if (variable === undefined) continue;
+    const value = env[variable];
+    if (value !== undefined && value !== '') return { variable, value };
+  }
+  return undefined;
+}
+
+/** parseFlag reads a flag set in the environment: 1/true/yes/on or 0/false/no/off. */
+function parseFlag(variable: string, text: string): boolean {
+  const lower = text.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(lower)) return true;
+  if (['0', 'false', 'no', 'off'].includes(lower)) return false;
+  throw new CliError(`${variable} (environment) must be 1, true, yes, on, 0, false, no or off, got ${JSON.stringify(text)}`);
 }
 
 /** findOption looks an option up by how it was written: `--name` or `-x`. */
@@ -216,36 +283,51 @@ function findOption(written: string): OptionSpec | undefined {
 }
 
 /** parsePort accepts a decimal integer from 0 to 65535. */
-function parsePort(text: string): number {
-  if (!/^\d+$/.test(text)) throw new CliError(`--port must be a number from 0 to 65535, got ${JSON.stringify(text)}`);
+function parsePort(label: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`${label} must be a number from 0 to 65535, got ${JSON.stringify(text)}`);
   const port = Number(text);
-  if (port > 65535) throw new CliError(`--port must be from 0 to 65535, got ${text}`);
+  if (port > 65535) throw new CliError(`${label} must be from 0 to 65535, got ${text}`);
   return port;
 }
 
 /** parseSeconds accepts a non-negative decimal number of seconds and returns milliseconds. */
-function parseSeconds(name: string, text: string): number {
+function parseSeconds(label: string, text: string): number {
   if (!/^\d+(\.\d+)?$/.test(text)) {
-    throw new CliError(`--${name} must be a number of seconds such as 5 or 0.5, got ${JSON.stringify(text)}`);
+    throw new CliError(`${label} must be a number of seconds such as 5 or 0.5, got ${JSON.stringify(text)}`);
   }
   const ms = Math.round(Number(text) * 1000);
-  if (!Number.isSafeInteger(ms)) throw new CliError(`--${name} is too large: ${text}`);
+  if (!Number.isSafeInteger(ms)) throw new CliError(`${label} is too large: ${text}`);
   return ms;
 }
 
-/** parseByteCount accepts a non-negative decimal integer. */
-function parseByteCount(name: string, text: string): number {
-  if (!/^\d+$/.test(text)) throw new CliError(`--${name} must be a whole number of bytes, got ${JSON.stringify(text)}`);
-  const bytes = Number(text);
-  if (!Number.isSafeInteger(bytes)) throw new CliError(`--${name} is too large: ${text}`);
+/**
+ * SIZE_UNITS are the suffixes a byte count may carry, in powers of 1024 as nginx's
+ * `client_max_body_size` counts them: `10M` is 10 MiB, `1G` is 1 GiB.
+ */
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** parseByteCount accepts a whole number of bytes, optionally with a K, M or G suffix. */
+export function parseByteCount(label: string, text: string): number {
+  const m = /^(\d+)([kmg]?)(?:i?b)?$/i.exec(text.trim());
+  if (m === null) {
+    throw new CliError(`${label} must be a whole number of bytes, optionally with K, M or G (such as 10M), got ${JSON.stringify(text)}`);
+  }
+  const bytes = Number(m[1]) * (SIZE_UNITS[m[2]!.toLowerCase()] as number);
+  if (!Number.isSafeInteger(bytes)) throw new CliError(`${label} is too large: ${text}`);
   return bytes;
 }
 
 /** parseCount accepts a whole number of at least 1. */
-function parseCount(name: string, text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) < 1) throw new CliError(`--${name} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+function parseCount(label: string, text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new CliError(`${label} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+  return parseWhole(label, text);
+}
+
+/** parseWhole accepts a whole number, zero included. */
+function parseWhole(label: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`${label} must be a whole number, got ${JSON.stringify(text)}`);
   const n = Number(text);
-  if (!Number.isSafeInteger(n)) throw new CliError(`--${name} is too large: ${text}`);
+  if (!Number.isSafeInteger(n)) throw new CliError(`${label} is too large: ${text}`);
   return n;
 }
 
@@ -253,10 +335,10 @@ function parseCount(name: string, text: string): number {
  * parseRootPath checks a mount path and drops its trailing slashes, because SCRIPT_NAME never
  * ends with `/` (SPEC §2.2): `/api/` becomes `/api`, `/` becomes `''`.
  */
-function parseRootPath(text: string): string {
+function parseRootPath(label: string, text: string): string {
   if (text === '') return '';
-  if (!text.startsWith('/')) throw new CliError(`--root-path must start with /, got ${JSON.stringify(text)}`);
-  if (/[?#\s]/.test(text)) throw new CliError(`--root-path must be a plain path, got ${JSON.stringify(text)}`);
+  if (!text.startsWith('/')) throw new CliError(`${label} must start with /, got ${JSON.stringify(text)}`);
+  if (/[?#\s]/.test(text)) throw new CliError(`${label} must be a plain path, got ${JSON.stringify(text)}`);
   return text.replace(/\/+$/, '');
 }
 
@@ -486,6 +568,8 @@ export interface CliIo {
    * Signals are listened to either way.
    */
   readonly signal?: AbortSignal;
+  /** The environment options are read from when the command line leaves them out. */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 /**
@@ -499,7 +583,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
   try {
-    const command = parseCliArgs(argv);
+    const command = parseCliArgs(argv, io.env ?? process.env);
     if (command.command === 'help') {
       stdout.write(helpText());
       return 0;
@@ -508,27 +592,50 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       stdout.write(`nsgi ${version()}\n`);
       return 0;
     }
-
+    const log = createLogger(stderr, command.logLevel);
     const target = parseAppTarget(command.target);
-    const app = await loadApp(target, io.cwd ?? process.cwd());
-    if (command.workers > 1 && !isWorker()) {
-      // The primary loaded the app only to report a bad one once rather than once per worker;
-      // it supervises, and each worker loads the app again and serves (src/cluster.ts).
+    if (supervises(command) && !isWorker()) {
+      // The primary never imports the app (its side effects would run once more, in a process
+      // that serves nothing); the first worker loads it and reports a bad one (src/cluster.ts).
       return await runWorkers({
         workers: command.workers,
         gracefulTimeout: command.gracefulTimeout,
         stdout,
-        stderr,
+        log,
         ...(io.signal !== undefined && { signal: io.signal }),
-        listeningLine: (port) => `nsgi: listening on ${formatUrl(command.host, port)}\n`,
+        listeningLine: ({ port }) => `nsgi: listening on ${formatUrl(command.host, port)}\n`,
       });
     }
-    if (isWorker()) {
-      // A terminal's Ctrl-C reaches the workers as well as the primary, which then sends SIGTERM:
-      // the second signal must not kill a worker that is already draining. The primary's kill
-      // timer is the backstop.
-      process.on('SIGINT', ignoreSignal);
-      process.on('SIGTERM', ignoreSignal);
+    return await serveApp(command, target, { stdout, log, cwd: io.cwd ?? process.cwd(), signal: io.signal });
+  } catch (err) {
+    if (!(err instanceof CliError)) throw err;
+    stderr.write(`nsgi: ${err.message}\n`);
+    return err.exitCode;
+  }
+}
+
+/** supervises tells whether a command runs a primary with workers rather than serving itself. */
+function supervises(command: ServeCommand): boolean {
+  return command.workers > 1 || command.maxRequests !== undefined;
+}
+
+/**
+ * serveApp loads the app and serves it from this process (alone, or as a worker) until a signal,
+ * the primary's loss or `signal` stops it.
+ */
+async function serveApp(
+  command: ServeCommand,
+  target: AppTarget,
+  io: { stdout: TextSink; log: Logger; cwd: string; signal: AbortSignal | undefined },
+): Promise<number> {
+  const { stdout, log } = io;
+  const worker = isWorker();
+  const others = handleOtherSignals(log, worker);
+  try {
+    if (worker) prepareWorker();
+    let app = await loadApp(target, io.cwd);
+    if (worker && command.maxRequests !== undefined) {
+      app = countRequests(app, requestBudget(command.maxRequests, command.maxRequestsJitter ?? 0), askToBeReplaced);
     }
     const stopped = waitForStop(io.signal);
     let server: Awaited<ReturnType<typeof serve>>;
@@ -539,24 +646,62 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
     // In a worker the primary announces the address once for all of them.
-    if (!isWorker()) stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
+    if (!worker) stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
 
     const reason = await stopped.promise;
-    stderr.write(`nsgi: ${isWorker() ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)\n`);
+    log.info(`${worker ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)`);
     try {
       await server.close({ timeout: command.gracefulTimeout });
     } catch (err) {
       throw new CliError(`error while closing: ${describeError(err)}`, EXIT_FAILURE);
     }
     return 0;
-  } catch (err) {
-    if (!(err instanceof CliError)) throw err;
-    stderr.write(`nsgi: ${err.message}\n`);
-    return err.exitCode;
+  } finally {
+    others.remove();
   }
 }
 
+/**
+ * handleOtherSignals keeps SIGHUP, SIGTTIN and SIGTTOU from ending (or, for the last two,
+ * suspending) a process that has no workers to reload, add or remove: a systemd unit's
+ * `ExecReload=kill -HUP $MAINPID` must never take the service down. Alone, the process logs that
+ * it needs `--workers` and keeps serving; a worker ignores them, since the primary acts on them.
+ * A worker also ignores SIGINT and SIGTERM once they have started its shutdown: a terminal's
+ * Ctrl-C reaches the workers as well as the primary, which then sends SIGTERM, and the second
+ * signal must not kill a worker that is already draining (the primary's kill timer is the
+ * backstop).
+ */
+function handleOtherSignals(log: Logger, worker: boolean): { remove(): void } {
+  const onSignal = (name: NodeJS.Signals): void => {
+    if (worker) return log.debug(`worker ${process.pid}: ${name} is the primary's to act on; ignoring it`);
+    const what = name === 'SIGHUP' ? 'reload' : name === 'SIGTTIN' ? 'add' : 'remove';
+    log.warning(`received ${name}, but without --workers there are no workers to ${what}; still serving`);
+  };
+  const signals: NodeJS.Signals[] = ['SIGHUP', 'SIGTTIN', 'SIGTTOU'];
+  for (const name of signals) process.on(name, onSignal);
+  if (worker) {
+    process.on('SIGINT', ignoreSignal);
+    process.on('SIGTERM', ignoreSignal);
+  }
+  return {
+    remove() {
+      for (const name of signals) process.off(name, onSignal);
+      process.off('SIGINT', ignoreSignal);
+      process.off('SIGTERM', ignoreSignal);
+    },
+  };
+}
+
 function ignoreSignal(): void {}
+
+/** countRequests wraps `app` to call `onSpent` once, when the `budget`-th request arrives. */
+function countRequests(app: App, budget: number, onSpent: () => void): App {
+  let served = 0;
+  return (environ, startResponse) => {
+    if (++served === budget) onSpent();
+    return app(environ, startResponse);
+  };
+}
 
 /**
  * waitForStop resolves with the reason once SIGINT, SIGTERM or `signal` asks the server to stop.
