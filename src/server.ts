@@ -107,6 +107,13 @@ export interface Server {
 const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
 const LINGER_MS = 2000;
+/**
+ * How long a connection accepted but not yet sent a byte may still bring its first request once
+ * the server is closing. Its client connected to a listening server and is sending now; closing it
+ * at once would lose that request (a worker retiring during a reload accepts up to the moment it
+ * stops). One second covers the round trip of any client that meant to send.
+ */
+const FIRST_REQUEST_GRACE_MS = 1000;
 
 /** The whole answer to a connection beyond maxConnections. */
 const OVERLOADED = (() => {
@@ -254,6 +261,8 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   private shuttingDown = false;
   private closing = false;
   private upgraded = false;
+  /** No request has started on this connection yet. */
+  private fresh = true;
   private drained = 0;
   private drainWaiter: Promise<void> | null = null;
   private drainResolve: (() => void) | null = null;
@@ -363,6 +372,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   }
 
   private startExchange(head: RequestHead): void {
+    this.fresh = false;
     if (this.timerKind === Timer.Head || this.timerKind === Timer.EmptyLines) this.arm(Timer.None, 0);
     this.requestStart = this.settings.accessLog === undefined ? 0 : Date.now();
     const http = this.http;
@@ -628,7 +638,9 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   }
 
   /**
-   * shutdown is a server close(): idle connections close now, busy ones after their response.
+   * shutdown is a server close(): idle connections close now, busy ones after their response,
+   * and one that has not yet sent its first request after that request, if it comes within
+   * FIRST_REQUEST_GRACE_MS.
    * `nsgi.signal` fires so that long-lived responses (event streams, long polls, upgraded
    * connections) can end cleanly.
    */
@@ -637,7 +649,10 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     this.http.mustClose();
     const ex = this.exchange;
     ex?.abortSignal(new ServerClosingError());
-    if (!this.upgraded && this.exchange === null && this.http.idle) this.close();
+    if (this.upgraded || this.exchange !== null || !this.http.idle) return;
+    // Its first request gets a moment to arrive, and is then answered with Connection: close.
+    if (this.fresh) this.arm(Timer.Head, Math.min(FIRST_REQUEST_GRACE_MS, this.settings.headersTimeout));
+    else this.close();
   }
 
   /**
