@@ -52,6 +52,11 @@ export abstract class ResponseCycle extends LazySignal {
   private iterator: AnyIterator | null = null;
   private iteratorClosed = false;
   /**
+   * iteratorReturned settles once an async iterator's `return()` has finished (its `finally`
+   * run); null when none was called or it finished at once. A server closing waits for it.
+   */
+  iteratorReturned: Promise<void> | null = null;
+  /**
    * True once the body has stopped (ended, failed, or abandoned) and its iterator is being
    * closed: a write() from here on, from the iterator's `return()` say, comes after the end.
    */
@@ -398,23 +403,25 @@ export abstract class ResponseCycle extends LazySignal {
     const it = this.iterator;
     if (it === null || this.iteratorClosed || this.pulling) return;
     this.iteratorClosed = true;
-    callReturn(it, this.errors);
+    this.iteratorReturned = callReturn(it, this.errors);
   }
 }
 
 /**
  * callReturn calls `it.return()` if it has one (BODY-16), writing whatever it throws or rejects
- * with to `errors` (BODY-18): nothing an iterator does while being closed escapes.
+ * with to `errors` (BODY-18): nothing an iterator does while being closed escapes. It returns the
+ * promise an async iterator's `return()` gave, settled once its `finally` has run, if any.
  */
-function callReturn(it: object, errors: ErrorStream): void {
+function callReturn(it: object, errors: ErrorStream): Promise<void> | null {
   try {
     const close = (it as { return?: unknown }).return;
-    if (typeof close !== 'function') return;
+    if (typeof close !== 'function') return null;
     const r: unknown = close.call(it);
-    if (isThenable(r)) r.then(undefined, (err) => logCloseError(errors, err));
+    if (isThenable(r)) return Promise.resolve(r).then(() => undefined, (err) => logCloseError(errors, err));
   } catch (err) {
     logCloseError(errors, err);
   }
+  return null;
 }
 
 function logCloseError(errors: ErrorStream, err: unknown): void {

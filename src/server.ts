@@ -115,6 +115,14 @@ const LINGER_MS = 2000;
  */
 const FIRST_REQUEST_GRACE_MS = 1000;
 
+/**
+ * How long close() waits, once every connection is gone, for the bodies it ended to finish their
+ * `return()` (an async generator's `finally` that awaits a cleanup). A process that exits when
+ * close() resolves would otherwise skip them; the bound keeps a cleanup that hangs from holding
+ * the exit.
+ */
+const RETURN_WAIT_MS = 2000;
+
 /** The whole answer to a connection beyond maxConnections. */
 const OVERLOADED = (() => {
   const body = 'Service Unavailable: too many connections\n';
@@ -138,6 +146,10 @@ interface Settings {
   sendTimeout: number;
   maxConnections: number;
   trustedProxies: TrustedProxies | null;
+  /** Bodies whose `return()` is still running, for close() to wait on. */
+  returning: Set<Promise<void>>;
+  /** Called when a connection is gone, after its body was ended. */
+  connectionGone: () => void;
 }
 
 /**
@@ -172,8 +184,13 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     sendTimeout: options.sendTimeout ?? SERVER_DEFAULTS.sendTimeout,
     maxConnections: options.maxConnections ?? SERVER_DEFAULTS.maxConnections,
     trustedProxies: options.forwardedAllowIps === undefined || options.forwardedAllowIps.length === 0 ? null : trustedProxies(options.forwardedAllowIps),
+    returning: new Set(),
+    connectionGone: () => {
+      if (closing && connections.size === 0) allGone?.();
+    },
   };
   const connections = new Set<Connection>();
+  let allGone: (() => void) | null = null;
   let closing = false;
   const netServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
     if (closing) {
@@ -209,14 +226,18 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     close(closeOptions = {}) {
       if (closed !== null) return closed;
       closing = true;
+      const gone = new Promise<void>((resolve) => (allGone = resolve));
       closed = new Promise<void>((resolve) => {
         const deadline = setTimeout(() => {
           for (const conn of connections) conn.destroy();
         }, closeOptions.timeout ?? SERVER_DEFAULTS.closeTimeout);
-        // net.Server.close calls back once every connection is gone.
+        // net.Server.close calls back once every socket is destroyed, which is before the
+        // sockets' 'close' events have ended their bodies: wait for those too, then (bounded)
+        // for the bodies' return() to finish.
         netServer.close(() => {
           clearTimeout(deadline);
-          resolve();
+          if (connections.size === 0) allGone?.();
+          void gone.then(() => waitBounded([...settings.returning], RETURN_WAIT_MS)).then(resolve);
         });
         for (const conn of connections) conn.shutdown();
       });
@@ -500,7 +521,15 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     if (this.sendTimer !== null) clearTimeout(this.sendTimer);
     this.registry.delete(this);
     const err = new ClientGoneError();
-    this.exchange?.abort(err);
+    const ex = this.exchange;
+    ex?.abort(err);
+    const returned = ex?.iteratorReturned;
+    if (returned != null) {
+      const returning = this.settings.returning;
+      returning.add(returned);
+      void returned.finally(() => returning.delete(returned));
+    }
+    this.settings.connectionGone();
     if (this.drainReject !== null) {
       const reject = this.drainReject;
       this.drainWaiter = this.drainResolve = this.drainReject = null;
@@ -801,6 +830,14 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
       `${this.remoteAddress} - - [${clfDate(new Date())}] ${JSON.stringify(line)} ${status || '-'} ${http.bodyBytes || '-'} ${JSON.stringify(referer)} ${JSON.stringify(agent)} ${ms}ms`,
     );
   }
+}
+
+/** waitBounded resolves once every promise has settled, or after `ms`, whichever is first. */
+function waitBounded(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([Promise.allSettled(promises).then(() => undefined), limit]).finally(() => clearTimeout(timer));
 }
 
 const CONNECTION = Symbol('nsgi.connection');

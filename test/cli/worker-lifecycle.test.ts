@@ -194,6 +194,22 @@ describe('losing the primary', () => {
   }, 60_000);
 });
 
+describe('the graceful timeout', () => {
+  it("BODY-16: cutting a body that ignores nsgi.signal runs its finally before the process exits", async () => {
+    const { cli, port, primary } = await startWorkers(['--graceful-timeout', '0.5']);
+    const client = net.connect(port, '127.0.0.1');
+    let text = '';
+    client.setEncoding('latin1').on('data', (d: string) => (text += d));
+    client.on('error', () => {});
+    client.write('GET /endless HTTP/1.1\r\nHost: a\r\n\r\n');
+    await waitUntil(() => text.includes('tick 1'), 'the body to start', 10_000);
+    process.kill(primary, 'SIGTERM');
+    expect((await cli.waitForExit(10_000)).code).toBe(0);
+    client.destroy();
+    expect(readFileSync(path.join(dir, 'finally.log'), 'utf8')).toBe(`finally ${primary}\n`);
+  }, 60_000);
+});
+
 describe('SIGHUP without --workers', () => {
   it('logs that there is nothing to reload and keeps serving, as a systemd ExecReload needs', async () => {
     const { cli, port, primary } = await startWorkers([]);
