@@ -362,10 +362,16 @@ export function helpText(): string {
     '  nsgi examples/hello.ts',
     '  nsgi --port 8080 --access-log examples/demo.ts:app',
     '',
+    'Every option can also be set in the environment as NSGI_ and its name in capitals',
+    '(NSGI_PORT, NSGI_MAX_BODY_SIZE, NSGI_ACCESS_LOG=1; NSGI_APP for the app), then as PORT, HOST',
+    'and WEB_CONCURRENCY; the command line wins.',
+    '',
     'SIGINT or SIGTERM stops accepting, closes idle connections, fires nsgi.signal so that',
     'event streams and long polls end, lets in-flight responses finish for up to the',
-    `graceful timeout, and exits 0. With --workers, the signal reaches every worker and a worker`,
-    'that crashes is replaced. Bad arguments exit 2; a port that cannot be bound exits 1.',
+    'graceful timeout, and exits 0. With --workers: SIGHUP replaces the workers one at a time',
+    '(each new one imports the app afresh and listens before the old one drains), SIGTTIN adds',
+    'a worker, SIGTTOU removes one, and a worker that crashes is replaced. Without workers,',
+    'SIGHUP is logged and ignored. Bad arguments exit 2; a port that cannot be bound exits 1.',
     '',
   ].join('\n');
 }
