@@ -20,6 +20,10 @@ export interface ServeOptions {
   host?: string;
   /** Port to listen on; default 8000; 0 picks a free port. */
   port?: number;
+  /** A unix socket path to listen on instead of `host` and `port` (see src/listeners.ts). */
+  path?: string;
+  /** An inherited listening socket's file descriptor to accept on instead (systemd, `--fd`). */
+  fd?: number;
   /** Receives one combined-log-format line per response; no access log when absent. */
   accessLog?: (line: string) => void;
   /** Where app errors and server diagnostics go (`nsgi.errors`); default stderr. */
@@ -87,11 +91,11 @@ export const SERVER_DEFAULTS = Object.freeze({
 
 /** Server is a running nsgi server. */
 export interface Server {
-  /** The address it listens on. */
+  /** The address it listens on; the socket's path for a unix socket. */
   readonly host: string;
-  /** The port it listens on. */
+  /** The port it listens on; 0 for a unix socket. */
   readonly port: number;
-  /** `http://host:port`, for clients. */
+  /** `http://host:port` for clients; `http+unix:PATH` (the path URI-encoded) for a unix socket. */
   readonly url: string;
   /** The underlying node:net server. */
   readonly netServer: net.Server;
@@ -206,22 +210,30 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     const conn = new Connection(socket, settings, connections);
     connections.add(conn);
   });
-  const host = options.host ?? SERVER_DEFAULTS.host;
+  // net.Server.listen takes `{ fd }` as a handle; its ListenOptions type does not name it.
+  const target: net.ListenOptions | { fd: number } =
+    options.path !== undefined ? { path: options.path }
+    : options.fd !== undefined ? { fd: options.fd }
+    : { host: options.host ?? SERVER_DEFAULTS.host, port: options.port ?? SERVER_DEFAULTS.port };
   await new Promise<void>((resolve, reject) => {
     netServer.once('error', reject);
-    netServer.listen(options.port ?? SERVER_DEFAULTS.port, host, () => {
+    netServer.listen(target as net.ListenOptions, () => {
       netServer.off('error', reject);
       resolve();
     });
   });
   netServer.on('error', (err) => settings.errors.write(`nsgi: server error: ${err.message}`));
-  const address = netServer.address() as net.AddressInfo;
-  const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const address = netServer.address();
+  // A unix socket has no host or port: the path stands for the host, and the URL names it the
+  // way clients that speak HTTP over unix sockets write it.
+  const host = typeof address === 'string' ? address : address!.address;
+  const port = typeof address === 'string' ? 0 : address!.port;
+  const urlHost = typeof address === 'string' ? `unix:${encodeURIComponent(address)}` : address!.family === 'IPv6' ? `[${host}]` : host;
   let closed: Promise<void> | null = null;
   return {
-    host: address.address,
-    port: address.port,
-    url: `http://${urlHost}:${address.port}`,
+    host,
+    port,
+    url: typeof address === 'string' ? `http+${urlHost}` : `http://${urlHost}:${port}`,
     netServer,
     close(closeOptions = {}) {
       if (closed !== null) return closed;
