@@ -23,6 +23,7 @@ import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 import { SERVER_DEFAULTS, serve } from './index.ts';
 import { askToBeReplaced, isWorker, prepareWorker, requestBudget, runWorkers } from './cluster.ts';
+import { ListenerError, clearStaleSocket, setSocketMode, systemdListenFd } from './listeners.ts';
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS, createLogger, isLogLevel, type LogLevel, type Logger } from './log.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
@@ -75,6 +76,9 @@ export interface OptionSpec {
 export const OPTIONS: readonly OptionSpec[] = [
   { name: 'host', value: 'HOST', help: `interface to bind (default ${DEFAULT_HOST}; 0.0.0.0 or :: for all)` },
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
+  { name: 'uds', value: 'PATH', help: 'listen on a unix socket at PATH instead (a stale socket there is replaced)' },
+  { name: 'uds-mode', value: 'MODE', help: 'permissions of the --uds socket in octal, such as 660 (default: from the umask)' },
+  { name: 'fd', value: 'N', help: 'accept on the inherited listening socket N instead (systemd socket activation sets it itself)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
@@ -102,6 +106,12 @@ export interface ServeCommand {
   readonly host: string;
   /** The port to bind; 0 for any free one. */
   readonly port: number;
+  /** The unix socket to listen on instead of host and port, when given. */
+  readonly uds?: string;
+  /** The unix socket's permissions, when given. */
+  readonly udsMode?: number;
+  /** The inherited listening socket to accept on instead, when given. */
+  readonly fd?: number;
   /** Whether to print an access-log line per response. */
   readonly accessLog: boolean;
   /** The mount path without a trailing slash, `''` at the root. */
@@ -221,6 +231,15 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
       throw new CliError(`${label('forwarded-allow-ips')}: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
     }
   }
+  const uds = values.get('uds');
+  const udsMode = values.get('uds-mode');
+  const fd = values.get('fd');
+  if (uds === '') throw new CliError(`${label('uds')} needs a non-empty path`);
+  if (uds !== undefined && fd !== undefined) throw new CliError(`${label('uds')} and ${label('fd')} each name the one socket to listen on; give one`);
+  if (udsMode !== undefined && uds === undefined) throw new CliError(`${label('uds-mode')} needs --uds`);
+  if (udsMode !== undefined && !/^0?[0-7]{3}$/.test(udsMode)) {
+    throw new CliError(`${label('uds-mode')} must be an octal mode such as 660, got ${JSON.stringify(udsMode)}`);
+  }
   if (jitter !== undefined && maxRequests === undefined) {
     throw new CliError(`${label('max-requests-jitter')} needs --max-requests`);
   }
@@ -237,6 +256,9 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds(label('body-timeout'), bodyTimeout) }),
     ...(sendTimeout !== undefined && { sendTimeout: parseSeconds(label('send-timeout'), sendTimeout) }),
     ...(maxConnections !== undefined && { maxConnections: parseCount(label('max-connections'), maxConnections) }),
+    ...(uds !== undefined && { uds }),
+    ...(udsMode !== undefined && { udsMode: parseInt(udsMode, 8) }),
+    ...(fd !== undefined && { fd: parseWhole(label('fd'), fd) }),
     ...(maxRequests !== undefined && { maxRequests: parseCount(label('max-requests'), maxRequests) }),
     ...(jitter !== undefined && { maxRequestsJitter: parseWhole(label('max-requests-jitter'), jitter) }),
     workers,
@@ -537,7 +559,10 @@ function describeListenError(err: unknown): string {
 
 /** serveOptions turns a parsed command line into the options for `serve`. */
 function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
-  const options: ServeOptions = { host: command.host, port: command.port };
+  const options: ServeOptions =
+    command.fd !== undefined ? { fd: command.fd }
+    : command.uds !== undefined ? { path: command.uds }
+    : { host: command.host, port: command.port };
   if (command.accessLog) options.accessLog = (line) => stdout.write(line.endsWith('\n') ? line : `${line}\n`);
   if (command.rootPath !== '') options.scriptName = command.rootPath;
   if (command.keepAliveTimeout !== undefined) options.keepAliveTimeout = command.keepAliveTimeout;
@@ -549,6 +574,37 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
   if (command.workers > 1) options.multiprocess = true;
   return options;
+}
+
+/**
+ * describeListener names where the server listens: `unix:PATH` for a unix socket, else the URL of
+ * the address (for an inherited socket, the address it turned out to have).
+ */
+function describeListener(command: ServeCommand, bound?: { host: string; port: number }): string {
+  if (command.uds !== undefined) return `unix:${command.uds}`;
+  if (bound === undefined) return command.fd !== undefined ? `fd ${command.fd}` : formatUrl(command.host, command.port);
+  // An inherited socket may be a unix one, whose address is its path.
+  return bound.host.startsWith('/') ? `unix:${bound.host}` : formatUrl(bound.host, bound.port);
+}
+
+/** systemdFd reads systemd's socket activation variables, as a {@link CliError} when unusable. */
+function systemdFd(env: NodeJS.ProcessEnv): number | undefined {
+  try {
+    return systemdListenFd(env, process.pid);
+  } catch (err) {
+    if (!(err instanceof ListenerError)) throw err;
+    throw new CliError(err.message, EXIT_FAILURE);
+  }
+}
+
+/** clearSocket clears a stale unix socket before listening, as a {@link CliError} when it cannot. */
+async function clearSocket(path: string): Promise<void> {
+  try {
+    await clearStaleSocket(path);
+  } catch (err) {
+    const why = err instanceof ListenerError ? err.message : describeError(err);
+    throw new CliError(`cannot listen on unix:${path}: ${why}`, EXIT_FAILURE);
+  }
 }
 
 /** formatUrl renders the bound address as a URL, bracketing an IPv6 host. */
@@ -589,7 +645,12 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
   try {
-    const command = parseCliArgs(argv, io.env ?? process.env);
+    const env = io.env ?? process.env;
+    // A socket-activated service's socket wins over any address; its workers inherit the
+    // descriptor and find it as NSGI_FD, since LISTEN_PID names this process only.
+    const activated = isWorker() ? undefined : systemdFd(env);
+    if (activated !== undefined) env.NSGI_FD = String(activated);
+    const command = parseCliArgs(argv, env);
     if (command.command === 'help') {
       stdout.write(helpText());
       return 0;
@@ -600,6 +661,8 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     }
     const log = createLogger(stderr, command.logLevel);
     const target = parseAppTarget(command.target);
+    if (activated !== undefined) log.info(`serving the socket systemd passed (fd ${activated})`);
+    if (command.uds !== undefined && !isWorker()) await clearSocket(command.uds);
     if (supervises(command) && !isWorker()) {
       // The primary never imports the app (its side effects would run once more, in a process
       // that serves nothing); the first worker loads it and reports a bad one (src/cluster.ts).
@@ -609,7 +672,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
         stdout,
         log,
         ...(io.signal !== undefined && { signal: io.signal }),
-        listeningLine: ({ port }) => `nsgi: listening on ${formatUrl(command.host, port)}\n`,
+        listeningLine: ({ address, port }) => `nsgi: listening on ${describeListener(command, { host: address ?? command.host, port })}\n`,
       });
     }
     return await serveApp(command, target, { stdout, log, cwd: io.cwd ?? process.cwd(), signal: io.signal });
@@ -647,12 +710,13 @@ async function serveApp(
     let server: Awaited<ReturnType<typeof serve>>;
     try {
       server = await serve(app, serveOptions(command, stdout));
+      if (command.uds !== undefined && command.udsMode !== undefined) await setSocketMode(command.uds, command.udsMode);
     } catch (err) {
       stopped.cancel();
-      throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
+      throw new CliError(`cannot listen on ${describeListener(command)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
     // In a worker the primary announces the address once for all of them.
-    if (!worker) stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
+    if (!worker) stdout.write(`nsgi: listening on ${describeListener(command, server)}\n`);
 
     const reason = await stopped.promise;
     log.info(`${worker ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)`);

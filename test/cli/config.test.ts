@@ -3,9 +3,9 @@
  * plain `PORT`, `HOST` and `WEB_CONCURRENCY` platforms set), the command line winning; sizes with
  * K/M/G suffixes; `--log-level` for nsgi's own messages; `--max-requests` and its jitter.
  */
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { environmentName, main, parseByteCount, parseCliArgs, type ServeCommand } from '../../src/cli.ts';
+import { freePort } from '../helpers/processes.ts';
 import { killAllClis, runCli, startCli } from '../helpers/spawn-cli.ts';
 
 afterEach(killAllClis);
@@ -16,15 +16,6 @@ function serveCommand(argv: readonly string[], env: Record<string, string> = {})
   const command = parseCliArgs(argv, env);
   if (command.command !== 'serve') throw new Error(`expected a serve command, got ${command.command}`);
   return command;
-}
-
-/** freePort finds a loopback port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Sink collects what main writes. */

@@ -1,8 +1,9 @@
 /**
  * Looking at processes from /proc, for the worker tests: which pids a primary has forked, and
- * whether a pid is still running.
+ * whether a pid is still running; and a free port for a process the test starts to listen on.
  */
 import { readFileSync, readdirSync } from 'node:fs';
+import net from 'node:net';
 
 /** isAlive tells whether a process with this pid exists (and is not a zombie). */
 export function isAlive(pid: number): boolean {
@@ -46,4 +47,13 @@ export function workerPids(primary: number): number[] {
       return false;
     }
   });
+}
+
+/** freePort finds a loopback port nothing listens on right now, for a process told to listen there. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
