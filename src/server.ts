@@ -4,6 +4,7 @@
  * the closing of sockets. It knows nothing of any particular app.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { App, ErrorStream, HeaderList, Upgraded } from '../protocol/nsgi.ts';
 import { RequestInput, inputAfterResponse, type InputHooks } from './body.ts';
 import { buildEnviron, type ConnectionInfo } from './environ.ts';
@@ -13,6 +14,7 @@ import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
 import { applyForwarded, trustedProxies, type TrustedProxies } from './forwarded.ts';
+import { handshakeLogger, type TlsOptions } from './tls.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -24,6 +26,11 @@ export interface ServeOptions {
   path?: string;
   /** An inherited listening socket's file descriptor to accept on instead (systemd, `--fd`). */
   fd?: number;
+  /**
+   * Serve HTTPS with this certificate and key (src/tls.ts): the same HTTP/1.1 driver on node:tls
+   * sockets, `nsgi.url_scheme` `https`, each peer's failed handshakes logged once.
+   */
+  tls?: TlsOptions;
   /** Receives one combined-log-format line per response; no access log when absent. */
   accessLog?: (line: string) => void;
   /** Where app errors and server diagnostics go (`nsgi.errors`); default stderr. */
@@ -97,8 +104,10 @@ export interface Server {
   readonly port: number;
   /** `http://host:port` for clients; `http+unix:PATH` (the path URI-encoded) for a unix socket. */
   readonly url: string;
-  /** The underlying node:net server. */
+  /** The underlying node:net server (a node:tls one with the `tls` option). */
   readonly netServer: net.Server;
+  /** reloadTls swaps in new certificates for the connections that follow (after a renewal). */
+  reloadTls(options: TlsOptions): void;
   /**
    * close stops accepting, closes idle connections at once, lets in-flight responses finish, and
    * resolves when every connection is closed. After `timeout` ms (default 30 s) the connections
@@ -150,6 +159,7 @@ interface Settings {
   sendTimeout: number;
   maxConnections: number;
   trustedProxies: TrustedProxies | null;
+  urlScheme: 'http' | 'https';
   /** Bodies whose `return()` is still running, for close() to wait on. */
   returning: Set<Promise<void>>;
   /** Called when a connection is gone, after its body was ended. */
@@ -188,6 +198,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     sendTimeout: options.sendTimeout ?? SERVER_DEFAULTS.sendTimeout,
     maxConnections: options.maxConnections ?? SERVER_DEFAULTS.maxConnections,
     trustedProxies: options.forwardedAllowIps === undefined || options.forwardedAllowIps.length === 0 ? null : trustedProxies(options.forwardedAllowIps),
+    urlScheme: options.tls === undefined ? 'http' : 'https',
     returning: new Set(),
     connectionGone: () => {
       if (closing && connections.size === 0) allGone?.();
@@ -196,11 +207,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   const connections = new Set<Connection>();
   let allGone: (() => void) | null = null;
   let closing = false;
-  const netServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    if (closing) {
-      socket.destroy();
-      return;
-    }
+  const accept = (socket: net.Socket): void => {
     if (connections.size >= settings.maxConnections) {
       socket.on('error', () => {});
       socket.end(OVERLOADED);
@@ -209,7 +216,25 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     }
     const conn = new Connection(socket, settings, connections);
     connections.add(conn);
-  });
+    // Only a TLS handshake that completes after close() gets here: it is a fresh connection,
+    // treated as those open at close() are.
+    if (closing) conn.shutdown();
+  };
+  // A TLS socket in its handshake is no Connection yet, but close()'s deadline must reach it: the
+  // TCP sockets under TLS are kept until they close.
+  const tcpSockets = new Set<net.Socket>();
+  const socketOptions = { allowHalfOpen: true, noDelay: true };
+  let netServer: net.Server;
+  if (options.tls === undefined) {
+    netServer = net.createServer(socketOptions, accept);
+  } else {
+    netServer = tls.createServer({ ...socketOptions, ...options.tls, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, accept);
+    netServer.on('tlsClientError', handshakeLogger(settings.errors));
+    netServer.on('connection', (raw: net.Socket) => {
+      tcpSockets.add(raw);
+      raw.once('close', () => tcpSockets.delete(raw));
+    });
+  }
   // net.Server.listen takes `{ fd }` as a handle; its ListenOptions type does not name it.
   const target: net.ListenOptions | { fd: number } =
     options.path !== undefined ? { path: options.path }
@@ -233,14 +258,19 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   return {
     host,
     port,
-    url: typeof address === 'string' ? `http+${urlHost}` : `http://${urlHost}:${port}`,
+    url: typeof address === 'string' ? `${settings.urlScheme}+${urlHost}` : `${settings.urlScheme}://${urlHost}:${port}`,
     netServer,
+    reloadTls(tlsOptions) {
+      if (!(netServer instanceof tls.Server)) throw new TypeError('reloadTls() needs a server started with the tls option');
+      netServer.setSecureContext({ ...tlsOptions });
+    },
     close(closeOptions = {}) {
       if (closed !== null) return closed;
       closing = true;
       const gone = new Promise<void>((resolve) => (allGone = resolve));
       closed = new Promise<void>((resolve) => {
         const deadline = setTimeout(() => {
+          for (const raw of tcpSockets) raw.destroy();
           for (const conn of connections) conn.destroy();
         }, closeOptions.timeout ?? SERVER_DEFAULTS.closeTimeout);
         // net.Server.close calls back once every socket is destroyed, which is before the
@@ -280,7 +310,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   readonly remotePort: string;
   readonly localAddress: string;
   readonly localPort: string;
-  readonly urlScheme = 'http';
+  readonly urlScheme: 'http' | 'https';
   readonly scriptName: string;
   readonly multiprocess: boolean;
   private exchange: Exchange | null = null;
@@ -322,6 +352,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     this.localAddress = socket.localAddress ?? '';
     this.localPort = String(socket.localPort ?? '');
     this.scriptName = settings.scriptName;
+    this.urlScheme = settings.urlScheme;
     this.multiprocess = settings.multiprocess;
     this.trusted = settings.trustedProxies?.trusts(this.remoteAddress) ?? false;
     // Shared listeners that find the connection on the socket, rather than five closures per
