@@ -19,10 +19,12 @@
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import tls from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 import { SERVER_DEFAULTS, serve } from './index.ts';
 import { askToBeReplaced, isWorker, prepareWorker, requestBudget, runWorkers } from './cluster.ts';
+import { loadTlsFiles, type TlsFiles, type TlsOptions } from './tls.ts';
 import { ListenerError, clearStaleSocket, setSocketMode, systemdListenFd } from './listeners.ts';
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS, createLogger, isLogLevel, type LogLevel, type Logger } from './log.ts';
 
@@ -79,6 +81,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'uds', value: 'PATH', help: 'listen on a unix socket at PATH instead (a stale socket there is replaced)' },
   { name: 'uds-mode', value: 'MODE', help: 'permissions of the --uds socket in octal, such as 660 (default: from the umask)' },
   { name: 'fd', value: 'N', help: 'accept on the inherited listening socket N instead (systemd socket activation sets it itself)' },
+  { name: 'certfile', value: 'FILE', help: 'serve HTTPS with this PEM certificate chain (with --keyfile); reread on SIGHUP' },
+  { name: 'keyfile', value: 'FILE', help: 'the PEM private key for --certfile' },
+  { name: 'ca-certs', value: 'FILE', help: 'PEM CA certificates: ask clients for a certificate verified against them (optional for the client)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
@@ -112,6 +117,12 @@ export interface ServeCommand {
   readonly udsMode?: number;
   /** The inherited listening socket to accept on instead, when given. */
   readonly fd?: number;
+  /** The TLS certificate chain file, when serving HTTPS. */
+  readonly certfile?: string;
+  /** The TLS private key file, when serving HTTPS. */
+  readonly keyfile?: string;
+  /** The CA certificates file client certificates are checked against, when given. */
+  readonly caCerts?: string;
   /** Whether to print an access-log line per response. */
   readonly accessLog: boolean;
   /** The mount path without a trailing slash, `''` at the root. */
@@ -240,6 +251,13 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
   if (udsMode !== undefined && !/^0?[0-7]{3}$/.test(udsMode)) {
     throw new CliError(`${label('uds-mode')} must be an octal mode such as 660, got ${JSON.stringify(udsMode)}`);
   }
+  const certfile = values.get('certfile');
+  const keyfile = values.get('keyfile');
+  const caCerts = values.get('ca-certs');
+  if ((certfile === undefined) !== (keyfile === undefined)) {
+    throw new CliError(certfile === undefined ? `${label('keyfile')} needs --certfile` : `${label('certfile')} needs --keyfile`);
+  }
+  if (caCerts !== undefined && certfile === undefined) throw new CliError(`${label('ca-certs')} needs --certfile and --keyfile`);
   if (jitter !== undefined && maxRequests === undefined) {
     throw new CliError(`${label('max-requests-jitter')} needs --max-requests`);
   }
@@ -259,6 +277,9 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(uds !== undefined && { uds }),
     ...(udsMode !== undefined && { udsMode: parseInt(udsMode, 8) }),
     ...(fd !== undefined && { fd: parseWhole(label('fd'), fd) }),
+    ...(certfile !== undefined && { certfile }),
+    ...(keyfile !== undefined && { keyfile }),
+    ...(caCerts !== undefined && { caCerts }),
     ...(maxRequests !== undefined && { maxRequests: parseCount(label('max-requests'), maxRequests) }),
     ...(jitter !== undefined && { maxRequestsJitter: parseWhole(label('max-requests-jitter'), jitter) }),
     workers,
@@ -582,9 +603,31 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
  */
 function describeListener(command: ServeCommand, bound?: { host: string; port: number }): string {
   if (command.uds !== undefined) return `unix:${command.uds}`;
-  if (bound === undefined) return command.fd !== undefined ? `fd ${command.fd}` : formatUrl(command.host, command.port);
+  const scheme = command.certfile === undefined ? 'http' : 'https';
+  if (bound === undefined) return command.fd !== undefined ? `fd ${command.fd}` : formatUrl(command.host, command.port, scheme);
   // An inherited socket may be a unix one, whose address is its path.
-  return bound.host.startsWith('/') ? `unix:${bound.host}` : formatUrl(bound.host, bound.port);
+  return bound.host.startsWith('/') ? `unix:${bound.host}` : formatUrl(bound.host, bound.port, scheme);
+}
+
+/** tlsFilesOf is the command's TLS files resolved against `cwd`, or undefined without TLS. */
+function tlsFilesOf(command: ServeCommand, cwd: string): TlsFiles | undefined {
+  if (command.certfile === undefined || command.keyfile === undefined) return undefined;
+  return {
+    certfile: path.resolve(cwd, command.certfile),
+    keyfile: path.resolve(cwd, command.keyfile),
+    ...(command.caCerts !== undefined && { caCerts: path.resolve(cwd, command.caCerts) }),
+  };
+}
+
+/** loadTls reads the TLS files and checks they make a usable context, as a {@link CliError} if not. */
+async function loadTls(files: TlsFiles): Promise<TlsOptions> {
+  try {
+    const options = await loadTlsFiles(files);
+    tls.createSecureContext(options);
+    return options;
+  } catch (err) {
+    throw new CliError(`TLS: ${describeError(err)}`);
+  }
 }
 
 /** systemdFd reads systemd's socket activation variables, as a {@link CliError} when unusable. */
@@ -608,8 +651,8 @@ async function clearSocket(path: string): Promise<void> {
 }
 
 /** formatUrl renders the bound address as a URL, bracketing an IPv6 host. */
-function formatUrl(host: string, port: number): string {
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+function formatUrl(host: string, port: number, scheme: string): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** TextSink is anywhere the CLI writes text: process.stdout, process.stderr, or a test's buffer. */
@@ -699,21 +742,31 @@ async function serveApp(
 ): Promise<number> {
   const { stdout, log } = io;
   const worker = isWorker();
-  const others = handleOtherSignals(log, worker);
+  let reload: (() => Promise<void>) | null = null;
+  const others = handleOtherSignals(log, worker, () => reload);
   try {
     if (worker) prepareWorker();
     let app = await loadApp(target, io.cwd);
+    const tlsFiles = tlsFilesOf(command, io.cwd);
+    const tlsOptions = tlsFiles === undefined ? undefined : await loadTls(tlsFiles);
     if (worker && command.maxRequests !== undefined) {
       app = countRequests(app, requestBudget(command.maxRequests, command.maxRequestsJitter ?? 0), askToBeReplaced);
     }
     const stopped = waitForStop(io.signal);
     let server: Awaited<ReturnType<typeof serve>>;
     try {
-      server = await serve(app, serveOptions(command, stdout));
+      server = await serve(app, { ...serveOptions(command, stdout), ...(tlsOptions !== undefined && { tls: tlsOptions }) });
       if (command.uds !== undefined && command.udsMode !== undefined) await setSocketMode(command.uds, command.udsMode);
     } catch (err) {
       stopped.cancel();
       throw new CliError(`cannot listen on ${describeListener(command)}: ${describeListenError(err)}`, EXIT_FAILURE);
+    }
+    if (tlsFiles !== undefined) {
+      const running = server;
+      reload = async () => {
+        running.reloadTls(await loadTls(tlsFiles));
+        log.info('received SIGHUP, reloaded the TLS certificates');
+      };
     }
     // In a worker the primary announces the address once for all of them.
     if (!worker) stdout.write(`nsgi: listening on ${describeListener(command, server)}\n`);
@@ -734,16 +787,22 @@ async function serveApp(
 /**
  * handleOtherSignals keeps SIGHUP, SIGTTIN and SIGTTOU from ending (or, for the last two,
  * suspending) a process that has no workers to reload, add or remove: a systemd unit's
- * `ExecReload=kill -HUP $MAINPID` must never take the service down. Alone, the process logs that
- * it needs `--workers` and keeps serving; a worker ignores them, since the primary acts on them.
+ * `ExecReload=kill -HUP $MAINPID` must never take the service down. Alone, the process rereads
+ * its TLS certificates on SIGHUP (what `reloader` gives, once serving), else logs that it needs
+ * `--workers` and keeps serving; a worker ignores them, since the primary acts on them.
  * A worker also ignores SIGINT and SIGTERM once they have started its shutdown: a terminal's
  * Ctrl-C reaches the workers as well as the primary, which then sends SIGTERM, and the second
  * signal must not kill a worker that is already draining (the primary's kill timer is the
  * backstop).
  */
-function handleOtherSignals(log: Logger, worker: boolean): { remove(): void } {
+function handleOtherSignals(log: Logger, worker: boolean, reloader: () => (() => Promise<void>) | null): { remove(): void } {
   const onSignal = (name: NodeJS.Signals): void => {
     if (worker) return log.debug(`worker ${process.pid}: ${name} is the primary's to act on; ignoring it`);
+    const reload = reloader();
+    if (name === 'SIGHUP' && reload !== null) {
+      reload().catch((err: unknown) => log.error(`received SIGHUP, but the TLS certificates were not reloaded: ${describeError(err)}; the old ones stay`));
+      return;
+    }
     const what = name === 'SIGHUP' ? 'reload' : name === 'SIGTTIN' ? 'add' : 'remove';
     log.warning(`received ${name}, but without --workers there are no workers to ${what}; still serving`);
   };
