@@ -97,6 +97,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES; K, M, G suffixes count in 1024s (default: no limit)' },
   { name: 'max-requests', value: 'N', help: 'with workers: replace a worker after it has served N requests (default: never)' },
   { name: 'max-requests-jitter', value: 'N', help: 'add a random 0..N to --max-requests per worker, so workers do not restart together' },
+  { name: 'reload', help: 'development only: reload the app when a file under its directory (or --reload-dir) changes' },
+  { name: 'reload-dir', value: 'DIR', help: 'with --reload: the directory to watch instead (default: the app module\'s)' },
   { name: 'log-level', value: 'LEVEL', help: `nsgi's own messages shown: ${LOG_LEVELS.join(', ')} (default ${DEFAULT_LOG_LEVEL})` },
   { name: 'help', short: 'h', help: 'show this help and exit' },
   { name: 'version', help: 'print the version and exit' },
@@ -149,6 +151,10 @@ export interface ServeCommand {
   readonly maxRequests?: number;
   /** The most extra requests added at random to `maxRequests`, when given. */
   readonly maxRequestsJitter?: number;
+  /** Whether to reload the app on file changes (development), when given. */
+  readonly reload?: boolean;
+  /** The directory --reload watches, when given. */
+  readonly reloadDir?: string;
   /** Which of nsgi's own messages are shown, when given. */
   readonly logLevel?: LogLevel;
 }
@@ -258,6 +264,8 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     throw new CliError(certfile === undefined ? `${label('keyfile')} needs --certfile` : `${label('certfile')} needs --keyfile`);
   }
   if (caCerts !== undefined && certfile === undefined) throw new CliError(`${label('ca-certs')} needs --certfile and --keyfile`);
+  const reloadDir = values.get('reload-dir');
+  if (reloadDir !== undefined && !values.has('reload')) throw new CliError(`${label('reload-dir')} needs --reload`);
   if (jitter !== undefined && maxRequests === undefined) {
     throw new CliError(`${label('max-requests-jitter')} needs --max-requests`);
   }
@@ -286,6 +294,8 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     forwardedAllowIps: forwarded,
     gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds(label('graceful-timeout'), graceful),
     ...(logLevel !== undefined && { logLevel }),
+    ...(values.has('reload') && { reload: true }),
+    ...(reloadDir !== undefined && { reloadDir }),
   };
 }
 
@@ -715,6 +725,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
         stdout,
         log,
         ...(io.signal !== undefined && { signal: io.signal }),
+        ...(command.reload === true && { watch: [path.resolve(io.cwd ?? process.cwd(), command.reloadDir ?? path.dirname(target.file))] }),
         listeningLine: ({ address, port }) => `nsgi: listening on ${describeListener(command, { host: address ?? command.host, port })}\n`,
       });
     }
@@ -728,7 +739,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
 
 /** supervises tells whether a command runs a primary with workers rather than serving itself. */
 function supervises(command: ServeCommand): boolean {
-  return command.workers > 1 || command.maxRequests !== undefined;
+  return command.workers > 1 || command.maxRequests !== undefined || command.reload === true;
 }
 
 /**

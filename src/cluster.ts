@@ -15,8 +15,12 @@
  *
  * A worker that loses its primary (even to `kill -9`) stops accepting and drains within the
  * graceful timeout instead of exiting at once as node:cluster would ({@link prepareWorker}).
+ *
+ * For development, `--reload` watches directories with Node's own recursive `fs.watch` and
+ * reloads on a change exactly as SIGHUP does.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { watch, type FSWatcher } from 'node:fs';
 import type { Logger } from './log.ts';
 
 /** isWorker tells whether this process is a worker forked by {@link runWorkers}. */
@@ -44,6 +48,11 @@ export interface WorkerOptions {
   listeningLine(address: { address: string; port: number }): string;
   /** Stops the workers when aborted, as a signal does. */
   signal?: AbortSignal;
+  /**
+   * Directories whose changes reload the workers, for development (`--reload`): a change is a
+   * SIGHUP, so an edit that breaks the app leaves the last good version serving.
+   */
+  watch?: readonly string[];
 }
 
 /** The first restart waits this long; each quick crash doubles it, up to MAX_BACKOFF_MS. */
@@ -53,6 +62,15 @@ const MAX_BACKOFF_MS = 10_000;
 const HEALTHY_UPTIME_MS = 10_000;
 /** Extra time past the graceful timeout before the primary kills a worker that has not exited. */
 const KILL_GRACE_MS = 2_000;
+/** Changes this close together make one reload: an editor's save is several writes and renames. */
+const WATCH_DEBOUNCE_MS = 100;
+/** Paths under a watched directory whose changes never reload: dependencies, VCS data, dotfiles. */
+const WATCH_IGNORED = /(^|[\/])(node_modules|\.[^\/]*)([\/]|$)/;
+/**
+ * The files whose changes reload: modules and JSON, as uvicorn watches only `*.py` by default. An
+ * app that writes its own logs or database beside its code must not reload itself in a loop.
+ */
+const WATCH_EXTENSIONS = /\.(?:[cm]?[jt]s|[jt]sx|json)$/;
 
 /** Exit codes a worker uses for mistakes in the command line or the app module (src/cli.ts). */
 const EXIT_USAGE = 2;
@@ -92,6 +110,8 @@ class Supervisor {
   private killTimer: NodeJS.Timeout | null = null;
   private reloading = false;
   private reloadAgain = false;
+  private readonly watchers: FSWatcher[] = [];
+  private watchTimer: NodeJS.Timeout | null = null;
   private readonly log: Logger;
 
   constructor(
@@ -117,6 +137,7 @@ class Supervisor {
     process.on('SIGTTIN', this.onTtin);
     process.on('SIGTTOU', this.onTtou);
     this.options.signal?.addEventListener('abort', this.onAbort, { once: true });
+    for (const dir of this.options.watch ?? []) this.watchers.push(watch(dir, { recursive: true }, this.onChange));
     if (this.options.signal?.aborted) return this.stop();
     // One worker first: it checks the app, and only once it listens do the others start.
     this.fork();
@@ -181,6 +202,16 @@ class Supervisor {
     if (this.stopping) return;
     this.log.info(`received SIGHUP, reloading ${this.staying().length} workers one at a time`);
     void this.reload();
+  };
+
+  private readonly onChange = (_event: string, file: string | null): void => {
+    if (this.stopping || file === null || WATCH_IGNORED.test(file) || !WATCH_EXTENSIONS.test(file)) return;
+    if (this.watchTimer !== null) clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => {
+      this.watchTimer = null;
+      this.log.info(`${file} changed, reloading`);
+      void this.reload();
+    }, WATCH_DEBOUNCE_MS);
   };
 
   /** TTIN adds a worker, as gunicorn's does. */
@@ -319,6 +350,8 @@ class Supervisor {
 
   private finish(): void {
     if (this.killTimer !== null) clearTimeout(this.killTimer);
+    if (this.watchTimer !== null) clearTimeout(this.watchTimer);
+    for (const watcher of this.watchers) watcher.close();
     cluster.off('listening', this.onListening);
     cluster.off('exit', this.onExit);
     cluster.off('message', this.onMessage);

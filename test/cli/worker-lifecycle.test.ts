@@ -8,7 +8,7 @@
  * The app is test/fixtures/versioned.mjs, copied into a temp dir so that each test can change its
  * `version.txt` and read its `imports.log`.
  */
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -192,6 +192,38 @@ describe('losing the primary', () => {
     expect(text).toMatch(/slow 9\n\r\n5\r\ndone\n\r\n0\r\n\r\n$/);
     await waitUntil(() => workers.every((pid) => !isAlive(pid)), 'the orphaned workers to exit', 10_000);
   }, 60_000);
+});
+
+describe('--reload', () => {
+  it('reloads on a change to a module under the app directory, keeps the last good app on a broken edit, ignores other files', async () => {
+    const { cli, port, primary } = await startWorkers(['--reload']);
+    // The app reads version.txt as it loads; the edit that matters to --reload is the module's.
+    const edit = (version: string): void => {
+      setVersion(version);
+      appendFileSync(path.join(dir, 'app.mjs'), `// edited to ${version}\n`);
+    };
+    const [first] = await workersOf(primary, 1);
+    const answer = async (): Promise<string> => (await (await fetch(`http://127.0.0.1:${port}/`)).text()).trim();
+    expect(await answer()).toBe(`v1 ${first}`);
+
+    edit('v2');
+    await waitUntil(() => cli.stderr.includes('reload done: 1 of 1'), 'the reload after the edit', SETTLE_MS);
+    const [second] = await workersOf(primary, 1);
+    expect(await answer()).toBe(`v2 ${second}`);
+
+    edit('bad');
+    await waitUntil(() => cli.stderr.includes('reload failed'), 'the failed reload', SETTLE_MS);
+    expect(await answer()).toBe(`v2 ${second}`);
+
+    // Each import appends to imports.log beside the app: that and dependencies never reload.
+    const reloads = cli.stderr.match(/changed, reloading/g)?.length ?? 0;
+    expect(reloads).toBe(2);
+    mkdirSync(path.join(dir, 'node_modules'));
+    writeFileSync(path.join(dir, 'node_modules', 'dep.js'), 'x');
+    writeFileSync(path.join(dir, 'data.txt'), 'x');
+    await sleep(500);
+    expect(cli.stderr.match(/changed, reloading/g)?.length ?? 0).toBe(reloads);
+  }, 90_000);
 });
 
 describe('the graceful timeout', () => {
