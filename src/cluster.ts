@@ -303,7 +303,8 @@ class Supervisor {
       return true;
     }
     const how = outcome.signal !== null ? `signal ${outcome.signal}` : `code ${outcome.code}`;
-    if (this.workers.has(old)) {
+    // Stopping ends successors too; that is no failure to report.
+    if (this.workers.has(old) && !this.stopping) {
       state.replaced = false;
       this.log.error(`${why} failed: the new worker ${successor.process.pid} exited (${how}) before listening; worker ${old.process.pid} keeps serving`);
     }

@@ -13,7 +13,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runLoad, type LoadReport } from '../helpers/load.ts';
+import { request, runLoad, type LoadReport } from '../helpers/load.ts';
 import { isAlive, workerPids } from '../helpers/processes.ts';
 import { sleep, waitUntil } from '../helpers/server.ts';
 import { killAllClis, startCli, type RunningCli } from '../helpers/spawn-cli.ts';
@@ -203,7 +203,12 @@ describe('--reload', () => {
       appendFileSync(path.join(dir, 'app.mjs'), `// edited to ${version}\n`);
     };
     const [first] = await workersOf(primary, 1);
-    const answer = async (): Promise<string> => (await (await fetch(`http://127.0.0.1:${port}/`)).text()).trim();
+    // A new connection each time: one kept alive to a worker that is retiring may be closed
+    // under a request, which HTTP leaves to the client to retry (RFC 9112 §9.3.1).
+    const answer = async (): Promise<string> => {
+      const r = await request({ port }, '/', {});
+      return r.ok ? r.body.trim() : r.why;
+    };
     expect(await answer()).toBe(`v1 ${first}`);
 
     edit('v2');

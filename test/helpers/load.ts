@@ -83,8 +83,11 @@ export async function runLoad(target: LoadTarget, stop: AbortSignal, options: Lo
   return report;
 }
 
-/** request makes one request on a new connection and collects the whole response. */
-function request(
+/**
+ * request makes one request on a new connection and collects the whole response: a 200 with its
+ * complete body is `ok`, anything else is described in `why`.
+ */
+export function request(
   target: LoadTarget,
   path: string,
   headers: Record<string, string>,
