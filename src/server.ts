@@ -6,6 +6,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { App, ErrorStream } from '../protocol/nsgi.ts';
+import { accessLogJson, accessLogLine, type AccessEntry, type AccessLogFormat } from './access-log.ts';
 import { LINGER_MS, type DeadlineTimes } from './deadlines.ts';
 import { Driver } from './driver.ts';
 import { EnvironBuilder } from './environ.ts';
@@ -21,6 +22,8 @@ export interface ServerContext extends DeadlineTimes {
   readonly app: App;
   readonly errors: ErrorStream;
   readonly accessLog: ((line: string) => void) | undefined;
+  /** Renders one access log entry in the format asked for. */
+  readonly accessLogFormat: (entry: AccessEntry) => string;
   readonly scriptName: string;
   readonly multiprocess: boolean;
   readonly trustedProxies: TrustedProxies | null;
@@ -55,6 +58,8 @@ export interface ServeOptions {
   tls?: TlsOptions;
   /** Receives one combined-log-format line per response; no access log when absent. */
   accessLog?: (line: string) => void;
+  /** The access log's format: `combined` (default) or `json`, one object per line. */
+  accessLogFormat?: AccessLogFormat;
   /** Where app errors and server diagnostics go (`nsgi.errors`); default stderr. */
   errors?: ErrorStream;
   /** The path the app is mounted at; moved from PATH_INFO to SCRIPT_NAME (SPEC §2.2). */
@@ -170,6 +175,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     app,
     errors: options.errors ?? STDERR,
     accessLog: options.accessLog,
+    accessLogFormat: options.accessLogFormat === 'json' ? accessLogJson : accessLogLine,
     scriptName,
     multiprocess: options.multiprocess ?? false,
     keepAliveTimeout,
