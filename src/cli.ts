@@ -24,6 +24,7 @@ import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 import { SERVER_DEFAULTS, serve } from './index.ts';
 import { askToBeReplaced, isWorker, prepareWorker, requestBudget, runWorkers } from './cluster.ts';
+import { ACCESS_LOG_FORMATS, type AccessLogFormat } from './access-log.ts';
 import { loadTlsFiles, type TlsFiles, type TlsOptions } from './tls.ts';
 import { ListenerError, clearStaleSocket, setSocketMode, systemdListenFd } from './listeners.ts';
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS, createLogger, isLogLevel, type LogLevel, type Logger } from './log.ts';
@@ -85,6 +86,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'keyfile', value: 'FILE', help: 'the PEM private key for --certfile' },
   { name: 'ca-certs', value: 'FILE', help: 'PEM CA certificates: ask clients for a certificate verified against them (optional for the client)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
+  { name: 'access-log-format', value: 'FORMAT', help: `access log lines as ${ACCESS_LOG_FORMATS.join(' or ')} (JSON: one object per line); implies the access log` },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
   { name: 'forwarded-allow-ips', value: 'LIST', help: 'comma-separated proxy IPs/subnets (or *) whose Forwarded/X-Forwarded-* are believed (default: none)' },
@@ -127,6 +129,8 @@ export interface ServeCommand {
   readonly caCerts?: string;
   /** Whether to print an access-log line per response. */
   readonly accessLog: boolean;
+  /** The access log's format, when given. */
+  readonly accessLogFormat?: AccessLogFormat;
   /** The mount path without a trailing slash, `''` at the root. */
   readonly rootPath: string;
   /** The keep-alive idle timeout in milliseconds, when given. */
@@ -264,6 +268,10 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     throw new CliError(certfile === undefined ? `${label('keyfile')} needs --certfile` : `${label('certfile')} needs --keyfile`);
   }
   if (caCerts !== undefined && certfile === undefined) throw new CliError(`${label('ca-certs')} needs --certfile and --keyfile`);
+  const accessLogFormat = values.get('access-log-format');
+  if (accessLogFormat !== undefined && !(ACCESS_LOG_FORMATS as readonly string[]).includes(accessLogFormat)) {
+    throw new CliError(`${label('access-log-format')} must be one of ${ACCESS_LOG_FORMATS.join(', ')}, got ${JSON.stringify(accessLogFormat)}`);
+  }
   const reloadDir = values.get('reload-dir');
   if (reloadDir !== undefined && !values.has('reload')) throw new CliError(`${label('reload-dir')} needs --reload`);
   if (jitter !== undefined && maxRequests === undefined) {
@@ -274,7 +282,8 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     target: positionals[0] as string,
     host,
     port,
-    accessLog: values.has('access-log'),
+    accessLog: values.has('access-log') || accessLogFormat !== undefined,
+    ...(accessLogFormat !== undefined && { accessLogFormat: accessLogFormat as AccessLogFormat }),
     rootPath: parseRootPath(label('root-path'), values.get('root-path') ?? ''),
     ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds(label('keep-alive-timeout'), keepAlive) }),
     ...(headers !== undefined && { headersTimeout: parseSeconds(label('headers-timeout'), headers) }),
@@ -595,6 +604,7 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
     : command.uds !== undefined ? { path: command.uds }
     : { host: command.host, port: command.port };
   if (command.accessLog) options.accessLog = (line) => stdout.write(line.endsWith('\n') ? line : `${line}\n`);
+  if (command.accessLogFormat !== undefined) options.accessLogFormat = command.accessLogFormat;
   if (command.rootPath !== '') options.scriptName = command.rootPath;
   if (command.keepAliveTimeout !== undefined) options.keepAliveTimeout = command.keepAliveTimeout;
   if (command.headersTimeout !== undefined) options.headersTimeout = command.headersTimeout;

@@ -131,6 +131,21 @@ describe('--log-level', () => {
   }, 30_000);
 });
 
+describe('--access-log-format', () => {
+  it('json prints one JSON object per response on stdout, after the listening line', async () => {
+    const { cli, url } = await startCli([APP, '--port', '0', '--access-log-format', 'json']);
+    expect(await (await fetch(`${url}/hello`, { headers: { 'user-agent': 'probe' } })).text()).toBe('ok');
+    for (let i = 0; i < 100 && cli.stdout.split('\n').length < 3; i++) await new Promise((r) => setTimeout(r, 50));
+    const record = JSON.parse(cli.stdout.split('\n')[1]!) as Record<string, unknown>;
+    expect(record).toMatchObject({ remote_addr: '127.0.0.1', request: 'GET /hello HTTP/1.1', status: 200, bytes: 2, user_agent: 'probe' });
+  }, 30_000);
+
+  it('refuses other formats', () => {
+    expect(() => parseCliArgs(['a.ts', '--access-log-format', 'xml'])).toThrow('--access-log-format must be one of combined, json, got "xml"');
+    expect(serveCommand(['a.ts'], { NSGI_ACCESS_LOG_FORMAT: 'json' })).toMatchObject({ accessLog: true, accessLogFormat: 'json' });
+  });
+});
+
 describe('--max-requests', () => {
   it('parses with its jitter, which needs it', () => {
     expect(serveCommand(['a.ts', '--max-requests', '1000', '--max-requests-jitter', '50'])).toMatchObject({ maxRequests: 1000, maxRequestsJitter: 50 });
