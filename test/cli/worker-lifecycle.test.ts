@@ -232,7 +232,7 @@ describe('--reload', () => {
 });
 
 describe('the graceful timeout', () => {
-  it("BODY-16: cutting a body that ignores nsgi.signal runs its finally before the process exits", async () => {
+  it("BODY-16, BODY-17: cutting a body that ignores nsgi.signal runs its finally before the process exits", async () => {
     const { cli, port, primary } = await startWorkers(['--graceful-timeout', '0.5']);
     const client = net.connect(port, '127.0.0.1');
     let text = '';

@@ -58,7 +58,7 @@ function endlessApp(probe: Probe, options: { intervalMs: number; honourSignal?: 
 }
 
 describe('SPEC §3.4: return() exactly once however the server ends a body', () => {
-  it('BODY-16: the graceful timeout of close() cuts a body that ignores nsgi.signal', async () => {
+  it('BODY-16, BODY-17: the graceful timeout of close() cuts a body that ignores nsgi.signal', async () => {
     const probe: Probe = { nexts: 0, returns: 0, finallyRan: false };
     const { server, port } = await startServer(endlessApp(probe, { intervalMs: 20 }));
     const client = await RawClient.connect(port);
@@ -70,7 +70,7 @@ describe('SPEC §3.4: return() exactly once however the server ends a body', () 
     await client.waitForClose();
   });
 
-  it('BODY-16: the send timeout drops a client that reads nothing', async () => {
+  it('BODY-16, BODY-17: the send timeout drops a client that reads nothing', async () => {
     const probe: Probe = { nexts: 0, returns: 0, finallyRan: false };
     const { port, errors } = await startServer(endlessApp(probe, { intervalMs: 0 }), { sendTimeout: 300 });
     const client = await RawClient.connect(port, { collect: false });
@@ -80,7 +80,7 @@ describe('SPEC §3.4: return() exactly once however the server ends a body', () 
     expect(probe.returns).toBe(1);
   }, 20_000);
 
-  it('BODY-16: close() ends a body that honours nsgi.signal', async () => {
+  it('BODY-16, BODY-17: close() ends a body that honours nsgi.signal', async () => {
     const probe: Probe = { nexts: 0, returns: 0, finallyRan: false };
     const { server, port } = await startServer(endlessApp(probe, { intervalMs: 20, honourSignal: true }));
     const client = await RawClient.connect(port);
@@ -93,7 +93,7 @@ describe('SPEC §3.4: return() exactly once however the server ends a body', () 
     expect(client.data.toString('latin1').endsWith('\r\n0\r\n\r\n')).toBe(true);
   });
 
-  it('BODY-16: the client leaving mid-body', async () => {
+  it('BODY-16, BODY-17: the client leaving mid-body', async () => {
     const probe: Probe = { nexts: 0, returns: 0, finallyRan: false };
     await startServer(endlessApp(probe, { intervalMs: 20 })).then(async ({ port }) => {
       const client = await RawClient.connect(port);
