@@ -3,9 +3,12 @@
  * The primary process only supervises: it forks the workers (each re-runs the same command line,
  * loads the app and serves), announces the address once, replaces a worker that dies (with a
  * backoff, so a crash loop does not spin), and passes SIGTERM/SIGINT on so every worker shuts down
- * gracefully before the primary exits.
+ * gracefully before the primary exits. It also keeps the stream log the workers share (the cluster
+ * broker, `src/broker/cluster.ts`), so topics, SSE feeds and WebSocket rooms see one order across
+ * workers; a worker restarted after a crash finds the log as it was.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { startBrokerRelay } from './broker/cluster.ts';
 
 /** isWorker tells whether this process is a worker forked by {@link runWorkers}. */
 export function isWorker(): boolean {
@@ -53,6 +56,7 @@ export function runWorkers(options: WorkerOptions): Promise<number> {
     let exitCode = 0;
     let backoff = MIN_BACKOFF_MS;
     let killTimer: NodeJS.Timeout | null = null;
+    const stopRelay = startBrokerRelay();
 
     const fork = (): void => {
       if (stopping) return;
@@ -106,6 +110,7 @@ export function runWorkers(options: WorkerOptions): Promise<number> {
 
     const finish = (): void => {
       if (killTimer !== null) clearTimeout(killTimer);
+      stopRelay();
       cluster.off('listening', onListening);
       cluster.off('exit', onExit);
       process.off('SIGINT', onSignal);
