@@ -326,20 +326,24 @@ export class RedisBroker implements Broker {
           this.wakeLoop = undefined;
           continue;
         }
-        const topics = [...this.watching.keys()];
-        const cursors = topics.map((t) => this.watching.get(t) as string);
         const reader = this.reader as Connection;
         let reply: unknown;
+        let topics: string[] = [];
+        let cursors: string[] = [];
         try {
           if (this.readerId === undefined) this.readerId = Number(await reader.call('client', 'id'));
+          // The topic set is taken here, with no await before the read goes out, so a topic
+          // added meanwhile is either in this read or sees it in flight and interrupts it.
+          topics = [...this.watching.keys()];
+          cursors = topics.map((t) => this.watching.get(t) as string);
+          if (topics.length === 0) continue;
           this.inFlight = new Set(topics);
           reply = await reader.call('xread', 'BLOCK', REDIS_BLOCK_MS, 'STREAMS', ...topics.map((t) => this.key(t)), ...cursors.map(toRedisId));
         } catch (err) {
           this.inFlight = undefined;
           if (this.closed) break;
           // The connection is gone: waiting clients hear it now rather than at their timeout.
-          const message = err instanceof Error ? err.message : String(err);
-          this.waiters.fail(new BrokerError('unavailable', `lost the connection to Redis at ${this.shownUrl}: ${this.lastError || message}`, { cause: err }));
+          this.waiters.fail(new BrokerError('unavailable', `lost the connection to Redis at ${this.shownUrl}${this.lastError !== '' ? `: ${this.lastError}` : ''}`, { cause: err }));
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, REDIS_RECONNECT_MS);
             this.wakeLoop = () => {

@@ -1,0 +1,121 @@
+/**
+ * What only the Redis broker shows, against a real redis-server the test starts and stops: a clear
+ * error when Redis is down at start, two connections per process however many clients wait, a
+ * Redis killed under waiting clients (bounded failure, nothing hangs), and service resumed after
+ * a restart with the history kept (AOF).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { RedisBroker } from '../../src/broker/redis.ts';
+import { BrokerError } from '../../src/broker/types.ts';
+import { freePort, startRedis, type RedisServer } from '../helpers/redis.ts';
+import { settledWithin, until } from './broker-cases.ts';
+
+const servers: RedisServer[] = [];
+const brokers: RedisBroker[] = [];
+afterEach(async () => {
+  for (const broker of brokers.splice(0)) await broker.close();
+  for (const server of servers.splice(0)) await server.remove();
+});
+
+async function redis(options: { aof?: boolean } = {}): Promise<RedisServer> {
+  const server = await startRedis(options);
+  servers.push(server);
+  return server;
+}
+
+function broker(url: string): RedisBroker {
+  const made = new RedisBroker({ url });
+  brokers.push(made);
+  return made;
+}
+
+/** clientCount asks Redis how many connections it has, less the one asking. */
+async function clientCount(url: string): Promise<number> {
+  const probe = broker(url);
+  await probe.ready();
+  const list = (await (probe as unknown as { command: { call(...args: string[]): Promise<string> } }).command.call('client', 'list')).trim().split('\n');
+  await probe.close();
+  return list.length - 2;
+}
+
+describe('Redis broker', () => {
+  it('fails at start with an error naming the address and the cause when Redis is down', async () => {
+    const port = await freePort();
+    const down = broker(`redis://127.0.0.1:${port}/0`);
+    const started = Date.now();
+    const failure = await down.ready().catch((err: unknown) => err);
+    expect(failure).toBeInstanceOf(BrokerError);
+    expect((failure as BrokerError).code).toBe('unavailable');
+    expect((failure as Error).message).toBe(`cannot reach Redis at redis://127.0.0.1:${port}/0: connect ECONNREFUSED 127.0.0.1:${port}`);
+    expect(Date.now() - started).toBeLessThan(5000);
+    await expect(down.publish('t', 'x')).rejects.toThrow(/cannot reach Redis/);
+  });
+
+  it('refuses a URL that is not Redis, or a database that is not a number, naming it', () => {
+    expect(() => new RedisBroker({ url: 'http://127.0.0.1:6379' })).toThrow(/not a Redis URL: "http:\/\/127.0.0.1:6379"/);
+    expect(() => new RedisBroker({ url: 'redis://127.0.0.1:6379/db' })).toThrow(/database must be a number, got "db"/);
+    expect(() => new RedisBroker({ url: 'redis://:secret@127.0.0.1:1/0' })).not.toThrow();
+  });
+
+  it('never shows the password of the URL in an error', async () => {
+    const port = await freePort();
+    const down = broker(`redis://:hunter2@127.0.0.1:${port}/0`);
+    const failure = (await down.ready().catch((err: unknown) => err)) as Error;
+    expect(failure.message).toContain(`redis://:***@127.0.0.1:${port}/0`);
+    expect(failure.message).not.toContain('hunter2');
+  });
+
+  it('holds two connections however many clients wait on however many topics, and lets go of each topic', async () => {
+    const server = await redis();
+    const shared = broker(server.url);
+    await shared.ready();
+    const controller = new AbortController();
+    const waits = Array.from({ length: 60 }, (_, i) => shared.wait(`t${i % 3}`, undefined, { timeoutMs: 60_000, signal: controller.signal }).catch(() => 'aborted'));
+    await until(() => shared.waiting() === 60 && shared.watched === 3);
+    expect(await clientCount(server.url)).toBe(2);
+    const id = await shared.publish('t1', 'one');
+    await until(() => shared.waiting() === 40);
+    controller.abort();
+    expect(await Promise.all(waits)).toEqual(Array.from({ length: 60 }, (_, i) => (i % 3 === 1 ? { entries: [{ id, data: 'one' }], lastId: id, missed: false } : 'aborted')));
+    expect(shared.waiting()).toBe(0);
+    expect(shared.watched).toBe(0);
+  });
+
+  it('rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart', { timeout: 30_000 }, async () => {
+    const server = await redis({ aof: true });
+    const a = broker(server.url);
+    const b = broker(server.url);
+    await a.ready();
+    await b.ready();
+    const first = await a.publish('news', 'before the crash');
+    const waits = Array.from({ length: 5 }, () => b.wait('news', first, { timeoutMs: 60_000 }));
+    await until(() => b.waiting('news') === 5);
+
+    const outcomes = waits.map((wait) => wait.then(() => 'answered', (err: unknown) => err));
+    await server.stop(true);
+    for (const outcome of outcomes) {
+      expect(await settledWithin(outcome, 3000)).toBe(true);
+      expect(await outcome).toMatchObject({ code: 'unavailable', message: expect.stringMatching(/^lost the connection to Redis at redis:\/\/127\.0\.0\.1:\d+\/0/) });
+    }
+    expect(b.waiting()).toBe(0);
+    const publishing = a.publish('news', 'during');
+    expect(await settledWithin(publishing, 3000)).toBe(true);
+    await expect(publishing).rejects.toBeInstanceOf(BrokerError);
+    await expect(b.wait('news', first, { timeoutMs: 60_000 })).rejects.toBeInstanceOf(BrokerError);
+
+    await server.restart();
+    let second: string | undefined;
+    const deadline = Date.now() + 10_000;
+    while (second === undefined && Date.now() < deadline) {
+      second = await a.publish('news', 'after the restart').catch(() => undefined);
+      if (second === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(second).toBeDefined();
+    expect(await b.read('news', first)).toEqual({ entries: [{ id: second, data: 'after the restart' }], lastId: second, missed: false });
+    expect((await b.read('news')).entries.map((e) => e.data)).toEqual(['before the crash', 'after the restart']);
+    const wait = b.wait('news', second, { timeoutMs: 10_000 });
+    await until(() => b.waiting('news') === 1);
+    const third = await a.publish('news', 'live again');
+    expect(await wait).toEqual({ entries: [{ id: third, data: 'live again' }], lastId: third, missed: false });
+  });
+});
