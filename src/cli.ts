@@ -23,6 +23,8 @@ import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 import { SERVER_DEFAULTS, serve } from './index.ts';
 import { isWorker, runWorkers } from './cluster.ts';
+import { BROKER_ENV } from './broker/default.ts';
+import { BrokerError } from './broker/types.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
 type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
@@ -85,6 +87,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
   { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
   { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: no limit)' },
+  { name: 'broker', value: 'URL', help: 'stream broker: memory, cluster or redis://host:port/db (default: $NSGI_BROKER, else cluster with --workers, else memory)' },
   { name: 'help', short: 'h', help: 'show this help and exit' },
   { name: 'version', help: 'print the version and exit' },
 ];
@@ -120,6 +123,8 @@ export interface ServeCommand {
   readonly maxConnections?: number;
   /** How long a graceful shutdown waits for in-flight responses, in milliseconds. */
   readonly gracefulTimeout: number;
+  /** The stream broker, when given: `memory`, `cluster` or a `redis://` URL. */
+  readonly broker?: string;
 }
 
 /** CliCommand is what a command line asks for: help, the version, or serving an app. */
@@ -184,6 +189,8 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const maxConnections = values.get('max-connections');
   const graceful = values.get('graceful-timeout');
   const workers = values.has('workers') ? parseCount('workers', values.get('workers') as string) : 1;
+  const broker = values.get('broker');
+  if (broker !== undefined) parseBroker('--broker', broker);
   const forwarded = (values.get('forwarded-allow-ips') ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
   for (const entry of forwarded) {
     if (entry !== '*' && !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry)) {
@@ -206,7 +213,14 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     workers,
     forwardedAllowIps: forwarded,
     gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds('graceful-timeout', graceful),
+    ...(broker !== undefined && { broker }),
   };
+}
+
+/** parseBroker accepts `memory`, `cluster`, or a `redis://` / `rediss://` URL. */
+function parseBroker(where: string, text: string): string {
+  if (text === 'memory' || text === 'cluster' || /^rediss?:\/\/[^/\s]+(\/\d+)?\/?$/i.test(text)) return text;
+  throw new CliError(`${where} must be memory, cluster or redis://host:port/db, got ${JSON.stringify(text)}`);
 }
 
 /** findOption looks an option up by how it was written: `--name` or `-x`. */
@@ -460,6 +474,8 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   if (command.maxConnections !== undefined) options.maxConnections = command.maxConnections;
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
   if (command.workers > 1) options.multiprocess = true;
+  const broker = command.broker ?? (process.env[BROKER_ENV] || undefined);
+  if (broker !== undefined) options.broker = command.broker === undefined ? parseBroker(BROKER_ENV, broker) : broker;
   return options;
 }
 
@@ -536,6 +552,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       server = await serve(app, serveOptions(command, stdout));
     } catch (err) {
       stopped.cancel();
+      if (err instanceof BrokerError || err instanceof CliError) throw new CliError(`cannot start the stream broker: ${err.message}`, EXIT_FAILURE);
       throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
     // In a worker the primary announces the address once for all of them.

@@ -13,6 +13,8 @@ import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
 import { applyForwarded, trustedProxies, type TrustedProxies } from './forwarded.ts';
+import { serveBroker } from './broker/default.ts';
+import type { Broker } from './broker/types.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -68,6 +70,13 @@ export interface ServeOptions {
   serverName?: string;
   /** Sets `nsgi.multiprocess` (true when workers run the app). */
   multiprocess?: boolean;
+  /**
+   * The stream broker of the process (topics, SSE topic streams, WebSocket topics): a `Broker`,
+   * or `memory`, `cluster`, `redis://host:port/db`. It must be reachable before the server
+   * listens, else `serve` rejects with its `BrokerError`; one opened from a string closes with
+   * the server. Default: `NSGI_BROKER`, else cluster in a node:cluster worker, else memory.
+   */
+  broker?: Broker | string;
 }
 
 /**
@@ -183,12 +192,16 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     connections.add(conn);
   });
   const host = options.host ?? SERVER_DEFAULTS.host;
+  const releaseBroker = options.broker === undefined ? null : await serveBroker(options.broker);
   await new Promise<void>((resolve, reject) => {
     netServer.once('error', reject);
     netServer.listen(options.port ?? SERVER_DEFAULTS.port, host, () => {
       netServer.off('error', reject);
       resolve();
     });
+  }).catch(async (err: unknown) => {
+    await releaseBroker?.();
+    throw err;
   });
   netServer.on('error', (err) => settings.errors.write(`nsgi: server error: ${err.message}`));
   const address = netServer.address() as net.AddressInfo;
@@ -209,7 +222,8 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         // net.Server.close calls back once every connection is gone.
         netServer.close(() => {
           clearTimeout(deadline);
-          resolve();
+          if (releaseBroker === null) resolve();
+          else void releaseBroker().then(resolve, resolve);
         });
         for (const conn of connections) conn.shutdown();
       });

@@ -58,3 +58,14 @@ export async function useBroker(broker: Broker | string): Promise<Broker> {
 export function resetDefaultBroker(): void {
   current = undefined;
 }
+
+/**
+ * serveBroker is `serve({ broker })`: it makes the broker the process's once it is ready (a
+ * {@link BrokerError} if it cannot be reached), and answers how to release it when the server
+ * closes: a broker `serve` opened from a description is closed with the server, one passed in
+ * stays open for its owner.
+ */
+export async function serveBroker(broker: Broker | string): Promise<() => Promise<void>> {
+  const chosen = await useBroker(broker);
+  return typeof broker === 'string' ? () => chosen.close() : () => Promise.resolve();
+}
