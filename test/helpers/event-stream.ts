@@ -1,8 +1,10 @@
 /**
- * A client of `text/event-stream` for the stream tests: fetch, then parse the body as a browser's
+ * A client of `text/event-stream` for the stream tests: a GET on a connection of its own (so
+ * that, under workers, reconnections spread over them), its body parsed as a browser's
  * EventSource does (fields per line, data lines joined with LF, comments ignored, an event
  * dispatched at a blank line), with `retry`, and waits with deadlines.
  */
+import http from 'node:http';
 
 /** StreamEvent is one dispatched event. */
 export interface StreamEvent {
@@ -14,7 +16,7 @@ export interface StreamEvent {
 /** EventStream is one open stream and what it has delivered so far. */
 export interface EventStream {
   readonly status: number;
-  readonly headers: Headers;
+  readonly headers: http.IncomingHttpHeaders;
   readonly events: StreamEvent[];
   /** The last `retry:` value seen. */
   readonly retry: number | undefined;
@@ -28,10 +30,15 @@ export interface EventStream {
 
 /** openEventStream opens `url`, sending `Last-Event-ID` when given. */
 export async function openEventStream(url: string, options: { lastEventId?: string } = {}): Promise<EventStream> {
-  const controller = new AbortController();
   const headers: Record<string, string> = { Accept: 'text/event-stream' };
   if (options.lastEventId !== undefined) headers['Last-Event-ID'] = options.lastEventId;
-  const res = await fetch(url, { headers, signal: controller.signal });
+  const req = http.get(url, { headers, agent: false });
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    req.once('response', resolve);
+    req.once('error', reject);
+  });
+  // After the response, a cut connection ends the stream (below), not the test.
+  req.on('error', () => {});
   const events: StreamEvent[] = [];
   const listeners = new Set<() => void>();
   let retry: number | undefined;
@@ -67,7 +74,7 @@ export async function openEventStream(url: string, options: { lastEventId?: stri
   const ended = (async () => {
     const decoder = new TextDecoder();
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) feed(decoder.decode(chunk, { stream: true }));
+      for await (const chunk of res as AsyncIterable<Uint8Array>) feed(decoder.decode(chunk, { stream: true }));
     } catch {
       // Cancelled by close(), or the connection was cut: the stream is over either way.
     } finally {
@@ -76,14 +83,14 @@ export async function openEventStream(url: string, options: { lastEventId?: stri
     }
   })();
   return {
-    status: res.status,
+    status: res.statusCode ?? 0,
     headers: res.headers,
     events,
     get retry() {
       return retry;
     },
     ended,
-    close: () => controller.abort(),
+    close: () => req.destroy(),
     until(count, timeoutMs = 5000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {

@@ -28,7 +28,7 @@ describe('sseTopic', () => {
     const { url } = await startServer(sseTopic('feed', { broker }));
     const stream = await open(url);
     expect(stream.status).toBe(200);
-    expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect(stream.headers['content-type']).toMatch(/^text\/event-stream/);
     await waitUntil(() => broker.waiting('feed') === 1 && stream.retry !== undefined, 'the stream to wait');
     expect(stream.retry).toBe(DEFAULT_SSE_RETRY_MS);
     const one = await broker.publish('feed', 'one');

@@ -4,19 +4,17 @@
  * or skipped as configured, and a compressing socket gets its own frame.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
 import { MemoryBroker } from '../../src/broker/memory.ts';
 import { websocketApp } from '../../src/websocket.ts';
 import { CLOSE_TRY_AGAIN_LATER, WebSocketTopics, type WebSocketTopicsOptions } from '../../src/websocket-topics.ts';
 import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
+import { closeWebSockets, connectWebSocket } from '../helpers/ws-client.ts';
 
 /** MESSAGES bounds the slow-socket loops: 4 MiB each, far more than loopback socket buffers hold. */
 const MESSAGES = 12;
 
-const clients = new Set<WebSocket>();
 afterEach(async () => {
-  for (const client of clients) client.terminate();
-  clients.clear();
+  closeWebSockets();
   await cleanup();
 });
 
@@ -36,17 +34,7 @@ async function room(options: WebSocketTopicsOptions & { perMessageDeflate?: bool
   return { url: url.replace('http', 'ws'), topics, broker };
 }
 
-async function connect(url: string, options: { perMessageDeflate?: boolean } = {}): Promise<{ ws: WebSocket; received: string[] }> {
-  const ws = new WebSocket(url, { perMessageDeflate: options.perMessageDeflate ?? false });
-  clients.add(ws);
-  const received: string[] = [];
-  ws.on('message', (data) => received.push(String(data)));
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  return { ws, received };
-}
+const connect = connectWebSocket;
 
 describe('WebSocketTopics', () => {
   it('delivers a published message to every subscriber, framing it once', async () => {
