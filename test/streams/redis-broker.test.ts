@@ -65,7 +65,7 @@ describe('Redis broker', () => {
     expect(failure.message).not.toContain('hunter2');
   });
 
-  it('holds two connections however many clients wait on however many topics, and lets go of each topic', async () => {
+  it('BR-6: holds two connections however many clients wait on however many topics, and lets go of each topic', async () => {
     const server = await redis();
     const shared = broker(server.url);
     await shared.ready();
@@ -81,7 +81,7 @@ describe('Redis broker', () => {
     expect(shared.watched).toBe(0);
   });
 
-  it('rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart', { timeout: 30_000 }, async () => {
+  it('BR-7: rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart', { timeout: 30_000 }, async () => {
     const server = await redis({ aof: true });
     const a = broker(server.url);
     const b = broker(server.url);
