@@ -6,6 +6,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { RedisBroker } from '../../src/broker/redis.ts';
+import { sseTopic } from '../../src/helpers/sse.ts';
+import { websocketApp } from '../../src/websocket.ts';
+import { WebSocketTopics } from '../../src/websocket-topics.ts';
+import { openEventStream } from '../helpers/event-stream.ts';
+import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
+import { closeWebSockets, connectWebSocket } from '../helpers/ws-client.ts';
 import { BrokerError } from '../../src/broker/types.ts';
 import { freePort, startRedis, type RedisServer } from '../helpers/redis.ts';
 import { settledWithin, until } from './broker-cases.ts';
@@ -13,6 +19,8 @@ import { settledWithin, until } from './broker-cases.ts';
 const servers: RedisServer[] = [];
 const brokers: RedisBroker[] = [];
 afterEach(async () => {
+  closeWebSockets();
+  await cleanup();
   for (const broker of brokers.splice(0)) await broker.close();
   for (const server of servers.splice(0)) await server.remove();
 });
@@ -117,5 +125,28 @@ describe('Redis broker', () => {
     await until(() => b.waiting('news') === 1);
     const third = await a.publish('news', 'live again');
     expect(await wait).toEqual({ entries: [{ id: third, data: 'live again' }], lastId: third, missed: false });
+  });
+
+  it('BR-6: event streams and WebSocket subscribers that leave release their waits and the topics of the blocking read', { timeout: 30_000 }, async () => {
+    const server = await redis();
+    const shared = broker(server.url);
+    await shared.ready();
+    const topics = new WebSocketTopics({ broker: shared });
+    const sse = sseTopic('feed', { broker: shared });
+    const { url } = await startServer((environ, startResponse) =>
+      environ.PATH_INFO === '/ws' ? websocketApp((ws) => topics.subscribe(ws, 'room'))(environ, startResponse) : sse(environ, startResponse),
+    );
+    const streams = await Promise.all(Array.from({ length: 20 }, () => openEventStream(`${url}/events`)));
+    const peers = await Promise.all(Array.from({ length: 10 }, () => connectWebSocket(`${url.replace('http', 'ws')}/ws`)));
+    await waitUntil(() => shared.waiting('feed') === 20 && shared.waiting('room') === 1 && shared.watched === 2, '20 streams and one room follower waiting');
+    const id = await shared.publish('feed', 'to all');
+    await shared.publish('room', 'hello room');
+    for (const stream of streams) expect(await stream.until(1)).toEqual([{ type: 'message', data: 'to all', id }]);
+    await waitUntil(() => peers.every((p) => p.received.length === 1), 'the room message at every socket');
+    for (const stream of streams) stream.close();
+    closeWebSockets();
+    await waitUntil(() => shared.waiting() === 0 && topics.subscribers() === 0 && topics.following === 0, 'every wait and subscription to go');
+    expect(shared.watched).toBe(0);
+    expect(await clientCount(server.url)).toBe(2);
   });
 });
