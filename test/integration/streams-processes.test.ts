@@ -4,106 +4,21 @@
  * process and a Redis that dies and comes back. Every request and stream is a connection of its
  * own, so they spread over the workers; `X-Served-By` shows that they did.
  */
-import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openEventStream, type EventStream } from '../helpers/event-stream.ts';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
 import { killAllClis, runCli, startCli, type RunningCli } from '../helpers/spawn-cli.ts';
-import { closeWebSockets, connectWebSocket, type Peer } from '../helpers/ws-client.ts';
+import { closeStreams, events, expectOrderedIds, pollAll, publish, request, roomSocket, send, sleep, until } from '../helpers/stream-clients.ts';
+import { closeWebSockets } from '../helpers/ws-client.ts';
 
 const APP = 'test/fixtures/streams.ts';
 
-const streams: EventStream[] = [];
 const redises: RedisServer[] = [];
 afterEach(async () => {
-  for (const stream of streams.splice(0)) stream.close();
+  closeStreams();
   closeWebSockets();
   await killAllClis();
   for (const server of redises.splice(0)) await server.remove();
 });
-
-interface Reply {
-  readonly status: number;
-  readonly servedBy: string | undefined;
-  readonly body: string;
-}
-
-/** request sends one request on a connection of its own. */
-function request(url: string, options: { method?: string; body?: string } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: options.method ?? 'GET', agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (text: string) => (body += text));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, servedBy: res.headers['x-served-by'] as string | undefined, body }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(options.body);
-  });
-}
-
-async function publish(base: string, text: string): Promise<string> {
-  const reply = await request(`${base}/feed/publish`, { method: 'POST', body: text });
-  expect(reply.status).toBe(200);
-  return (JSON.parse(reply.body) as { id: string }).id;
-}
-
-async function send(base: string, text: string): Promise<{ id: string; servedBy: string | undefined }> {
-  const reply = await request(`${base}/chat/send`, { method: 'POST', body: text });
-  expect(reply.status).toBe(200);
-  return { id: (JSON.parse(reply.body) as { id: string }).id, servedBy: reply.servedBy };
-}
-
-interface ChatMessage {
-  id: string;
-  text: string;
-}
-
-/** pollAll polls from `since` until `count` messages came, answering them and the processes that served. */
-async function pollAll(base: string, count: number): Promise<{ messages: ChatMessage[]; servedBy: Set<string> }> {
-  const messages: ChatMessage[] = [];
-  const servedBy = new Set<string>();
-  let since = '0';
-  const deadline = Date.now() + 15_000;
-  while (messages.length < count && Date.now() < deadline) {
-    const reply = await request(`${base}/chat/poll?since=${since}`);
-    if (reply.servedBy !== undefined) servedBy.add(reply.servedBy);
-    if (reply.status === 204) continue;
-    expect(reply.status).toBe(200);
-    const answer = JSON.parse(reply.body) as { messages: ChatMessage[]; lastId: string; missed: boolean };
-    expect(answer.missed).toBe(false);
-    messages.push(...answer.messages.map(({ id, text }) => ({ id, text })));
-    since = answer.lastId;
-  }
-  return { messages, servedBy };
-}
-
-async function events(url: string, lastEventId?: string): Promise<EventStream> {
-  const stream = await openEventStream(url, lastEventId === undefined ? {} : { lastEventId });
-  streams.push(stream);
-  expect(stream.status).toBe(200);
-  return stream;
-}
-
-function roomSocket(base: string): Promise<Peer> {
-  return connectWebSocket(`${base.replace('http', 'ws')}/room`);
-}
-
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** ids check: unique, and sorted as strings in the order given. */
-function expectOrderedIds(ids: string[]): void {
-  expect(new Set(ids).size).toBe(ids.length);
-  expect([...ids].sort()).toEqual(ids);
-}
 
 /** startWorkers starts `nsgi --workers 2` and resolves once both workers have answered a request. */
 async function startWorkers(): Promise<RunningCli> {
@@ -192,7 +107,7 @@ describe('two nsgi instances sharing Redis', () => {
     expect((await resumed.until(2)).map((e) => [e.id, e.data])).toEqual([[ids[1], 'y'], [ids[2], 'z']]);
 
     // Every nsgi process goes; Redis stays. New processes replay from the client's id.
-    for (const stream of streams.splice(0)) stream.close();
+    closeStreams();
     closeWebSockets();
     await killAllClis();
     [a, b] = await pair(redis);
