@@ -73,7 +73,7 @@ describe('Redis broker', () => {
     expect(failure.message).not.toContain('hunter2');
   });
 
-  it('BR-6: holds two connections however many clients wait on however many topics, and lets go of each topic', async () => {
+  it('holds two connections however many clients wait on however many topics, and lets go of each topic (BR-6)', async () => {
     const server = await redis();
     const shared = broker(server.url);
     await shared.ready();
@@ -89,7 +89,7 @@ describe('Redis broker', () => {
     expect(shared.watched).toBe(0);
   });
 
-  it('BR-7: rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart', { timeout: 30_000 }, async () => {
+  it('rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart (BR-7)', { timeout: 30_000 }, async () => {
     const server = await redis({ aof: true });
     const a = broker(server.url);
     const b = broker(server.url);
@@ -127,7 +127,7 @@ describe('Redis broker', () => {
     expect(await wait).toEqual({ entries: [{ id: third, data: 'live again' }], lastId: third, missed: false });
   });
 
-  it('BR-6: event streams and WebSocket subscribers that leave release their waits and the topics of the blocking read', { timeout: 30_000 }, async () => {
+  it('event streams and WebSocket subscribers that leave release their waits and the topics of the blocking read (BR-6)', { timeout: 30_000 }, async () => {
     const server = await redis();
     const shared = broker(server.url);
     await shared.ready();
