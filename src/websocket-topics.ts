@@ -32,7 +32,7 @@
 import * as wsModule from 'ws';
 import type { WebSocket } from 'ws';
 import { defaultBroker } from './broker/default.ts';
-import { BEGINNING, BrokerError, type Broker } from './broker/types.ts';
+import { BEGINNING, BrokerError, checkTopicName, type Broker } from './broker/types.ts';
 
 /** DEFAULT_TOPIC_SOCKET_BUFFER is how many unsent bytes a subscriber may hold before it counts as slow: 1 MiB. */
 export const DEFAULT_TOPIC_SOCKET_BUFFER = 1024 * 1024;
@@ -119,6 +119,7 @@ export class WebSocketTopics {
 
   /** subscribe adds `ws` to `topic`'s subscribers until it closes or is unsubscribed. */
   subscribe(ws: WebSocket, topic: string): void {
+    checkTopicName(topic);
     if (ws.readyState !== OPEN) return;
     let topics = this.topicsOf.get(ws);
     if (topics === undefined) {

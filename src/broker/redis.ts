@@ -299,7 +299,10 @@ export class RedisBroker implements Broker {
     const current = this.watching.get(topic);
     if (current !== undefined) return;
     this.watching.set(topic, cursor);
-    if (!this.loopRunning) void this.loop();
+    if (!this.loopRunning) {
+      // A reply the loop cannot read is a broken connection as far as the waiting clients go.
+      this.loop().catch((err: unknown) => this.waiters.fail(new BrokerError('unavailable', `reading from Redis at ${this.shownUrl} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err })));
+    }
     else if (this.inFlight === undefined) this.wakeLoop?.();
     else if (!this.inFlight.has(topic)) void this.unblock();
   }

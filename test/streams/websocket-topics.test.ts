@@ -111,8 +111,9 @@ describe('WebSocketTopics', () => {
     expect(topics.stats).toMatchObject({ framed: 1, sent: 1, sentAlone: 1 });
   });
 
-  it('refuses bad options with a RangeError naming them', () => {
+  it('refuses bad options with a RangeError naming them, and a bad topic name with a TypeError', () => {
     expect(() => new WebSocketTopics({ maxBufferedBytes: -1 })).toThrow(/maxBufferedBytes/);
     expect(() => new WebSocketTopics({ slowSocket: 'ignore' as 'drop' })).toThrow(/slowSocket/);
+    expect(() => new WebSocketTopics().subscribe({ readyState: 1 } as never, '')).toThrow(/a topic name must be a string of 1 to 256 characters, got ""/);
   });
 });
