@@ -77,13 +77,14 @@ describe('Redis broker', () => {
     const server = await redis();
     const shared = broker(server.url);
     await shared.ready();
-    const controller = new AbortController();
-    const waits = Array.from({ length: 60 }, (_, i) => shared.wait(`t${i % 3}`, undefined, { timeoutMs: 60_000, signal: controller.signal }).catch(() => 'aborted'));
+    // One signal per wait, as one per request in an app.
+    const controllers = Array.from({ length: 60 }, () => new AbortController());
+    const waits = controllers.map((controller, i) => shared.wait(`t${i % 3}`, undefined, { timeoutMs: 60_000, signal: controller.signal }).catch(() => 'aborted'));
     await until(() => shared.waiting() === 60 && shared.watched === 3);
     expect(await clientCount(server.url)).toBe(2);
     const id = await shared.publish('t1', 'one');
     await until(() => shared.waiting() === 40);
-    controller.abort();
+    for (const controller of controllers) controller.abort();
     expect(await Promise.all(waits)).toEqual(Array.from({ length: 60 }, (_, i) => (i % 3 === 1 ? { entries: [{ id, data: 'one' }], lastId: id, missed: false } : 'aborted')));
     expect(shared.waiting()).toBe(0);
     expect(shared.watched).toBe(0);
