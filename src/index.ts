@@ -42,7 +42,7 @@ export { MemoryBroker, DEFAULT_BROKER_CAPACITY, type MemoryBrokerOptions } from 
 export { ClusterBroker, startBrokerRelay, CLUSTER_REQUEST_TIMEOUT_MS, type BrokerRelayOptions, type ClusterBrokerOptions } from './broker/cluster.ts';
 export { RedisBroker, type RedisBrokerOptions } from './broker/redis.ts';
 export { defaultBroker, createBroker, useBroker, BROKER_ENV } from './broker/default.ts';
-export { isCursor } from './broker/ids.ts';
+export { isCursor, LATEST } from './broker/ids.ts';
 export { sseTopic, topicEvents, DEFAULT_SSE_RETRY_MS, SSE_MISSED_EVENT, type SseTopicOptions } from './helpers/sse.ts';
 export { WebSocketTopics, CLOSE_TRY_AGAIN_LATER, DEFAULT_TOPIC_SOCKET_BUFFER, type SlowSocketPolicy, type WebSocketTopicsOptions, type WebSocketTopicsStats } from './websocket-topics.ts';
 export { type Since } from './helpers/longpoll.ts';

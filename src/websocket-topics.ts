@@ -32,7 +32,8 @@
 import * as wsModule from 'ws';
 import type { WebSocket } from 'ws';
 import { defaultBroker } from './broker/default.ts';
-import { BEGINNING, BrokerError, checkTopicName, type Broker } from './broker/types.ts';
+import { LATEST } from './broker/ids.ts';
+import { BrokerError, checkTopicName, type Broker } from './broker/types.ts';
 
 /** DEFAULT_TOPIC_SOCKET_BUFFER is how many unsent bytes a subscriber may hold before it counts as slow: 1 MiB. */
 export const DEFAULT_TOPIC_SOCKET_BUFFER = 1024 * 1024;
@@ -198,7 +199,7 @@ export class WebSocketTopics {
     while (!signal.aborted) {
       try {
         // Subscribers get what is published after they joined.
-        cursor ??= (await this.broker.read(topic, BEGINNING)).lastId;
+        cursor ??= (await this.broker.read(topic, LATEST)).lastId;
         if (signal.aborted) return;
         const result = await this.broker.wait(topic, cursor, { timeoutMs: Infinity, signal });
         if (result === 'timeout') continue;

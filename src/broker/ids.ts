@@ -14,6 +14,13 @@ export const ID_SEQUENCE_DIGITS = 16;
 
 const ID_PATTERN = /^(\d{13})-(\d{16})$/;
 
+/**
+ * LATEST is the greatest id there can be. Reading after it answers no entries and the topic's
+ * `lastId` (an id beyond the latest counts as the latest), which is how a new reader learns where
+ * "from now on" starts without copying the history.
+ */
+export const LATEST = `${'9'.repeat(ID_TIME_DIGITS)}-${'9'.repeat(ID_SEQUENCE_DIGITS)}`;
+
 /** makeId renders a time and a sequence number as an id. */
 export function makeId(time: number | string, sequence: number | string): string {
   return `${String(time).padStart(ID_TIME_DIGITS, '0')}-${String(sequence).padStart(ID_SEQUENCE_DIGITS, '0')}`;

@@ -37,7 +37,7 @@
  */
 import type { App, Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
 import { defaultBroker } from '../broker/default.ts';
-import { isCursor } from '../broker/ids.ts';
+import { isCursor, LATEST } from '../broker/ids.ts';
 import { BEGINNING, BrokerError, type Broker } from '../broker/types.ts';
 
 /** DEFAULT_SSE_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
@@ -160,7 +160,7 @@ export async function* topicEvents(environ: Environ, topic: string, options: Sse
       // No id, or one this broker never made (garbled, or from another system): start afresh, and
       // if the client claimed a position, tell it the thread is broken.
       if (sent !== undefined && sent !== '') yield* missedNotice(environ, options);
-      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(topic, BEGINNING)).lastId;
+      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(topic, LATEST)).lastId;
     }
     for (;;) {
       const result = await broker.wait(topic, cursor, { timeoutMs: Infinity, signal });

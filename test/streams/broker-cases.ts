@@ -5,6 +5,7 @@
  * the other must read and be woken by.
  */
 import { expect } from 'vitest';
+import { LATEST } from '../../src/broker/ids.ts';
 import { BEGINNING, BrokerError, type Broker } from '../../src/broker/types.ts';
 
 /** Pair is two brokers on one log and a way to tell topics of different cases apart. */
@@ -143,6 +144,7 @@ export const BROKER_CASES: BrokerCase[] = [
       const last = await a.publish(t, 'now');
       const future = '9999999999999-0000000000000001';
       expect(await b.read(t, future)).toEqual({ entries: [], lastId: last, missed: false });
+      expect(await b.read(t, LATEST)).toEqual({ entries: [], lastId: last, missed: false });
       const wait = b.wait(t, future, { timeoutMs: 5000 });
       await until(() => b.waiting(t) === 1);
       const next = await a.publish(t, 'next');
