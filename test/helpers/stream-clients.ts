@@ -88,6 +88,24 @@ export function roomSocket(base: string): Promise<Peer> {
   return connectWebSocket(`${base.replace('http', 'ws')}/ws/room`);
 }
 
+/**
+ * joinRoom waits until every peer's subscription is live: the first peer sends `probe` messages
+ * until each peer has received one (a socket's topic follower starts asynchronously, in whichever
+ * process it landed), and then every peer forgets the probes.
+ */
+export async function joinRoom(peers: readonly Peer[]): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (let i = 0; !peers.every((p) => p.received.some((m) => m.startsWith('probe'))); i++) {
+    if (Date.now() > deadline) throw new Error('the room did not deliver a probe to every socket within 15 s');
+    peers[0]!.ws.send(`probe ${i}`);
+    await sleep(100);
+  }
+  // Probes still in flight arrive in order before anything sent after them.
+  peers[0]!.ws.send('probe last');
+  await until(() => peers.every((p) => p.received.includes('probe last')), 'the last probe at every socket');
+  for (const peer of peers) peer.received.splice(0);
+}
+
 /** until polls `check` every 20 ms until it holds, failing after `timeoutMs`. */
 export async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

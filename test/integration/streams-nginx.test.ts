@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startNginx, type RunningNginx } from '../helpers/nginx.ts';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
 import { killAllClis, startCli } from '../helpers/spawn-cli.ts';
-import { closeStreams, events, expectOrderedIds, pollAll, publish, roomSocket, send, sleep, until } from '../helpers/stream-clients.ts';
+import { closeStreams, events, expectOrderedIds, joinRoom, pollAll, publish, roomSocket, send, sleep, until } from '../helpers/stream-clients.ts';
 import { closeWebSockets } from '../helpers/ws-client.ts';
 
 const APP = 'test/fixtures/streams.ts';
@@ -52,7 +52,7 @@ describe('nginx in front of two nsgi instances sharing Redis', () => {
     expect(replays.size).toBe(2);
 
     const peers = await Promise.all(Array.from({ length: 4 }, () => roomSocket(base)));
-    await sleep(500);
+    await joinRoom(peers);
     peers[0]!.ws.send('through nginx');
     await until(() => peers.every((p) => p.received.includes('through nginx')), 'the room message at every socket');
   });

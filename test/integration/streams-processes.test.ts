@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
 import { killAllClis, runCli, startCli, type RunningCli } from '../helpers/spawn-cli.ts';
-import { closeStreams, events, expectOrderedIds, pollAll, publish, request, roomSocket, send, sleep, until } from '../helpers/stream-clients.ts';
+import { closeStreams, events, expectOrderedIds, joinRoom, pollAll, publish, request, roomSocket, send, sleep, until } from '../helpers/stream-clients.ts';
 import { closeWebSockets } from '../helpers/ws-client.ts';
 
 const APP = 'test/fixtures/streams.ts';
@@ -50,8 +50,8 @@ describe('nsgi --workers 2 (cluster broker)', () => {
 
   it('SSE: a client reconnecting with Last-Event-ID to either worker gets exactly the events after it', { timeout: 60_000 }, async () => {
     const { url } = await startWorkers();
-    const first = await events(`${url}/feed/events`);
-    await sleep(300);
+    // Last-Event-ID 0: from the oldest kept event, so none is missed however late the stream starts.
+    const first = await events(`${url}/feed/events`, '0');
     const ids: string[] = [];
     for (const text of ['a', 'b', 'c']) ids.push(await publish(url, text));
     expectOrderedIds(ids);
@@ -70,7 +70,7 @@ describe('nsgi --workers 2 (cluster broker)', () => {
   it('WebSocket room: a message sent on one worker reaches the sockets on both', { timeout: 60_000 }, async () => {
     const { url } = await startWorkers();
     const peers = await Promise.all(Array.from({ length: 4 }, () => roomSocket(url)));
-    await sleep(300);
+    await joinRoom(peers);
     peers[0]!.ws.send('hello from 0');
     peers[3]!.ws.send('hello from 3');
     await until(() => peers.every((p) => p.received.length === 2), 'both messages at every socket');
@@ -95,9 +95,9 @@ describe('two nsgi instances sharing Redis', () => {
     const two = await send(b.url, 'two');
     expect((await polling).messages).toEqual([{ id: one.id, text: 'one' }, { id: two.id, text: 'two' }]);
 
-    const listener = await events(`${b.url}/feed/events`);
+    const listener = await events(`${b.url}/feed/events`, '0');
     const room = await Promise.all([roomSocket(a.url), roomSocket(b.url)]);
-    await sleep(300);
+    await joinRoom(room);
     const ids = [await publish(a.url, 'x'), await publish(b.url, 'y'), await publish(a.url, 'z')];
     expectOrderedIds(ids);
     expect((await listener.until(3)).map((e) => e.data)).toEqual(['x', 'y', 'z']);
