@@ -8,6 +8,9 @@ import { expect } from 'vitest';
 import { openEventStream, type EventStream } from './event-stream.ts';
 import { connectWebSocket, type Peer } from './ws-client.ts';
 
+/** REQUEST_TIMEOUT_MS bounds one request of {@link request}; a long poll answers within 25 s. */
+const REQUEST_TIMEOUT_MS = 30_000;
+
 const streams: EventStream[] = [];
 
 /** closeStreams closes every stream {@link events} opened. */
@@ -32,6 +35,8 @@ export function request(url: string, options: { method?: string; body?: string }
       res.on('error', reject);
     });
     req.on('error', reject);
+    // Nothing here should take long; a request that hangs fails its test with the URL.
+    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer from ${url} within ${REQUEST_TIMEOUT_MS} ms`)));
     req.end(options.body);
   });
 }

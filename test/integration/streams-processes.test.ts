@@ -67,6 +67,29 @@ describe('nsgi --workers 2 (cluster broker)', () => {
     expect(servedBy.size).toBe(2);
   });
 
+  it('a worker that dies is replaced, and the new one serves the same history: the primary keeps it', { timeout: 60_000 }, async () => {
+    const { url, cli } = await startWorkers();
+    const one = await send(url, 'before the crash');
+    const victim = Number(one.servedBy);
+    process.kill(victim, 'SIGKILL');
+    // A connection node:cluster hands to a worker it has not yet seen die is lost, so wait for the
+    // primary to notice (it says so) before connecting again.
+    await until(() => cli.stderr.includes(`worker ${victim} died`), 'the primary to notice the dead worker');
+    // Until the replacement listens, the survivor takes every connection; then both answer again.
+    const seen = new Set<string>();
+    const deadline = Date.now() + 20_000;
+    while (seen.size < 2 && Date.now() < deadline) {
+      const reply = await request(`${url}/feed/nowhere`);
+      if (reply.servedBy !== undefined && Number(reply.servedBy) !== victim) seen.add(reply.servedBy);
+    }
+    expect(seen.size).toBe(2);
+    const two = await send(url, 'after the crash');
+    for (let i = 0; i < 4; i++) {
+      const { messages } = await pollAll(url, 2);
+      expect(messages).toEqual([{ id: one.id, text: 'before the crash' }, { id: two.id, text: 'after the crash' }]);
+    }
+  });
+
   it('WebSocket room: a message sent on one worker reaches the sockets on both', { timeout: 60_000 }, async () => {
     const { url } = await startWorkers();
     const peers = await Promise.all(Array.from({ length: 4 }, () => roomSocket(url)));
