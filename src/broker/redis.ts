@@ -7,8 +7,8 @@
  *   entry's Redis id, zero-padded, is the broker id.
  * - read: `XRANGE key (after +` and `XINFO STREAM key` in one MULTI, so the answer's `lastId` and
  *   `missed` describe the same moment. `missed` is exact although `MAXLEN ~` trims
- *   approximately: the oldest kept entry names its predecessor, and a reader whose id is older
- *   than that predecessor never saw it. (Trimming does not move Redis's own
+ *   approximately: the oldest entry after the reader names its predecessor, and a reader whose id
+ *   is not that predecessor never saw it (or brings an id from a history Redis lost). (Trimming does not move Redis's own
  *   `max-deleted-entry-id`, only XDEL does, so that field cannot tell.)
  * - wait: one blocking `XREAD BLOCK ... STREAMS k1 k2 ... id1 id2 ...` per process, on a second
  *   connection, for every topic that has a waiting client in this process; what it brings wakes
@@ -25,7 +25,7 @@
  * {@link REDIS_RECONNECT_MS} at most), and once it has, everything works again: readers resume
  * from their ids, so nothing kept is lost.
  */
-import { fromRedisId, normaliseCursor, toRedisId } from './ids.ts';
+import { fromRedisId, makeId, normaliseCursor, toRedisId } from './ids.ts';
 import {
   BEGINNING,
   BrokerError,
@@ -276,20 +276,29 @@ export class RedisBroker implements Broker {
         .multi([
           ['xrange', key, start, '+'],
           ['xinfo', 'stream', key],
+          ['time'],
         ])
         .exec(),
     );
     const entries = toEntries(this.reply(replies, 0) as RawEntry[]);
     const infoError = replies?.[1]?.[0];
-    // A topic nobody published to has no stream yet.
-    if (infoError instanceof Error && /no such key/i.test(infoError.message)) return { entries: [], lastId: BEGINNING, missed: false };
+    if (infoError instanceof Error && /no such key/i.test(infoError.message)) {
+      // No stream: nobody published yet, or Redis lost it (restarted without persistence). A
+      // reader with an id from before now had a history that is gone; one from beyond now is
+      // from the future, which counts as the latest (BR-3).
+      const [seconds, micros] = (this.reply(replies, 2) as [string, string]).map(Number) as [number, number];
+      const now = makeId(seconds * 1000 + Math.floor(micros / 1000), 0);
+      return { entries: [], lastId: BEGINNING, missed: after !== BEGINNING && after < now };
+    }
     const info = fields(this.reply(replies, 1) as unknown[]);
     // In one MULTI the last generated id is the last entry's, or, for a reader with nothing new,
     // where it stands (a reader from beyond it is moved back to it).
     const lastId = fromStreamId(String(info.get('last-generated-id') ?? '0-0'));
     const first = (this.reply(replies, 0) as RawEntry[])[0];
-    // With nothing after the reader although the stream went further, what came after was trimmed (by age).
-    const missed = first === undefined ? after < lastId && lastId !== BEGINNING : after < predecessor(first);
+    // The oldest entry after the reader names the entry before it: a reader anywhere else missed
+    // that one (trimmed), or holds an id this stream never had (Redis lost its history). With
+    // nothing after the reader although the stream went further, what came after was trimmed.
+    const missed = first === undefined ? after < lastId && lastId !== BEGINNING : after !== predecessor(first);
     return { entries, lastId, missed };
   }
 

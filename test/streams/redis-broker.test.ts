@@ -5,6 +5,7 @@
  * a restart with the history kept (AOF).
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { LATEST } from '../../src/broker/ids.ts';
 import { RedisBroker } from '../../src/broker/redis.ts';
 import { sseTopic } from '../../src/helpers/sse.ts';
 import { websocketApp } from '../../src/websocket.ts';
@@ -149,5 +150,28 @@ describe('Redis broker', () => {
     await waitUntil(() => shared.waiting() === 0 && topics.subscribers() === 0 && topics.following === 0, 'every wait and subscription to go');
     expect(shared.watched).toBe(0);
     expect(await clientCount(server.url)).toBe(2);
+  });
+
+  it('tells a reader whose history Redis lost (restarted without persistence) that it missed entries (BR-4)', { timeout: 30_000 }, async () => {
+    const server = await redis();
+    const a = broker(server.url);
+    await a.ready();
+    const lost = await a.publish('news', 'kept only in memory');
+    await server.stop(true);
+    await server.restart();
+    let fresh: string | undefined;
+    const deadline = Date.now() + 10_000;
+    while (fresh === undefined && Date.now() < deadline) {
+      fresh = await a.read('other', lost).then(
+        () => 'reconnected',
+        () => undefined,
+      );
+      if (fresh === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(await a.read('news', lost)).toEqual({ entries: [], lastId: '0', missed: true });
+    expect(await a.read('news', LATEST)).toEqual({ entries: [], lastId: '0', missed: false });
+    const id = await a.publish('news', 'after the loss');
+    expect(await a.read('news', lost)).toEqual({ entries: [{ id, data: 'after the loss' }], lastId: id, missed: true });
+    expect(await a.read('news')).toEqual({ entries: [{ id, data: 'after the loss' }], lastId: id, missed: false });
   });
 });
