@@ -45,7 +45,7 @@ export async function untilZero(count: () => number): Promise<number> {
 
 export const BROKER_CASES: BrokerCase[] = [
   {
-    name: 'ids are unique, sort as strings in publishing order, and read-after answers the entries after an id (BR-1, BR-3)',
+    name: 'BR-1, BR-3: ids are unique, sort as strings in publishing order, and read-after answers the entries after an id',
     async run({ a, b, topic }) {
       const t = topic('order');
       const ids: string[] = [];
@@ -60,13 +60,13 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'an empty topic reads as no entries at the beginning (BR-3)',
+    name: 'BR-3: an empty topic reads as no entries at the beginning',
     async run({ a, topic }) {
       expect(await a.read(topic('empty'))).toEqual({ entries: [], lastId: BEGINNING, missed: false });
     },
   },
   {
-    name: 'a wait is answered by a publish from the other broker, with exactly the new entry (BR-5)',
+    name: 'BR-5: a wait is answered by a publish from the other broker, with exactly the new entry',
     async run({ a, b, topic }) {
       const t = topic('wake');
       const first = await a.publish(t, 'before');
@@ -78,7 +78,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'a wait after an older id answers at once with everything after it (BR-5)',
+    name: 'BR-5: a wait after an older id answers at once with everything after it',
     async run({ a, b, topic }) {
       const t = topic('behind');
       const one = await a.publish(t, '1');
@@ -89,7 +89,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'a wait with nothing new times out, and leaves no waiter behind (BR-5, BR-6)',
+    name: 'BR-5, BR-6: a wait with nothing new times out, and leaves no waiter behind',
     async run({ a, topic }) {
       const t = topic('timeout');
       const last = await a.publish(t, 'x');
@@ -100,7 +100,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'an aborted wait rejects with the signal reason at once and is released; an aborted signal is refused up front (BR-5, BR-6)',
+    name: 'BR-5, BR-6: an aborted wait rejects with the signal reason at once and is released; an aborted signal is refused up front',
     async run({ a, topic }) {
       const t = topic('abort');
       const controllers = Array.from({ length: 20 }, () => new AbortController());
@@ -115,7 +115,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'history is bounded by capacity, and a reader whose id was trimmed is told it missed entries (BR-4, BR-8)',
+    name: 'BR-4, BR-8: history is bounded by capacity, and a reader whose id was trimmed is told it missed entries',
     async run({ a, b, topic }) {
       const t = topic('capacity');
       const ids: string[] = [];
@@ -138,7 +138,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'an id from beyond the latest counts as the latest: the reader waits for the next entry (BR-3)',
+    name: 'BR-3: an id from beyond the latest counts as the latest: the reader waits for the next entry',
     async run({ a, b, topic }) {
       const t = topic('future');
       const last = await a.publish(t, 'now');
@@ -152,7 +152,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'many entries published while waiters are spread over old and new ids reach each exactly once, in order (BR-1, BR-5)',
+    name: 'BR-1, BR-5: many entries published while waiters are spread over old and new ids reach each exactly once, in order',
     async run({ a, b, topic }) {
       const t = topic('burst');
       const start = await a.publish(t, 'start');
@@ -174,7 +174,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'bad input is refused with an error naming it: topic, data, cursor, timeout, capacity (BR-2)',
+    name: 'BR-2: bad input is refused with an error naming it: topic, data, cursor, timeout, capacity',
     async run({ a, topic }) {
       await expect(a.publish('', 'x')).rejects.toThrow(/topic name/);
       await expect(a.publish(topic('bad'), { no: 1 } as unknown as string)).rejects.toThrow(/must be a string/);
@@ -185,7 +185,7 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
-    name: 'close rejects pending waits with a BrokerError and later calls fail the same way (BR-7)',
+    name: 'BR-7: close rejects pending waits with a BrokerError and later calls fail the same way',
     async run({ a, topic }) {
       const t = topic('close');
       const wait = a.wait(t, undefined, { timeoutMs: 60_000 });

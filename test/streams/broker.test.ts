@@ -95,7 +95,7 @@ describe.each(BACKENDS.map((backend) => ({ backend, name: backend.name })))('bro
 });
 
 describe('memory broker', () => {
-  it('drops entries older than maxAgeMs and says so to a reader that had not seen them (BR-4, BR-8)', async () => {
+  it('BR-4, BR-8: drops entries older than maxAgeMs and says so to a reader that had not seen them', async () => {
     let now = 1_000_000;
     const broker = new MemoryBroker({ maxAgeMs: 1000, now: () => now });
     const first = await broker.publish('t', 'old');
@@ -109,7 +109,7 @@ describe('memory broker', () => {
     expect(await broker.read('t', third)).toEqual({ entries: [], lastId: third, missed: false });
   });
 
-  it('a reader bringing an id of an earlier run gets the kept entries with missed: true (BR-2, BR-4)', async () => {
+  it('BR-2, BR-4: a reader bringing an id of an earlier run gets the kept entries with missed: true', async () => {
     const broker = new MemoryBroker();
     const earlier = makeId(Date.now() - 60_000, 7);
     expect(await broker.read('t', earlier)).toEqual({ entries: [], lastId: '0', missed: true });
@@ -124,7 +124,7 @@ describe('memory broker', () => {
 });
 
 describe('cluster broker', () => {
-  it('fails with an error that says why when there is no primary relay or no IPC channel at all (BR-7)', async () => {
+  it('BR-7: fails with an error that says why when there is no primary relay or no IPC channel at all', async () => {
     // A primary that listens on its channel but runs no relay.
     const child = spawn(process.execPath, ['-e', 'process.on("message", () => {})'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     const silent = new ClusterBroker({ channel: child, requestTimeoutMs: 200 });

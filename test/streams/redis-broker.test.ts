@@ -74,7 +74,7 @@ describe('Redis broker', () => {
     expect(failure.message).not.toContain('hunter2');
   });
 
-  it('holds two connections however many clients wait on however many topics, and lets go of each topic (BR-6)', async () => {
+  it('BR-6: holds two connections however many clients wait on however many topics, and lets go of each topic', async () => {
     const server = await redis();
     const shared = broker(server.url);
     await shared.ready();
@@ -91,7 +91,7 @@ describe('Redis broker', () => {
     expect(shared.watched).toBe(0);
   });
 
-  it('rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart (BR-7)', { timeout: 30_000 }, async () => {
+  it('BR-7: rejects waiting clients, publishes and reads at once when Redis dies, and resumes with the history after a restart', { timeout: 30_000 }, async () => {
     const server = await redis({ aof: true });
     const a = broker(server.url);
     const b = broker(server.url);
@@ -129,7 +129,7 @@ describe('Redis broker', () => {
     expect(await wait).toEqual({ entries: [{ id: third, data: 'live again' }], lastId: third, missed: false });
   });
 
-  it('event streams and WebSocket subscribers that leave release their waits and the topics of the blocking read (BR-6)', { timeout: 30_000 }, async () => {
+  it('BR-6: event streams and WebSocket subscribers that leave release their waits and the topics of the blocking read', { timeout: 30_000 }, async () => {
     const server = await redis();
     const shared = broker(server.url);
     await shared.ready();
@@ -152,7 +152,7 @@ describe('Redis broker', () => {
     expect(await clientCount(server.url)).toBe(2);
   });
 
-  it('tells a reader whose history Redis lost (restarted without persistence) that it missed entries (BR-4)', { timeout: 30_000 }, async () => {
+  it('BR-4: tells a reader whose history Redis lost (restarted without persistence) that it missed entries', { timeout: 30_000 }, async () => {
     const server = await redis();
     const a = broker(server.url);
     await a.ready();
