@@ -42,6 +42,7 @@ import type { IncomingMessage } from 'node:http';
 import * as wsModule from 'ws';
 import { WebSocketServer, type PerMessageDeflateOptions, type WebSocket } from 'ws';
 import type { App, Body, Environ, HeaderList, StartResponse } from '../protocol/nsgi.ts';
+import { corkEachRead } from './cork.ts';
 
 /** WebSocket is `ws`'s socket class, the type of what {@link OnConnection} receives. */
 export type { WebSocket } from 'ws';
@@ -194,6 +195,8 @@ function accept(environ: Environ, startResponse: StartResponse, onConnection: On
   const headBuffer = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
   server.handleUpgrade(request, socket, headBuffer, (ws) => {
     watch(ws, environ, options.heartbeatMs ?? 0);
+    // The replies to one read leave in one write; see cork.ts.
+    corkEachRead(socket);
     // The server hands the socket over paused (UPG-4); ws's reader is attached now.
     socket.resume();
     try {
