@@ -27,6 +27,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { watch, type FSWatcher } from 'node:fs';
 import type { Logger } from './log.ts';
 import { startBrokerRelay } from './broker/cluster.ts';
+// The exit codes a worker uses for mistakes in the command line or the app module.
+import { EXIT_FAILURE, EXIT_USAGE } from './cli/errors.ts';
 
 /** isWorker tells whether this process is a worker forked by {@link runWorkers}. */
 export function isWorker(): boolean {
@@ -76,10 +78,6 @@ const WATCH_IGNORED = /(^|[\/])(node_modules|\.[^\/]*)([\/]|$)/;
  * app that writes its own logs or database beside its code must not reload itself in a loop.
  */
 const WATCH_EXTENSIONS = /\.(?:[cm]?[jt]s|[jt]sx|json)$/;
-
-/** Exit codes a worker uses for mistakes in the command line or the app module (src/cli.ts). */
-const EXIT_USAGE = 2;
-const EXIT_FAILURE = 1;
 
 /** What the primary knows of one worker. */
 interface WorkerState {
