@@ -46,7 +46,8 @@ http {
 
 /**
  * startNginx serves `root` under `/file/` (the suite's file route) with nginx pinned to `cpu`; its
- * stop() also removes nginx's temporary prefix.
+ * stop() also removes nginx's temporary prefix. Should the suite exit first (Ctrl-C, an error),
+ * nginx, which runs in a process group of its own, is killed and the prefix removed on the way out.
  */
 export async function startNginx(root: string, cpu: string | null, cwd: string): Promise<RunningServer> {
   if (!existsSync(NGINX)) throw new Error(`${NGINX} is missing: install it with apt-get install nginx-light`);
@@ -56,9 +57,15 @@ export async function startNginx(root: string, cpu: string | null, cwd: string):
     writeFileSync(join(dir, 'nginx.conf.in'), nginxConfig(root, dir));
     const command = `sed "s/${PORT_MARK}/$PORT/" '${dir}/nginx.conf.in' > '${dir}/nginx.conf' && exec ${NGINX} -c '${dir}/nginx.conf' -p '${dir}'`;
     const server = await startExternal({ id: 'nginx', label: 'nginx', command }, cpu, cwd);
+    const onExit = (): void => {
+      server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    process.once('exit', onExit);
     return {
       ...server,
       async stop() {
+        process.off('exit', onExit);
         await server.stop();
         rmSync(dir, { recursive: true, force: true });
       },
