@@ -13,7 +13,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseServerSpec, startExternal, type ExternalServer } from './lib/external.ts';
-import { SERVER_LABELS, SERVER_ORDER, addServer, type ScenarioResult, type ServerId } from './lib/model.ts';
+import { writeFileSet, type FileSet } from './lib/file-set.ts';
+import { SCENARIO_STARTED, SERVER_LABELS, SERVER_ORDER, addServer, type ScenarioResult, type ServerId } from './lib/model.ts';
 import { checkRoute, type Route } from './lib/preflight.ts';
 import { decidePinning, openFileLimit, pinSelf, pinned, startServer, type RunningServer } from './lib/proc.ts';
 import { RECORD_VERSION, loadRecord, saveRecord, toRecordResults, versions } from './lib/record.ts';
@@ -25,6 +26,7 @@ import { wrkVersion } from './lib/wrk.ts';
 import { DEFAULT_FANOUT_CLIENTS, fanoutTable, runFanout, type FanoutRow } from './fanout.ts';
 import { parserTable, runParserBench, type ParserRow } from './parser.ts';
 import { SCENARIOS, SKIPPED_SCENARIOS, type Context, type Scenario } from './scenarios.ts';
+import { FILE_ROOT_ENV } from './servers/routes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BENCH = fileURLToPath(new URL('./', import.meta.url));
@@ -34,6 +36,9 @@ const CHART = `${ROOT}BENCHMARKS.svg`;
 const SWEEP_CHART = `${ROOT}BENCHMARKS-sweep.svg`;
 const RECORD = `${ROOT}BENCHMARKS.json`;
 const RESULTS = `${BENCH}results/`;
+/** FILE_SIZE and QUICK_FILE_SIZE are the size of the file scenario's file in a full and in a quick run. */
+const FILE_SIZE = 1024 ** 3;
+const QUICK_FILE_SIZE = 64 * 1024 ** 2;
 
 /** ALL_SCENARIOS are every scenario the suite knows; the opt-in ones run only when asked for. */
 const ALL_SCENARIOS: Scenario[] = [...SCENARIOS, sweepScenario('sync'), sweepScenario('async'), ...LATENCY_SCENARIOS];
@@ -194,6 +199,7 @@ async function main(): Promise<void> {
     const file = `${BENCH}servers/${id}.ts`;
     return id === 'bun' ? pinned(pinning.server, bunPath as string, [file, '0']) : pinned(pinning.server, process.execPath, ['--import', 'tsx', file, '0']);
   };
+  let files: FileSet | null = null;
   const alive = new Set<RunningServer>();
   const fresh = async (id: ServerId): Promise<RunningServer> => {
     const external = options.external.find((e) => e.id === id);
@@ -205,6 +211,7 @@ async function main(): Promise<void> {
   };
   const killAll = (): void => {
     for (const s of alive) s.kill();
+    files?.remove();
   };
   process.on('exit', killAll);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -222,9 +229,20 @@ async function main(): Promise<void> {
   );
   for (const [id, why] of SKIPPED_SCENARIOS) if (wanted(id)) skip(`${id}: ${why.replace(/^skipped: /, '')}`);
 
+  // The file route's folder exists before the servers start: they read its name from the environment.
+  if (scenarios.some((s) => s.route === 'file')) {
+    const size = options.quick ? QUICK_FILE_SIZE : FILE_SIZE;
+    log(`writing the file scenario's ${size / 1024 ** 2} MiB file`);
+    files = await writeFileSet(size);
+    process.env[FILE_ROOT_ENV] = files.root;
+  }
+
+  // The servers of SCENARIO_STARTED are started by the scenarios that use them, and a server every
+  // scenario of the run leaves out is not started at all.
+  const longLived = servers.filter((id) => !SCENARIO_STARTED.includes(id) && scenarios.some((s) => s.excludes?.[id] === undefined));
   const live = new Map<ServerId, RunningServer>();
   if (scenarios.some((s) => s.memoryOnly !== true)) {
-    for (const id of servers) {
+    for (const id of longLived) {
       log(`starting ${SERVER_LABELS[id]}`);
       try {
         live.set(id, await fresh(id));
@@ -239,7 +257,9 @@ async function main(): Promise<void> {
   const routes = [...new Set(scenarios.flatMap((s) => (s.route === undefined ? [] : [s.route])))];
   if (routes.length > 0) {
     log(`checking ${routes.join(', ')} on every server`);
-    for (const id of servers) {
+    for (const id of longLived) {
+      // A route only scenarios that leave this server out use is not checked on it.
+      const routes = [...new Set(scenarios.flatMap((s) => (s.route === undefined || s.excludes?.[id] !== undefined ? [] : [s.route])))];
       let server = live.get(id) ?? null;
       const own = server === null;
       try {
@@ -267,11 +287,21 @@ async function main(): Promise<void> {
     live,
     fresh,
     progress: log,
+    cwd: ROOT,
     ...(options.rate === undefined ? {} : { rate: options.rate }),
+    ...(files === null ? {} : { files }),
   };
-  const contextFor = (s: Scenario): Context => ({ ...ctx, servers: servers.filter((id) => answersRight(id, s.route)) });
+  const takesPart = (s: Scenario, id: ServerId): boolean =>
+    SCENARIO_STARTED.includes(id) ? s.starts?.includes(id) === true : s.excludes?.[id] === undefined && answersRight(id, s.route);
+  const contextFor = (s: Scenario): Context => ({ ...ctx, servers: servers.filter((id) => takesPart(s, id)) });
   const results = scenarios.map(
-    (s): ScenarioResult => ({ id: s.id, title: s.title, metrics: s.metrics, runs: new Map(), notes: [] }),
+    (s): ScenarioResult => ({
+      id: s.id,
+      title: s.title,
+      metrics: s.metrics,
+      runs: new Map(),
+      notes: servers.flatMap((id) => (s.excludes?.[id] === undefined ? [] : [`${SERVER_LABELS[id]} takes no part: ${s.excludes[id]}`])),
+    }),
   );
   for (const [i, scenario] of scenarios.entries()) {
     if (scenario.memoryOnly === true) continue;
@@ -279,6 +309,7 @@ async function main(): Promise<void> {
     await scenario.run(contextFor(scenario), results[i]!);
   }
   for (const s of live.values()) await s.stop();
+  files?.remove();
   const memory = scenarios.filter((s) => s.memoryOnly === true);
   if (memory.length > 0) {
     log(`\n== scenarios ${memory.map((s) => s.id).join(' and ')}, at the same time (memory only, fresh processes)`);
@@ -353,7 +384,13 @@ async function main(): Promise<void> {
     versions: versions(ROOT, { wrk, bun }),
     pinning: pinning.note,
     load: { before: loadBefore, after: loadAfter },
-    servers: servers.map((id) => ({ id, label: SERVER_LABELS[id]!, command: options.external.find((e) => e.id === id)?.command ?? command(id).flat().join(' ') })),
+    servers: servers.map((id) => ({
+      id,
+      label: SERVER_LABELS[id]!,
+      command: SCENARIO_STARTED.includes(id)
+        ? 'started by the scenarios that use it (lib/nginx.ts)'
+        : (options.external.find((e) => e.id === id)?.command ?? command(id).flat().join(' ')),
+    })),
     results: toRecordResults(results),
   });
   const saved = loadRecord(recordFile).results;
