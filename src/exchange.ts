@@ -15,7 +15,7 @@ import type { RequestInput } from './body.ts';
 import { ResponseCycle } from './cycle.ts';
 import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
-import { Framing, bodyAllowedForStatus, prepareHeaders, type PreparedHeaders } from './http1/writer.ts';
+import { Framing, bodyAllowedForStatus, prepareHeaders, prepareTrailers, type PreparedHeaders } from './http1/writer.ts';
 
 /** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
 export const OUTPUT_HIGH_WATER_MARK = 64 * 1024;
@@ -63,7 +63,7 @@ export class Exchange extends ResponseCycle {
   setTrailers(trailers: HeaderList): boolean {
     // EXT-9: nothing is recorded before startResponse (which would forget it anyway) or after the end.
     if (this.finished || !this.started) return false;
-    const block = prepareHeaders(trailers).block;
+    const block = prepareTrailers(trailers).block;
     const http = this.host.http;
     let chunked: boolean;
     if (this.headSent && this.held === null) {
