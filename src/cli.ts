@@ -23,6 +23,7 @@ import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 import { SERVER_DEFAULTS, serve } from './index.ts';
 import { isWorker, runWorkers } from './cluster.ts';
+import { FORWARDED_HEADERS, type ForwardedHeaders } from './forwarded.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
 type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
@@ -78,6 +79,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
   { name: 'forwarded-allow-ips', value: 'LIST', help: 'comma-separated proxy IPs/subnets (or *) whose Forwarded/X-Forwarded-* are believed (default: none)' },
+  { name: 'forwarded-headers', value: 'WHICH', help: 'fields a trusted proxy is read from: forwarded, x-forwarded, or auto (default: Forwarded when present)' },
   { name: 'keep-alive-timeout', value: 'SECONDS', help: `close a keep-alive connection idle this long (default ${SERVER_DEFAULTS.keepAliveTimeout / 1000})` },
   { name: 'headers-timeout', value: 'SECONDS', help: `answer 408 and close if a request head takes longer (default ${SERVER_DEFAULTS.headersTimeout / 1000})` },
   { name: 'body-timeout', value: 'SECONDS', help: `fail a request body with 408 after this long without a byte (default ${SERVER_DEFAULTS.bodyTimeout / 1000})` },
@@ -112,6 +114,8 @@ export interface ServeCommand {
   readonly workers: number;
   /** Proxy addresses whose forwarding fields are believed. */
   readonly forwardedAllowIps: readonly string[];
+  /** Which forwarding fields a trusted proxy is read from, when given. */
+  readonly forwardedHeaders?: ForwardedHeaders;
   /** The body inactivity timeout in milliseconds, when given. */
   readonly bodyTimeout?: number;
   /** The send stall timeout in milliseconds, when given. */
@@ -190,6 +194,10 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       throw new CliError(`--forwarded-allow-ips: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
     }
   }
+  const forwardedHeaders = values.get('forwarded-headers');
+  if (forwardedHeaders !== undefined && !(FORWARDED_HEADERS as readonly string[]).includes(forwardedHeaders)) {
+    throw new CliError(`--forwarded-headers: must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(forwardedHeaders)}`);
+  }
   return {
     command: 'serve',
     target: positionals[0] as string,
@@ -205,6 +213,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     ...(maxConnections !== undefined && { maxConnections: parseCount('max-connections', maxConnections) }),
     workers,
     forwardedAllowIps: forwarded,
+    ...(forwardedHeaders !== undefined && { forwardedHeaders: forwardedHeaders as ForwardedHeaders }),
     gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds('graceful-timeout', graceful),
   };
 }
@@ -459,6 +468,7 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   if (command.sendTimeout !== undefined) options.sendTimeout = command.sendTimeout;
   if (command.maxConnections !== undefined) options.maxConnections = command.maxConnections;
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
+  if (command.forwardedHeaders !== undefined) options.forwardedHeaders = command.forwardedHeaders;
   if (command.workers > 1) options.multiprocess = true;
   return options;
 }

@@ -12,7 +12,7 @@ import { Exchange, OUTPUT_HIGH_WATER_MARK, type ExchangeHost } from './exchange.
 import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
-import { applyForwarded, trustedProxies, type TrustedProxies } from './forwarded.ts';
+import { FORWARDED_HEADERS, applyForwarded, trustedProxies, type ForwardedHeaders, type TrustedProxies } from './forwarded.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
 export interface ServeOptions {
@@ -64,6 +64,13 @@ export interface ServeOptions {
    * believed for REMOTE_ADDR, `nsgi.url_scheme` and the host. Default none: nobody is believed.
    */
   forwardedAllowIps?: readonly string[];
+  /**
+   * Which fields a trusted proxy's word is read from: `forwarded`, `x-forwarded`, or `auto`
+   * (default: `Forwarded` when present, else `X-Forwarded-*`). Name the family your proxy sets
+   * when it passes the other one through from clients (nginx with `$proxy_add_x_forwarded_for`:
+   * `x-forwarded`).
+   */
+  forwardedHeaders?: ForwardedHeaders;
   /** The `Server` header value; default `nsgi`; empty to send none. */
   serverName?: string;
   /** Sets `nsgi.multiprocess` (true when workers run the app). */
@@ -131,6 +138,7 @@ interface Settings {
   sendTimeout: number;
   maxConnections: number;
   trustedProxies: TrustedProxies | null;
+  forwardedHeaders: ForwardedHeaders;
 }
 
 /**
@@ -164,8 +172,12 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     bodyTimeout: options.bodyTimeout ?? SERVER_DEFAULTS.bodyTimeout,
     sendTimeout: options.sendTimeout ?? SERVER_DEFAULTS.sendTimeout,
     maxConnections: options.maxConnections ?? SERVER_DEFAULTS.maxConnections,
+    forwardedHeaders: options.forwardedHeaders ?? 'auto',
     trustedProxies: options.forwardedAllowIps === undefined || options.forwardedAllowIps.length === 0 ? null : trustedProxies(options.forwardedAllowIps),
   };
+  if (!FORWARDED_HEADERS.includes(settings.forwardedHeaders)) {
+    throw new TypeError(`forwardedHeaders must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(settings.forwardedHeaders)}`);
+  }
   const connections = new Set<Connection>();
   let closing = false;
   const netServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
@@ -380,7 +392,7 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
       environ['nsgi.set_trailers'] = exchange.setTrailers.bind(exchange);
       if (head.upgrade) environ['nsgi.upgrade'] = exchange.upgrade.bind(exchange);
     }
-    if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!);
+    if (this.trusted) applyForwarded(environ, this.settings.trustedProxies!, this.settings.forwardedHeaders);
     this.exchange = exchange;
     this.input = input;
     // A head that finished arriving after close() began: the app learns at once that the server
