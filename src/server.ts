@@ -381,7 +381,9 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     if (this.shuttingDown) http.mustClose();
     if (head.method === 'CONNECT') {
       http.sendErrorResponse(501, 'CONNECT is not supported', true);
-      this.scheduleFlush();
+      // The answer says close, so close: after a linger, whatever the request announced. Waiting
+      // for a body announced but never sent would hold the connection for ever (SRV-21).
+      this.close(true);
       return;
     }
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);

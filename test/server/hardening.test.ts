@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
-import { cleanup, finalResponses, rawRequest, startServer, untilResponses } from '../helpers/server.ts';
+import { RawClient, cleanup, finalResponses, rawRequest, startServer, untilResponses } from '../helpers/server.ts';
 
 afterEach(cleanup);
 
@@ -118,5 +118,29 @@ describe('a trusted proxy speaking Forwarded, with a client-supplied X-Forwarded
 
   it('an unknown forwardedHeaders value is refused by serve() with a message naming it', async () => {
     await expect(startServer(seenApp, { forwardedAllowIps: ['127.0.0.1'], forwardedHeaders: 'both' as never })).rejects.toThrow(/forwardedHeaders.*"both"/);
+  });
+});
+
+describe('an early answer that says close', () => {
+  it('SRV-12: CONNECT with a body that never comes gets its 501 and is closed after a bounded linger', { timeout: 15_000 }, async () => {
+    const { port } = await startServer(hello, { headersTimeout: 30_000, bodyTimeout: 30_000 });
+    const started = Date.now();
+    const res = await rawRequest(port, 'CONNECT x:443 HTTP/1.1\nHost: x:443\nContent-Length: 1\n\n', { timeout: 8000 });
+    expect(res.text).toMatch(/^HTTP\/1\.1 501 /);
+    expect(res.text).toContain('Connection: close');
+    expect(res.closed).toBe(true);
+    // The linger, not a timeout of the request: well under the 30 s deadlines configured.
+    expect(Date.now() - started).toBeLessThan(8000);
+  });
+});
+
+describe('connections held by early answers', () => {
+  it('SRV-21: silent CONNECTs with bodies do not hold maxConnections: a normal request is served once they linger out', { timeout: 15_000 }, async () => {
+    const { port } = await startServer(hello, { maxConnections: 5, headersTimeout: 30_000, bodyTimeout: 30_000 });
+    const held = await Promise.all(Array.from({ length: 5 }, () => RawClient.connect(port)));
+    for (const client of held) client.write('CONNECT x:443 HTTP/1.1\nHost: x:443\nContent-Length: 1\n\n');
+    for (const client of held) await client.waitForClose(6000);
+    const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\nConnection: close\n\n', { until: untilResponses(1) });
+    expect(finalResponses(res.data)[0]?.status).toBe(200);
   });
 });
