@@ -83,6 +83,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'keep-alive-timeout', value: 'SECONDS', help: `close a keep-alive connection idle this long (default ${SERVER_DEFAULTS.keepAliveTimeout / 1000})` },
   { name: 'headers-timeout', value: 'SECONDS', help: `answer 408 and close if a request head takes longer (default ${SERVER_DEFAULTS.headersTimeout / 1000})` },
   { name: 'body-timeout', value: 'SECONDS', help: `fail a request body with 408 after this long without a byte (default ${SERVER_DEFAULTS.bodyTimeout / 1000})` },
+  { name: 'min-body-rate', value: 'BYTES', help: `fail a request body with 408 if it averages under BYTES per second after ${SERVER_DEFAULTS.minBodyRateGrace / 1000} s (default ${SERVER_DEFAULTS.minBodyRate}; 0: off)` },
   { name: 'send-timeout', value: 'SECONDS', help: `drop a client that reads nothing of its response this long (default ${SERVER_DEFAULTS.sendTimeout / 1000})` },
   { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
   { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
@@ -118,6 +119,8 @@ export interface ServeCommand {
   readonly forwardedHeaders?: ForwardedHeaders;
   /** The body inactivity timeout in milliseconds, when given. */
   readonly bodyTimeout?: number;
+  /** The slowest average request body rate in bytes per second, when given. */
+  readonly minBodyRate?: number;
   /** The send stall timeout in milliseconds, when given. */
   readonly sendTimeout?: number;
   /** The most connections open at once, when given. */
@@ -185,6 +188,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const maxBody = values.get('max-body-size');
   const bodyTimeout = values.get('body-timeout');
   const sendTimeout = values.get('send-timeout');
+  const minBodyRate = values.get('min-body-rate');
   const maxConnections = values.get('max-connections');
   const graceful = values.get('graceful-timeout');
   const workers = values.has('workers') ? parseCount('workers', values.get('workers') as string) : 1;
@@ -210,6 +214,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     ...(maxBody !== undefined && { maxBodySize: parseByteCount('max-body-size', maxBody) }),
     ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds('body-timeout', bodyTimeout) }),
     ...(sendTimeout !== undefined && { sendTimeout: parseSeconds('send-timeout', sendTimeout) }),
+    ...(minBodyRate !== undefined && { minBodyRate: parseByteCount('min-body-rate', minBodyRate) }),
     ...(maxConnections !== undefined && { maxConnections: parseCount('max-connections', maxConnections) }),
     workers,
     forwardedAllowIps: forwarded,
@@ -466,6 +471,7 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   if (command.maxBodySize !== undefined) options.maxBodySize = command.maxBodySize;
   if (command.bodyTimeout !== undefined) options.bodyTimeout = command.bodyTimeout;
   if (command.sendTimeout !== undefined) options.sendTimeout = command.sendTimeout;
+  if (command.minBodyRate !== undefined) options.minBodyRate = command.minBodyRate;
   if (command.maxConnections !== undefined) options.maxConnections = command.maxConnections;
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
   if (command.forwardedHeaders !== undefined) options.forwardedHeaders = command.forwardedHeaders;

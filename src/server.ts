@@ -12,6 +12,7 @@ import { Exchange, OUTPUT_HIGH_WATER_MARK, type ExchangeHost } from './exchange.
 import { Http1Connection, MAX_DRAIN_BYTES } from './http1/connection.ts';
 import { DEFAULT_LIMITS, type RequestHead } from './http1/parser.ts';
 import { prepareHeaders } from './http1/writer.ts';
+import { watchSendStall } from './send-stall.ts';
 import { FORWARDED_HEADERS, applyForwarded, trustedProxies, type ForwardedHeaders, type TrustedProxies } from './forwarded.ts';
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
@@ -39,7 +40,11 @@ export interface ServeOptions {
    * than the idle timeout of any proxy in front, so the proxy never reuses a connection being closed.
    */
   keepAliveTimeout?: number;
-  /** Milliseconds allowed to receive a complete request head (408 beyond); default 60 s, as node:http. */
+  /**
+   * Milliseconds allowed to receive a complete request head, from its first byte (408 beyond); bytes
+   * arriving never push it back, so trickling a head does not stretch it. Default 10 s (see
+   * {@link SERVER_DEFAULTS} for the arithmetic).
+   */
   headersTimeout?: number;
   /**
    * Milliseconds a request body may go without a byte arriving while the app waits for it; the
@@ -47,6 +52,16 @@ export interface ServeOptions {
    * enough that a stalled upload does not hold its connection for the lifetime of the process.
    */
   bodyTimeout?: number;
+  /**
+   * The slowest average rate, in bytes per second, at which a request body may arrive while the app
+   * waits for it, once `minBodyRateGrace` has passed; slower, the app's read fails with a 408.
+   * Default 240 bytes/s, Kestrel's: a client trickling a byte every few seconds keeps the body
+   * inactivity timer from firing, but not this. Time the server spends not reading because the
+   * app is behind does not count. 0 turns it off.
+   */
+  minBodyRate?: number;
+  /** Milliseconds a request body is given before `minBodyRate` applies (TCP slow start, a slow first hop); default 5 s. */
+  minBodyRateGrace?: number;
   /**
    * Milliseconds a response may wait on a client that reads nothing at all before the
    * connection is dropped. Default 60 s. A client that reads slowly but steadily is never cut,
@@ -85,8 +100,16 @@ export const SERVER_DEFAULTS = Object.freeze({
   host: '127.0.0.1',
   port: 8000,
   keepAliveTimeout: 5_000,
-  headersTimeout: 60_000,
+  // A head deadline is what a slowloris client holds a connection for. At 10 s, holding all
+  // 16,384 connections (maxConnections) means opening and feeding 16,384 / 10 = 1,638 new
+  // connections every second without pause, each dropped with a 408 at its deadline however it
+  // trickles; at node:http's 60 s, 273 a second would do. An honest head (at most 16 KiB) takes
+  // well under a second even on a 2G link (50 kbit/s: about 2.6 s for the full 16 KiB). Apache's
+  // mod_reqtimeout allows 20 s, Bun about 10 s.
+  headersTimeout: 10_000,
   bodyTimeout: 30_000,
+  minBodyRate: 240,
+  minBodyRateGrace: 5_000,
   sendTimeout: 60_000,
   maxConnections: 16_384,
   closeTimeout: 30_000,
@@ -135,6 +158,8 @@ interface Settings {
   serverName: string;
   multiprocess: boolean;
   bodyTimeout: number;
+  minBodyRate: number;
+  minBodyRateGrace: number;
   sendTimeout: number;
   maxConnections: number;
   trustedProxies: TrustedProxies | null;
@@ -170,6 +195,8 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     serverName: options.serverName ?? 'nsgi',
     multiprocess: options.multiprocess ?? false,
     bodyTimeout: options.bodyTimeout ?? SERVER_DEFAULTS.bodyTimeout,
+    minBodyRate: options.minBodyRate ?? SERVER_DEFAULTS.minBodyRate,
+    minBodyRateGrace: options.minBodyRateGrace ?? SERVER_DEFAULTS.minBodyRateGrace,
     sendTimeout: options.sendTimeout ?? SERVER_DEFAULTS.sendTimeout,
     maxConnections: options.maxConnections ?? SERVER_DEFAULTS.maxConnections,
     forwardedHeaders: options.forwardedHeaders ?? 'auto',
@@ -275,6 +302,11 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   private timerMs = 0;
   // Timers of the exchange in progress: the body arriving, and the client reading what is sent.
   private bodyTimer: NodeJS.Timeout | null = null;
+  // The body's progress while the app waits for it: when the current rate window began, the
+  // bytes received in it, and when the last byte came (for the inactivity and rate deadlines).
+  private bodyWindowStart = 0;
+  private bodyWindowBytes = 0;
+  private bodyLastByte = 0;
   private sendTimer: NodeJS.Timeout | null = null;
   private sendBacklog = 0;
   private readonly trusted: boolean;
@@ -335,7 +367,10 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
         } else if (event.kind === 'data') {
           this.drained += event.data.length;
           const input = this.input;
-          this.bodyTimer?.refresh();
+          if (this.bodyTimer !== null) {
+            this.bodyWindowBytes += event.data.length;
+            this.bodyLastByte = Date.now();
+          }
           if (input !== null && !input.abandoned && this.exchange !== null && !this.exchange.finished) {
             this.drained = 0;
             if (!input.push(event.data)) this.pause('input');
@@ -513,14 +548,20 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   }
 
   private pause(why: 'input' | 'pipeline' | 'output'): void {
-    if (why === 'input') this.pausedForInput = true;
+    if (why === 'input') {
+      this.pausedForInput = true;
+      this.restartBodyWindow();
+    }
     else if (why === 'pipeline') this.pausedForPipeline = true;
     else this.pausedForOutput = true;
     this.socket.pause();
   }
 
   private resume(why: 'input' | 'pipeline' | 'output'): void {
-    if (why === 'input') this.pausedForInput = false;
+    if (why === 'input') {
+      if (this.pausedForInput) this.restartBodyWindow();
+      this.pausedForInput = false;
+    }
     else if (why === 'pipeline') this.pausedForPipeline = false;
     else this.pausedForOutput = false;
     if (!this.pausedForInput && !this.pausedForPipeline && !this.pausedForOutput && !this.closing) this.socket.resume();
@@ -684,6 +725,13 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     if (this.timer !== null) clearTimeout(this.timer);
     const rest = http.takeBuffered();
     if (head101 !== '') socket.write(head101, 'latin1');
+    // The send-stall rule outlives the hand-over: an upgraded peer (a WebSocket) that takes
+    // nothing of what is written to it for sendTimeout is dropped as any other would be.
+    const { sendTimeout } = this.settings;
+    watchSendStall(socket, sendTimeout, () => {
+      this.errors.write(`nsgi: dropping upgraded ${this.remoteAddress}:${this.remotePort}: it read nothing for ${sendTimeout} ms`);
+      socket.destroy();
+    });
     return { socket, head: rest };
   }
 
@@ -737,11 +785,35 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     }
   }
 
+  /**
+   * startBodyTimer starts the body deadlines, if not running: no byte for `bodyTimeout`, and an
+   * average under `minBodyRate` once `minBodyRateGrace` has passed. Bytes arriving only update
+   * counts; the one timer fires at the nearer deadline and is set again from the counts then.
+   */
   private startBodyTimer(): void {
-    const ms = this.settings.bodyTimeout;
-    if (ms <= 0 || !Number.isFinite(ms)) return;
-    if (this.bodyTimer !== null) this.bodyTimer.refresh();
-    else this.bodyTimer = setTimeout(onBodyTimer, ms, this).unref();
+    if (this.bodyTimer !== null) return;
+    const { bodyTimeout, minBodyRate } = this.settings;
+    if (!(bodyTimeout > 0 && Number.isFinite(bodyTimeout)) && !(minBodyRate > 0)) return;
+    this.restartBodyWindow();
+    this.bodyTimer = setTimeout(onBodyTimer, this.nextBodyCheck(this.bodyWindowStart), this).unref();
+  }
+
+  /** restartBodyWindow starts the rate window over: the time before it was not the client's to use. */
+  private restartBodyWindow(): void {
+    this.bodyWindowStart = this.bodyLastByte = Date.now();
+    this.bodyWindowBytes = 0;
+  }
+
+  /** nextBodyCheck is how many ms from `now` the nearer body deadline falls, given the counts. */
+  private nextBodyCheck(now: number): number {
+    const { bodyTimeout, minBodyRate, minBodyRateGrace } = this.settings;
+    let at = bodyTimeout > 0 && Number.isFinite(bodyTimeout) ? this.bodyLastByte + bodyTimeout : Infinity;
+    if (minBodyRate > 0) {
+      // The moment the bytes so far fall under the rate, never before the grace period ends.
+      const rateAt = this.bodyWindowStart + Math.max(minBodyRateGrace, (this.bodyWindowBytes * 1000) / minBodyRate);
+      if (rateAt < at) at = rateAt;
+    }
+    return Math.max(1, Math.min(at - now, 2 ** 31 - 1));
   }
 
   private stopBodyTimer(): void {
@@ -760,7 +832,18 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
     const http = this.http;
     if (this.gone || this.closing || this.upgraded || http.requestComplete || http.request === null) return;
     if (this.pausedForInput) return this.startBodyTimer();
-    const err = new ProtocolError('NSGI_BODY_TIMEOUT', 408, `no request body data for ${this.settings.bodyTimeout} ms`);
+    const { bodyTimeout, minBodyRate, minBodyRateGrace } = this.settings;
+    const now = Date.now();
+    const elapsed = now - this.bodyWindowStart;
+    let err: ProtocolError;
+    if (bodyTimeout > 0 && now - this.bodyLastByte >= bodyTimeout) {
+      err = new ProtocolError('NSGI_BODY_TIMEOUT', 408, `no request body data for ${bodyTimeout} ms`);
+    } else if (minBodyRate > 0 && elapsed >= minBodyRateGrace && this.bodyWindowBytes < (minBodyRate * elapsed) / 1000) {
+      err = new ProtocolError('NSGI_BODY_TOO_SLOW', 408, `request body arrived at ${Math.floor((this.bodyWindowBytes * 1000) / elapsed)} bytes/s, under the minimum of ${minBodyRate}`);
+    } else {
+      this.bodyTimer = setTimeout(onBodyTimer, this.nextBodyCheck(now), this).unref();
+      return;
+    }
     http.mustClose();
     const ex = this.exchange;
     if (ex !== null && !ex.finished) this.input?.fail(err);

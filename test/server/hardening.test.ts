@@ -5,7 +5,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
-import { RawClient, cleanup, finalResponses, rawRequest, startServer, untilResponses } from '../helpers/server.ts';
+import { SERVER_DEFAULTS } from '../../src/server.ts';
+import { websocketApp } from '../../src/websocket.ts';
+import { RawClient, cleanup, finalResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
+import { wsHandshake } from '../helpers/ws-frames.ts';
 
 afterEach(cleanup);
 
@@ -142,5 +145,94 @@ describe('connections held by early answers', () => {
     for (const client of held) await client.waitForClose(6000);
     const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\nConnection: close\n\n', { until: untilResponses(1) });
     expect(finalResponses(res.data)[0]?.status).toBe(200);
+  });
+});
+
+describe('deadlines that trickling cannot stretch', () => {
+  /** readAll reads the whole body and answers with its length. */
+  const readAll: App = async (environ, startResponse) => {
+    const body = await environ['nsgi.input'].bytes();
+    startResponse('200 OK', [['Content-Type', 'text/plain']]);
+    return [`${body.length}\n`];
+  };
+
+  it('the default head deadline is short enough that holding every connection costs real effort', () => {
+    // The arithmetic beside the default: maxConnections / headersTimeout new connections a second.
+    expect(SERVER_DEFAULTS.headersTimeout).toBeLessThanOrEqual(10_000);
+    expect(SERVER_DEFAULTS.maxConnections / (SERVER_DEFAULTS.headersTimeout / 1000)).toBeGreaterThanOrEqual(1_000);
+  });
+
+  it('SRV-29: a head trickled a byte every 100 ms gets its 408 at the head deadline, not later', { timeout: 10_000 }, async () => {
+    const { port } = await startServer(hello, { headersTimeout: 800 });
+    const client = await RawClient.connect(port);
+    const head = 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ' + 'a'.repeat(200);
+    const started = Date.now();
+    for (let i = 0; i < head.length && !client.closed; i++) {
+      client.write(Buffer.from(head[i]!, 'latin1'));
+      await sleep(100);
+    }
+    expect(client.closed).toBe(true);
+    expect(client.text).toMatch(/^HTTP\/1\.1 408 /);
+    // 800 ms and the linger, far less than the 20 s the trickle would have taken.
+    expect(Date.now() - started).toBeLessThan(6000);
+  });
+
+  it('SRV-29: a body trickled a byte every 250 ms fails with 408 once under minBodyRate after the grace period', { timeout: 10_000 }, async () => {
+    const { port, errors } = await startServer(readAll, { bodyTimeout: 30_000, minBodyRate: 100, minBodyRateGrace: 500 });
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: a\nContent-Length: 1000\n\n');
+    for (let i = 0; i < 40 && !client.closed; i++) {
+      client.write(Buffer.from('x'));
+      await sleep(250);
+    }
+    expect(client.text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(client.closed).toBe(true);
+    expect(errors.join('\n') + client.text).toMatch(/under the minimum of 100/);
+  });
+
+  it('a body sent steadily above minBodyRate is not cut', { timeout: 10_000 }, async () => {
+    const { port } = await startServer(readAll, { minBodyRate: 100, minBodyRateGrace: 300 });
+    const client = await RawClient.connect(port);
+    client.write('POST / HTTP/1.1\nHost: a\nContent-Length: 3000\nConnection: close\n\n');
+    // 200 bytes every 100 ms: 2,000 bytes/s, for 1.5 s.
+    for (let i = 0; i < 15; i++) {
+      client.write(Buffer.alloc(200, 0x61));
+      await sleep(100);
+    }
+    await client.waitForResponses(1);
+    expect(finalResponses(client.data)[0]?.status).toBe(200);
+    expect(finalResponses(client.data)[0]?.body.toString()).toBe('3000\n');
+  });
+
+  it('SRV-29: a long poll waiting past every deadline for its event is not cut', { timeout: 10_000 }, async () => {
+    const poll: App = async (environ, startResponse) => {
+      await environ['nsgi.input'].bytes();
+      await sleep(2000);
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return ['event\n'];
+    };
+    const { port } = await startServer(poll, { headersTimeout: 300, bodyTimeout: 300, minBodyRate: 1000, minBodyRateGrace: 200 });
+    const res = await rawRequest(port, ['GET /poll HTTP/1.1\nHost: a\n\n', 'POST /poll HTTP/1.1\nHost: a\nContent-Length: 5\nConnection: close\n\nhello'], { until: untilResponses(2), timeout: 8000 });
+    expect(finalResponses(res.data).map((r) => [r.status, r.body.toString()])).toEqual([[200, 'event\n'], [200, 'event\n']]);
+  });
+});
+
+describe('upgraded connections', () => {
+  it('the send timeout still drops an upgraded WebSocket peer that reads nothing', { timeout: 10_000 }, async () => {
+    let closed = false;
+    const { port, errors } = await startServer(
+      websocketApp((ws) => {
+        const message = Buffer.alloc(1024 * 1024, 1);
+        for (let i = 0; i < 64; i++) ws.send(message);
+        ws.on('close', () => {
+          closed = true;
+        });
+      }, { sendStallMs: 0, maxBufferedBytes: Infinity }),
+      { sendTimeout: 500 },
+    );
+    const client = await RawClient.connect(port, { collect: false });
+    client.write(wsHandshake());
+    await waitUntil(() => closed, 'the server to drop the upgraded socket', 5000);
+    expect(errors.join('\n')).toMatch(/dropping upgraded .* read nothing for 500 ms/);
   });
 });
