@@ -133,6 +133,12 @@ export interface Server {
   close(options?: { timeout?: number }): Promise<void>;
 }
 
+/**
+ * INPUT_READ_AHEAD is how many unparsed bytes are read past a full request input before the socket
+ * is paused: enough to see a client's FIN behind the rest of a body it sent in tiny chunks, at a
+ * bounded cost of compact bytes per connection (beside the input's own INPUT_HIGH_WATER_MARK).
+ */
+const INPUT_READ_AHEAD = 256 * 1024;
 /** Unparsed pipelined bytes above which the server stops reading until it catches up. */
 const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
@@ -342,6 +348,12 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
   /** onData takes bytes from the socket. */
   onData(data: Buffer): void {
     if (this.closing) return;
+    if (this.pausedForInput) {
+      // Read ahead while the app catches up (see pause): kept unparsed, then reading stops.
+      this.http.receive(data);
+      if (this.http.buffered > INPUT_READ_AHEAD) this.socket.pause();
+      return;
+    }
     if (this.timerKind === Timer.Idle) this.arm(Timer.None, 0);
     this.http.receive(data);
     this.process();
@@ -373,7 +385,11 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
           }
           if (input !== null && !input.abandoned && this.exchange !== null && !this.exchange.finished) {
             this.drained = 0;
-            if (!input.push(event.data)) this.pause('input');
+            if (!input.push(event.data)) {
+              // The rest stays unparsed, as compact bytes, until the app catches up.
+              this.pause('input');
+              break;
+            }
           } else if (this.drained > MAX_DRAIN_BYTES && (this.exchange === null || this.exchange.finished)) {
             http.mustClose();
             this.close();
@@ -549,22 +565,32 @@ class Connection implements ExchangeHost, InputHooks, ConnectionInfo {
 
   private pause(why: 'input' | 'pipeline' | 'output'): void {
     if (why === 'input') {
+      if (!this.pausedForInput) this.restartBodyWindow();
       this.pausedForInput = true;
-      this.restartBodyWindow();
-    }
-    else if (why === 'pipeline') this.pausedForPipeline = true;
+      // A full input does not stop the reading at once: up to INPUT_READ_AHEAD more bytes are
+      // taken, unparsed, so that a client leaving (its FIN or reset) is still seen while the app
+      // has not caught up, and `nsgi.signal` fires (SPEC §2.4).
+      if (this.http.buffered <= INPUT_READ_AHEAD) return;
+    } else if (why === 'pipeline') this.pausedForPipeline = true;
     else this.pausedForOutput = true;
     this.socket.pause();
   }
 
   private resume(why: 'input' | 'pipeline' | 'output'): void {
     if (why === 'input') {
-      if (this.pausedForInput) this.restartBodyWindow();
+      if (!this.pausedForInput) return;
+      this.restartBodyWindow();
       this.pausedForInput = false;
-    }
-    else if (why === 'pipeline') this.pausedForPipeline = false;
+      // Bytes read ahead wait in the parser; no new read may come to parse them.
+      if (!this.processing && !this.closing && this.http.buffered > 0) queueMicrotask(() => this.processBuffered());
+    } else if (why === 'pipeline') this.pausedForPipeline = false;
     else this.pausedForOutput = false;
     if (!this.pausedForInput && !this.pausedForPipeline && !this.pausedForOutput && !this.closing) this.socket.resume();
+  }
+
+  /** processBuffered parses bytes left waiting when the input filled, once it has room again. */
+  private processBuffered(): void {
+    if (!this.pausedForInput && !this.closing && !this.gone && !this.upgraded) this.process();
   }
 
   /** firstRead is the input's first read: time for `100 Continue` (SPEC IN-6). */

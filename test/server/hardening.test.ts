@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
+import { CHUNK_COST, INPUT_HIGH_WATER_MARK, type RequestInput } from '../../src/body.ts';
 import { SERVER_DEFAULTS } from '../../src/server.ts';
 import { websocketApp } from '../../src/websocket.ts';
 import { RawClient, cleanup, finalResponses, rawRequest, sleep, startServer, untilResponses, waitUntil } from '../helpers/server.ts';
@@ -234,5 +235,62 @@ describe('upgraded connections', () => {
     client.write(wsHandshake());
     await waitUntil(() => closed, 'the server to drop the upgraded socket', 5000);
     expect(errors.join('\n')).toMatch(/dropping upgraded .* read nothing for 500 ms/);
+  });
+});
+
+describe('a request body in tiny chunks that the app has not read yet', () => {
+  /** oneByteChunks is `n` chunks of one byte each, as chunked coding frames them. */
+  const oneByteChunks = (n: number): Buffer => Buffer.from('1\r\nx\r\n'.repeat(n), 'latin1');
+
+  it('is bounded by its memory cost, counted in objects, not by its payload bytes', { timeout: 15_000 }, async () => {
+    const inputs: RequestInput[] = [];
+    const { port } = await startServer((environ, startResponse) => {
+      // A long poll that has not read its body yet.
+      inputs.push(environ['nsgi.input'] as RequestInput);
+      return new Promise((resolve) => {
+        environ['nsgi.signal'].addEventListener('abort', () => {
+          startResponse('200 OK', []);
+          resolve([]);
+        });
+      });
+    });
+    const clients = await Promise.all(Array.from({ length: 10 }, () => RawClient.connect(port)));
+    for (const client of clients) {
+      client.socket.on('error', () => {});
+      client.write('POST /poll HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n');
+      // 1 MiB of one-byte chunks: 6 MiB on the wire, far past any bound the server keeps.
+      for (let i = 0; i < 16; i++) client.socket.write(oneByteChunks(65536));
+    }
+    await waitUntil(() => inputs.length === 10 && inputs.every((input) => input.bufferedCost >= INPUT_HIGH_WATER_MARK), 'every input to fill', 10_000);
+    await sleep(200);
+    for (const input of inputs) {
+      // Counted objects: a handful of shared buffers, not one object per byte (65,536 before).
+      expect(input.bufferedPieces).toBeLessThanOrEqual(8);
+      expect(input.bufferedCost).toBeLessThanOrEqual(INPUT_HIGH_WATER_MARK + 16 * 1024 + CHUNK_COST);
+    }
+  });
+
+  it('SRV-29: a client that leaves while its input is full is noticed: nsgi.signal fires', { timeout: 15_000 }, async () => {
+    let aborted = false;
+    let input: unknown;
+    const { port } = await startServer((environ, startResponse) => {
+      input = environ['nsgi.input'];
+      return new Promise((resolve) => {
+        environ['nsgi.signal'].addEventListener('abort', () => {
+          aborted = true;
+          startResponse('200 OK', []);
+          resolve([]);
+        });
+      });
+    });
+    const client = await RawClient.connect(port);
+    client.socket.on('error', () => {});
+    // 80 KiB of one-byte chunks, more than the input takes, then the client's FIN.
+    client.write('POST /poll HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n');
+    client.socket.write(oneByteChunks(80 * 1024));
+    await waitUntil(() => input !== undefined, 'the app to be called');
+    await sleep(500);
+    client.socket.end();
+    await waitUntil(() => aborted, 'nsgi.signal to fire after the client left', 5000);
   });
 });
