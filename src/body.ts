@@ -2,8 +2,7 @@
  * The request body as the app sees it: `nsgi.input` (SPEC §5), an async iterable fed by the
  * server as bytes arrive, with backpressure in both directions.
  */
-import type { Input } from '../protocol/nsgi.ts';
-import { AppError } from './errors.ts';
+import { InputBase } from './input.ts';
 
 /**
  * INPUT_HIGH_WATER_MARK is how much memory unread body pieces may take before the server stops
@@ -46,7 +45,7 @@ const DONE: IteratorResult<Uint8Array> = Object.freeze({ done: true, value: unde
  * when to stop reading), ends it with `end()` or fails it with `fail()`; the app pulls with
  * `for await`. It can be iterated once.
  */
-export class RequestInput implements Input, AsyncIterator<Uint8Array> {
+export class RequestInput extends InputBase implements AsyncIterator<Uint8Array> {
   // Made for the first chunk that arrives before the app asks for it: a request without a body,
   // or one read as it arrives, never needs it.
   private queue: Uint8Array[] | null = null;
@@ -59,12 +58,12 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
   private ended = false;
   private error: unknown = null;
   private waiter: Waiter | null = null;
-  private iterated = false;
   private started = false;
   /** abandoned is true once the app has stopped reading early (`return()`), or never will. */
   abandoned = false;
 
   constructor(private readonly hooks: InputHooks, empty: boolean) {
+    super();
     this.ended = empty;
   }
 
@@ -148,9 +147,7 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
     return this.ended;
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
-    if (this.iterated) throw new TypeError('nsgi.input can be iterated only once (SPEC §5)');
-    this.iterated = true;
+  protected iterate(): AsyncIterator<Uint8Array> {
     return this;
   }
 
@@ -192,37 +189,4 @@ export class RequestInput implements Input, AsyncIterator<Uint8Array> {
     this.queue = this.costs = this.tail = null;
     this.queued = this.tailUsed = 0;
   }
-
-  /** bytes reads the rest of the body into one buffer. */
-  bytes(): Promise<Uint8Array> {
-    return readBytes(this);
-  }
-
-  /** text reads the rest of the body and decodes it as UTF-8. */
-  text(): Promise<string> {
-    return readText(this);
-  }
-}
-
-/**
- * inputAfterResponse is the error of a read made after the response ended with the body unread:
- * the rest was discarded, and the app must not take what it got for the whole (IN-8).
- */
-export function inputAfterResponse(): AppError {
-  return new AppError('NSGI_INPUT_AFTER_RESPONSE', 'the response ended before the request body was read; the rest of the body was discarded (SPEC §5, IN-8)');
-}
-
-/**
- * readBytes reads an input to its end into one buffer: `Input.bytes()` for every implementation
- * of `nsgi.input` (the server's and the adapters').
- */
-export async function readBytes(input: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const part of input) parts.push(part);
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-}
-
-/** readText reads an input to its end and decodes it as UTF-8: `Input.text()`. */
-export async function readText(input: AsyncIterable<Uint8Array>): Promise<string> {
-  return new TextDecoder().decode(await readBytes(input));
 }

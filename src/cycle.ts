@@ -1,61 +1,78 @@
 /**
  * The response side of the contract, written once for every way of serving an app:
  * `startResponse` with exc_info, the lazy head, `write()` and `flushHead()`, the body pump with
- * backpressure, and the iterator's `return()` exactly once. The reference server's Exchange
- * (`src/exchange.ts`) and the adapters' ResponseRunner (`src/adapters/runner.ts`) extend
- * {@link ResponseCycle} and say only where the bytes go.
+ * backpressure, the Content-Length rules, and the iterator's `return()` exactly once. A
+ * {@link ResponseCycle} says what to send; its {@link ResponseSink} (`sink.ts`) says where: the
+ * reference server's connection, a node:http response, a fetch Response.
  *
  * The life of a response. The app is called with the environ and `startResponse`. Calling
  * `startResponse` records the status and headers; nothing is sent (SPEC §3.2). The cycle then
  * pulls the body one chunk at a time, and the first non-empty chunk takes the head with it. A sync
  * iterable is pulled in a plain loop with no await between chunks; when its first chunk comes,
  * one more is pulled, so that a body of one chunk can get a Content-Length instead of chunked
- * coding. After each chunk the subclass says whether the receiver can take more; when it cannot,
- * the cycle waits for drain before it pulls again (SPEC §3.3), so a slow client suspends the
- * generator and memory stays bounded however large the body is. When the body ends, its end goes
- * out. Whatever else stops it (an error, the client leaving, a status without a body) finishes or
- * cuts the response, and either way the iterator's `return()` is called exactly once (SPEC §3.4).
- * An error before the head becomes an error response; after it, the response is cut so that the
+ * coding. After each chunk the sink says whether the receiver can take more; when it cannot, the
+ * cycle waits for drain before it pulls again (SPEC §3.3), so a slow client suspends the generator
+ * and memory stays bounded however large the body is. When the body ends, its end goes out.
+ * Whatever else stops it (an error, the client leaving, a status without a body) finishes or cuts
+ * the response, and either way the iterator's `return()` is called exactly once (SPEC §3.4). An
+ * error before the head becomes an error response; after it, the response is cut so that the
  * client sees it truncated (SPEC §8).
  */
-import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Write } from '../protocol/nsgi.ts';
-import { LazySignal } from './environ.ts';
-import { AppError, ClientGoneError } from './errors.ts';
-import { describe, parseStatus, type Status } from './http1/writer.ts';
+import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Upgraded, UpgradeOptions, Write } from '../protocol/nsgi.ts';
+import { LazySignal, type SignalSource } from './environ.ts';
+import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
+import { BodyRule, bodyRule, describe, type Status } from './http1/writer.ts';
+import { byteLength, callReturn, isThenable } from './iterators.ts';
+import { pump } from './pump.ts';
+import type { CheckedHeaders, ResponseSink } from './sink.ts';
 
 type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
 const RESOLVED = Promise.resolve();
 
+/** RequestLine is what a cycle needs to know of its request: HEAD or not, and a name for error messages. */
+export interface RequestLine {
+  readonly method: string;
+  readonly target: string;
+}
+
 /**
- * ResponseCycle runs an app for one request and carries its response out through the hooks a
- * subclass implements. It is also the source of the request's `nsgi.signal` where its owner wants
- * one (see LazySignal).
+ * ResponseCycle runs an app for one request and carries its response out through its sink. It is
+ * also the source of the request's `nsgi.signal` (SPEC §2.4), made when the app first asks.
  */
-export abstract class ResponseCycle extends LazySignal {
+export class ResponseCycle<H extends CheckedHeaders = CheckedHeaders> implements SignalSource {
   /** finished is true once the response is complete, cut, or abandoned. */
   finished = false;
   /** headSent is true once the head is committed: sent, or held back with the first chunk for a peek. */
   headSent = false;
-  /** pulling is true while a sync iterator's `next()` runs; see {@link ResponseCycle.pullSync}. */
-  private pulling = false;
+  /** pulling is true while a sync iterator's `next()` runs (the pump sets it): the iterator cannot be closed then. */
+  pulling = false;
   /** started is true once startResponse has been called. */
-  protected started = false;
+  started = false;
+  /** upgraded is true once the app has taken the connection over (SPEC §6.2). */
+  private upgraded = false;
   /** status is the one given to the latest startResponse. */
-  protected status: Status | null = null;
-  /** noBody is true once a head that allows no body (HEAD, 204, 205, 304) is committed. */
-  protected noBody = false;
+  private status: Status | null = null;
+  /** headers are the ones given to the latest startResponse, as the sink checked them. */
+  private headers: H | null = null;
+  /** rule is what the response may carry, decided when the head is committed. */
+  rule = BodyRule.Body;
+  /** streamed is true when the body must not get a computed Content-Length (trailers were promised). */
+  private streamed = false;
+  /** sent counts the body bytes sent against the app's Content-Length, when it gave one. */
+  private sent = 0;
   /** aborted is true once the response ended because the client left. */
-  protected aborted = false;
+  private aborted = false;
   /** held is the first chunk of a sync body, kept back while the next one is pulled. */
-  protected held: Chunk | null = null;
-  private iterator: AnyIterator | null = null;
+  held: Chunk | null = null;
+  /** iterator is the body's iterator, once the pump has opened it. */
+  iterator: AnyIterator | null = null;
   private iteratorClosed = false;
-  /**
-   * True once the body has stopped (ended, failed, or abandoned) and its iterator is being
-   * closed: a write() from here on, from the iterator's `return()` say, comes after the end.
-   */
+  /** The body has stopped and its iterator is being closed: a write() now (from `return()`, say) comes after the end. */
   private bodyStopped = false;
+  /** The request's signal, made on first use (making one costs more than a small request). */
+  private lazySignal: LazySignal | null = null;
+  private readonly isHead: boolean;
 
   // The functions handed to the app are bound methods rather than arrow-function fields: they
   // are made for every request, and bound functions skip the name bookkeeping that the
@@ -67,56 +84,29 @@ export abstract class ResponseCycle extends LazySignal {
   /** write is the push-style channel returned by startResponse (SPEC §4.5). */
   readonly write: Write;
 
-  constructor(protected readonly errors: ErrorStream) {
-    super();
+  constructor(
+    private readonly sink: ResponseSink<H>,
+    private readonly request: RequestLine,
+    private readonly errors: ErrorStream,
+  ) {
+    this.isHead = request.method === 'HEAD';
     const write = this.writeChunk.bind(this) as Write;
     write.flushHead = this.flushHead.bind(this);
     this.write = write;
   }
 
-  // ---- what a subclass supplies ---------------------------------------------------------------
-
-  /** recordHead checks and keeps the headers of a startResponse call, forgetting any earlier ones; it throws on a bad list. */
-  protected abstract recordHead(headers: HeaderList): void;
-  /** canPeek tells whether a body of one chunk could still get a Content-Length: the app gave none, and nothing asks for chunked coding. */
-  protected abstract canPeek(): boolean;
-  /**
-   * sendHead sends the head: `knownLength` is the whole body's length when it is known, else -1;
-   * `flush` sends it at once rather than with what follows. It returns true when the response
-   * carries no body (HEAD, 204, 205, 304).
-   */
-  protected abstract sendHead(knownLength: number, flush: boolean): boolean;
-  /** sendData sends one non-empty chunk of a response that has a body; false means wait for drain. */
-  protected abstract sendData(chunk: Chunk): boolean;
-  /** waitForDrain resolves when the receiver can take more; it rejects with ClientGoneError once the client has gone. */
-  protected abstract waitForDrain(): Promise<void>;
-  /** sendEnd ends a body that ran to its end, the head first if it has not gone; it throws if the body broke a rule (SR-18). */
-  protected abstract sendEnd(): void;
-  /** failBeforeHead answers with an error response; no head has been sent (ERR-1). */
-  protected abstract failBeforeHead(err: unknown): void;
-  /** cut stops a response whose head has been sent, so that the client sees it truncated (ERR-4). */
-  protected abstract cut(err: unknown): void;
-  /** requestName names the request in error messages: `GET /path`. */
-  protected abstract requestName(): string;
-
-  /** shouldLog tells whether an error that fails the response is written to `nsgi.errors` (ERR-3). */
-  protected shouldLog(_err: unknown): boolean {
-    return true;
+  /** signal is the request's `nsgi.signal`. */
+  get signal(): AbortSignal {
+    return (this.lazySignal ??= new LazySignal()).signal;
   }
 
-  /** clientLeft tells whether the client has gone, so that a late call is not blamed on the app. */
-  protected clientLeft(): boolean {
-    return this.aborted;
+  /** abortSignal fires `nsgi.signal` once, with `reason`. */
+  abortSignal(reason: Error): void {
+    (this.lazySignal ??= new LazySignal()).abortSignal(reason);
   }
-
-  /** complete marks the response finished: complete, cut, or abandoned. */
-  protected complete(): void {
-    this.finished = true;
-  }
-
-  // ---- the app's side ---------------------------------------------------------------------------
 
   private startResponseImpl(status: string, headers: HeaderList, excInfo?: unknown): Write {
+    if (this.upgraded) throw new AppError('NSGI_START_RESPONSE_AFTER_END', 'startResponse called after nsgi.upgrade() (SPEC §6.2, UPG-6)');
     if (excInfo !== undefined) {
       // SR-24: once the head is on its way it cannot be taken back; the app's own error unwinds.
       if (this.headSent) throw excInfo;
@@ -126,9 +116,10 @@ export abstract class ResponseCycle extends LazySignal {
     if (this.finished && !this.clientLeft()) {
       throw new AppError('NSGI_START_RESPONSE_AFTER_END', 'startResponse called after the response ended');
     }
-    const parsed = parseStatus(status);
+    const parsed = this.sink.heads.status(status);
     // SR-23: a replacement forgets everything derived from the earlier call.
-    this.recordHead(headers);
+    this.headers = this.sink.checkHeaders(headers);
+    this.streamed = false;
     this.status = parsed;
     this.started = true;
     return this.write;
@@ -149,7 +140,7 @@ export abstract class ResponseCycle extends LazySignal {
     }
     try {
       this.releaseHeld();
-      return this.send(chunk) ? RESOLVED : this.waitForDrain();
+      return this.send(chunk) ? RESOLVED : this.sink.drain();
     } catch (err) {
       this.fail(err);
       return Promise.reject(err);
@@ -163,7 +154,36 @@ export abstract class ResponseCycle extends LazySignal {
     this.commitHead(-1, true);
   }
 
-  // ---- running the body ---------------------------------------------------------------------------
+  /** earlyHints is `nsgi.early_hints` (SPEC §7.1): a 103 while no head has gone. */
+  earlyHints(headers: HeaderList): void {
+    if (this.headSent || this.finished) return;
+    this.sink.earlyHints!(headers);
+  }
+
+  /** setTrailers is `nsgi.set_trailers` (SPEC §7.2); true when the trailers will be sent. */
+  setTrailers(trailers: HeaderList): boolean {
+    // EXT-9: nothing is recorded before startResponse (which would forget it anyway) or after the end.
+    if (this.finished || !this.started) return false;
+    const committed = this.headSent && this.held === null;
+    const canStream = !committed && bodyRule(this.isHead, this.status!.code) === BodyRule.Body && this.headers!.contentLength < 0;
+    const chunked = this.sink.trailers!(trailers, committed, canStream);
+    if (chunked && !committed) this.streamed = true;
+    return chunked;
+  }
+
+  /** upgrade is `nsgi.upgrade` (SPEC §6.2): the app takes the connection over. */
+  upgrade(options?: UpgradeOptions): Upgraded {
+    if (this.finished) {
+      if (this.clientLeft()) throw new ClientGoneError();
+      throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
+    }
+    if (this.headSent) throw new AppError('NSGI_UPGRADE_AFTER_HEAD', 'nsgi.upgrade() called after the response head was sent (SPEC §6.2)');
+    const upgraded = this.sink.upgrade!(options?.headers);
+    this.upgraded = true;
+    this.closeIterator();
+    this.complete();
+    return upgraded;
+  }
 
   /**
    * run calls the app and pumps its body to the end; it never throws. A promised body goes
@@ -177,7 +197,7 @@ export abstract class ResponseCycle extends LazySignal {
       body = app(environ, this.startResponse);
       if (isThenable(body)) {
         Promise.resolve(body).then(
-          (b) => this.pump(b),
+          (b) => pump(this, b),
           (err) => this.fail(err),
         );
         return;
@@ -186,112 +206,36 @@ export abstract class ResponseCycle extends LazySignal {
       this.fail(err);
       return;
     }
-    this.pump(body);
+    pump(this, body);
   }
 
-  private pump(body: unknown): void {
-    if (body === null || typeof body !== 'object' || body instanceof Uint8Array) {
-      const hint =
-        typeof body === 'string' || body instanceof Uint8Array ? '; wrap it in an array: [body]'
-        : typeof body === 'function' ? '; is the export a factory that makes the app? Export the app it returns'
-        : '';
-      this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks${hint} (SPEC §3, BODY-1)`));
-      return;
-    }
-    try {
-      const asyncFn = (body as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator];
-      const syncFn = (body as Partial<Iterable<unknown>>)[Symbol.iterator];
-      // BODY-2: an object that is both is iterated asynchronously.
-      if (typeof asyncFn === 'function') {
-        const it = checkIterator(asyncFn.call(body), body) as AsyncIterator<unknown>;
-        this.iterator = it;
-        // A body that comes after the client left is opened only to be closed.
-        if (this.finished) return this.closeIterator();
-        void this.pumpAsync(it);
-      } else if (typeof syncFn === 'function') {
-        const it = checkIterator(syncFn.call(body), body) as Iterator<unknown>;
-        this.iterator = it;
-        if (this.finished) return this.closeIterator();
-        void this.pumpSync(it);
-      } else {
-        this.fail(new AppError('NSGI_BAD_BODY', `the app returned ${describe(body)}, not an iterable of chunks (SPEC §3, BODY-1)`));
-      }
-    } catch (err) {
-      this.fail(err);
-    }
+  /** canPeek tells whether a body of one chunk could still get a Content-Length: the app gave none, and no trailers are promised. */
+  canPeek(): boolean {
+    return !this.streamed && this.headers!.contentLength < 0;
   }
 
-  private async pumpSync(it: Iterator<unknown>): Promise<void> {
-    try {
-      for (;;) {
-        // A bodiless head already out (through write() or a peek) ends the pulling (SR-21).
-        if (this.noBody && this.headSent) return this.finish();
-        const r = this.pullSync(it);
-        if (this.finished) return this.closeIterator();
-        if (r.done) return this.finish();
-        let chunk = r.value;
-        if (!this.headSent && this.started && isNonEmptyChunk(chunk) && this.canPeek()) {
-          // The head leaves with the first chunk; peek once more so that a body of one chunk
-          // gets a Content-Length (the MAY of SPEC §3.2). The head counts as sent from here.
-          this.headSent = true;
-          this.held = chunk;
-          let peek: IteratorResult<unknown>;
-          try {
-            peek = this.pullSync(it);
-          } catch (err) {
-            this.releaseHeld();
-            throw err;
-          }
-          if (this.finished) return this.closeIterator();
-          if (this.held !== null && peek.done && this.canPeek()) {
-            this.held = null;
-            this.commitHead(byteLength(chunk), false);
-            this.sendFramed(chunk);
-            return this.finish();
-          }
-          if (!this.releaseHeld()) await this.waitForDrain();
-          if (this.finished) return this.closeIterator();
-          if (this.noBody || peek.done) return this.finish();
-          chunk = peek.value;
-        }
-        if (!this.send(chunk)) await this.waitForDrain();
-        if (this.finished) return this.closeIterator();
-      }
-    } catch (err) {
-      this.fail(err);
-    }
+  /** hold keeps the first chunk of a sync body back while the next is pulled; the head counts as sent from here. */
+  hold(chunk: Chunk): void {
+    this.headSent = true;
+    this.held = chunk;
   }
 
-  private async pumpAsync(it: AsyncIterator<unknown>): Promise<void> {
-    try {
-      for (;;) {
-        if (this.noBody && this.headSent) return this.finish();
-        const r = await it.next();
-        if (this.finished) return this.closeIterator();
-        if (r.done) return this.finish();
-        if (!this.send(r.value)) await this.waitForDrain();
-        if (this.finished) return this.closeIterator();
-      }
-    } catch (err) {
-      this.fail(err);
-    }
+  /** sendWhole sends the held chunk as the whole body, with a Content-Length, and ends the response. */
+  sendWhole(): void {
+    const chunk = this.held!;
+    this.held = null;
+    this.commitHead(byteLength(chunk), false);
+    this.sendFramed(chunk);
+    this.finish();
   }
 
-  /**
-   * pullSync calls a sync iterator's `next()` with `pulling` set. While it runs, the iterator
-   * cannot be closed (a running generator throws from `return()`), so closing waits for it.
-   */
-  private pullSync(it: Iterator<unknown>): IteratorResult<unknown> {
-    this.pulling = true;
-    try {
-      return it.next();
-    } finally {
-      this.pulling = false;
-    }
+  /** drain resolves once the receiver can take more. */
+  drain(): Promise<void> {
+    return this.sink.drain();
   }
 
   /** releaseHeld sends the chunk held back for a peek, with the head; false means wait for drain. */
-  private releaseHeld(): boolean {
+  releaseHeld(): boolean {
     const held = this.held;
     if (held === null) return true;
     this.held = null;
@@ -300,7 +244,7 @@ export abstract class ResponseCycle extends LazySignal {
   }
 
   /** send checks one chunk and sends it, the head first if it has not gone; false means wait for drain. */
-  private send(chunk: unknown): boolean {
+  send(chunk: unknown): boolean {
     if (typeof chunk === 'string') {
       if (chunk.length === 0) return true; // BODY-6
     } else if (chunk instanceof Uint8Array) {
@@ -317,31 +261,66 @@ export abstract class ResponseCycle extends LazySignal {
     return this.sendFramed(chunk);
   }
 
+  /**
+   * sendFramed sends a chunk of a committed head: dropped for a response without a body (SR-21),
+   * and never past the app's Content-Length (SR-17): the declared bytes go out, then the response
+   * ends, the connection closes, and the caller fails with the error.
+   */
   private sendFramed(chunk: Chunk): boolean {
-    if (this.noBody) {
-      const code = this.status!.code;
-      if (code === 204 || code === 205 || code === 304) {
-        this.errors.write(`nsgi: body chunk for a ${code} response discarded (SPEC §4.3, SR-21)`);
+    const rule = this.rule;
+    if (rule !== BodyRule.Body) {
+      if (rule !== BodyRule.Head) {
+        this.errors.write(`nsgi: body chunk for a ${this.status!.code} response discarded (SPEC §4.3, SR-21)`);
       }
       return true;
     }
-    return this.sendData(chunk);
+    const declared = this.headers!.contentLength;
+    if (declared >= 0) {
+      const n = byteLength(chunk);
+      if (this.sent + n > declared) {
+        const room = declared - this.sent;
+        if (room > 0) this.sink.data((typeof chunk === 'string' ? Buffer.from(chunk) : chunk).subarray(0, room));
+        this.sent = declared;
+        const err = new AppError('NSGI_CONTENT_LENGTH_EXCEEDED', `the body is longer than its Content-Length ${declared} (SPEC §4.3, SR-17)`);
+        this.errors.write(`nsgi: error in app for ${this.request.method} ${this.request.target}: ${err.message}`);
+        this.closeIterator();
+        this.sink.end(true);
+        this.complete();
+        throw err;
+      }
+      this.sent += n;
+    }
+    return this.sink.data(chunk);
   }
 
-  /** commitHead sends the head and learns whether the response may carry a body. */
-  protected commitHead(knownLength: number, flush: boolean): void {
+  /** commitHead sends the head and learns what the response may carry. */
+  private commitHead(knownLength: number, flush: boolean): void {
     this.headSent = true;
-    this.noBody = this.sendHead(knownLength, flush);
+    const status = this.status!;
+    this.rule = bodyRule(this.isHead, status.code);
+    this.sink.head(status, this.headers!, this.rule, knownLength, flush);
   }
 
-  /** finish ends a body that ran to its end. */
-  private finish(): void {
+  /** finish ends a body that ran to its end; a body short of its Content-Length fails (SR-18). */
+  finish(): void {
     if (this.finished) return this.closeIterator();
     try {
       if (!this.started) {
         throw new AppError('NSGI_NO_START_RESPONSE', 'the body ended but startResponse was never called (SPEC §3.2, BODY-10)');
       }
-      this.sendEnd();
+      const declared = this.headers!.contentLength;
+      if (!this.headSent) {
+        // An empty body against a Content-Length above 0 is short before any byte of the response
+        // has gone: a failure before the head (a 500).
+        if (declared > 0 && bodyRule(this.isHead, this.status!.code) === BodyRule.Body) {
+          throw new AppError('NSGI_CONTENT_LENGTH_SHORT', `the body ended after 0 of the ${declared} bytes its Content-Length declares (SPEC §4.3, SR-18)`);
+        }
+        // An empty body has length 0, unless trailers were promised: they need chunked coding.
+        this.commitHead(this.streamed ? -1 : 0, false);
+      } else if (declared >= 0 && this.rule === BodyRule.Body && this.sent < declared) {
+        throw new AppError('NSGI_CONTENT_LENGTH_SHORT', `the body ended after ${this.sent} of the ${declared} bytes its Content-Length declares (SPEC §4.3, SR-18)`);
+      }
+      this.sink.end(this.headers!.close);
     } catch (err) {
       this.fail(err);
       return;
@@ -351,19 +330,23 @@ export abstract class ResponseCycle extends LazySignal {
   }
 
   /** fail handles anything the app threw (SPEC §8): an error response before the head, a cut after it. */
-  protected fail(err: unknown): void {
+  fail(err: unknown): void {
     this.closeIterator();
     if (this.finished) return;
     if (this.clientLeft()) {
       this.complete();
       return;
     }
-    if (this.shouldLog(err)) {
+    // Not the app's fault, so not logged (ERR-3 is about the app's errors): a malformed body met
+    // while reading the input (answered with its own status), and the client leaving, once the
+    // request's signal has said so.
+    const clientsDoing = err instanceof ProtocolError || (err instanceof ClientGoneError && this.lazySignal?.aborted === true);
+    if (!clientsDoing) {
       const what = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
-      this.errors.write(`nsgi: error in app for ${this.requestName()}: ${what}`);
+      this.errors.write(`nsgi: error in app for ${this.request.method} ${this.request.target}: ${what}`);
     }
     if (!this.headSent) {
-      this.failBeforeHead(err);
+      this.sink.failBeforeHead(err, this.isHead);
     } else {
       // A chunk held back for a peek goes out first: the client sees the head and the body so
       // far, then the cut.
@@ -374,13 +357,13 @@ export abstract class ResponseCycle extends LazySignal {
           // The response is being cut anyway; the held chunk's own fault changes nothing.
         }
       }
-      this.cut(err);
+      this.sink.cut(err);
     }
     this.complete();
   }
 
   /** abandon ends the response because the client left: nothing more is sent, and the iterator is closed. */
-  protected abandon(): void {
+  abandon(): void {
     this.aborted = true;
     if (!this.finished) {
       this.closeIterator();
@@ -388,56 +371,27 @@ export abstract class ResponseCycle extends LazySignal {
     }
   }
 
+  /** clientLeft tells whether the client has gone, so that a late call is not blamed on the app. */
+  private clientLeft(): boolean {
+    return this.aborted || this.sink.gone;
+  }
+
+  /** complete marks the response finished (complete, cut, or abandoned) and tells the sink. */
+  private complete(): void {
+    this.finished = true;
+    this.sink.done();
+  }
+
   /**
    * closeIterator calls the iterator's `return()` exactly once (SPEC §3.4). Called from inside a
    * sync `next()` (the body failed the response through write(), say), it does nothing yet: the
    * pump calls it again once `next()` has returned.
    */
-  protected closeIterator(): void {
+  closeIterator(): void {
     this.bodyStopped = true;
     const it = this.iterator;
     if (it === null || this.iteratorClosed || this.pulling) return;
     this.iteratorClosed = true;
     callReturn(it, this.errors);
   }
-}
-
-/**
- * callReturn calls `it.return()` if it has one (BODY-16), writing whatever it throws or rejects
- * with to `errors` (BODY-18): nothing an iterator does while being closed escapes.
- */
-function callReturn(it: object, errors: ErrorStream): void {
-  try {
-    const close = (it as { return?: unknown }).return;
-    if (typeof close !== 'function') return;
-    const r: unknown = close.call(it);
-    if (isThenable(r)) r.then(undefined, (err) => logCloseError(errors, err));
-  } catch (err) {
-    logCloseError(errors, err);
-  }
-}
-
-function logCloseError(errors: ErrorStream, err: unknown): void {
-  errors.write(`nsgi: error while closing the body iterator: ${err instanceof Error ? (err.stack ?? err.message) : describe(err)}`);
-}
-
-/** checkIterator returns what a body's iterator method made, if it is an object (BODY-1), else throws. */
-function checkIterator(it: unknown, body: unknown): object {
-  if (it === null || (typeof it !== 'object' && typeof it !== 'function')) {
-    throw new AppError('NSGI_BAD_BODY', `the iterator method of the body ${describe(body)} returned ${describe(it)}, not an iterator (SPEC §3, BODY-1)`);
-  }
-  return it;
-}
-
-/** isThenable tells whether `v` has a `then` method, as a promise does. */
-export function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as PromiseLike<unknown>).then === 'function';
-}
-
-function isNonEmptyChunk(chunk: unknown): chunk is Chunk {
-  return (typeof chunk === 'string' || chunk instanceof Uint8Array) && chunk.length > 0;
-}
-
-function byteLength(chunk: Chunk): number {
-  return typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
 }

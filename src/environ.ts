@@ -1,9 +1,25 @@
 /**
- * Building the environ (SPEC §2) from a parsed request head and what the server knows of the
+ * Building the environ (SPEC §2) from a request's description and what the server knows of the
  * connection.
  */
 import type { Environ, ErrorStream, Input } from '../protocol/nsgi.ts';
-import type { RequestHead } from './http1/parser.ts';
+
+/**
+ * RequestDescription is what the environ is made from: the request line and header fields as
+ * received. The reference parser's RequestHead is one; the adapters describe their requests so.
+ */
+export interface RequestDescription {
+  /** The method, case preserved. */
+  readonly method: string;
+  /** The request-target exactly as received. */
+  readonly target: string;
+  /** `"HTTP/1.1"` or `"HTTP/1.0"`. */
+  readonly version: 'HTTP/1.0' | 'HTTP/1.1';
+  /** The header fields in order, names in their original case. */
+  readonly headers: Array<[string, string]>;
+  /** The Host field value, or undefined when there is none. */
+  readonly host: string | undefined;
+}
 
 /** ConnectionInfo is what the environ needs to know about the socket and the server. */
 export interface ConnectionInfo {
@@ -40,6 +56,11 @@ export class LazySignal implements SignalSource {
     return this.controller.signal;
   }
 
+  /** aborted is true once the signal has fired (or will have, when it is made). */
+  get aborted(): boolean {
+    return this.abortReason !== null;
+  }
+
   /** abortSignal fires `nsgi.signal` once, with `reason`. */
   abortSignal(reason: Error): void {
     if (this.abortReason !== null) return;
@@ -65,137 +86,140 @@ const SIGNAL_PROPERTY: PropertyDescriptor = {
   configurable: true,
 };
 
-// `HTTP_*` key for each header name as received; names repeat across requests, so computing the
-// key once per name saves an upper-casing and a replace per header per request.
-const headerKeys = new Map<string, string | null>();
-
-function headerKey(name: string): string | null {
-  let key = headerKeys.get(name);
-  if (key === undefined) {
-    const upper = name.toUpperCase();
-    // A name with "_" would collide with its "-" twin (X_Forwarded_For vs X-Forwarded-For), a
-    // way to spoof a header a proxy vouched for; such names only appear in nsgi.headers.
-    key = name.includes('_')
-      ? null
-      : upper === 'CONTENT-TYPE'
-        ? 'CONTENT_TYPE'
-        : upper === 'CONTENT-LENGTH'
-          ? 'CONTENT_LENGTH'
-          : 'HTTP_' + upper.replace(/-/g, '_');
-    if (headerKeys.size < 2048) headerKeys.set(name, key);
-  }
-  return key;
-}
+/** Most header names whose `HTTP_*` key an EnvironBuilder remembers. */
+const MAX_HEADER_KEYS = 2048;
 
 /**
- * buildEnviron makes the environ for one request. `signal` is the request's AbortSignal, or a
- * SignalSource that makes it on first use. Per SPEC §2.2, PATH_INFO is the target's path,
- * percent-decoded and read as UTF-8, with the mount path moved to SCRIPT_NAME.
+ * EnvironBuilder makes the environs of one server (or adapter). It remembers what repeats from
+ * request to request, so two servers in one process share nothing: the `HTTP_*` key of each
+ * header name (computing it costs an upper-casing and a replace per header per request), and the
+ * last Host split into SERVER_NAME and SERVER_PORT (nearly every request repeats it).
  */
-export function buildEnviron(
-  head: RequestHead,
-  conn: ConnectionInfo,
-  input: Input,
-  signal: AbortSignal | SignalSource,
-): Environ {
-  const lazySignal = !(signal instanceof AbortSignal);
-  const target = head.target;
-  let path: string;
-  let query = '';
-  let host = head.host;
-  let scheme = conn.urlScheme;
-  const q = target.indexOf('?');
-  if (target.charCodeAt(0) === 0x2f) {
-    path = q === -1 ? target : target.slice(0, q);
-    if (q !== -1) query = target.slice(q + 1);
-  } else if (target === '*' || head.method === 'CONNECT') {
-    path = target === '*' ? '*' : '';
-  } else {
-    // absolute-form (RFC 9112 §3.2.2): the authority in the target replaces Host, and the
-    // target's scheme gives the default port. The parser has checked the authority as a Host.
-    const end = q === -1 ? target.length : q;
-    const authorityStart = target.indexOf('//') + 2;
-    let pathStart = target.indexOf('/', authorityStart);
-    if (pathStart === -1 || pathStart > end) pathStart = end;
-    host = target.slice(authorityStart, pathStart);
-    scheme = authorityStart === 8 ? 'https' : 'http';
-    path = pathStart === end ? '/' : target.slice(pathStart, end);
-    if (q !== -1) query = target.slice(q + 1);
-  }
-  if (path.includes('%')) path = decodePath(path);
+export class EnvironBuilder {
+  private readonly headerKeys = new Map<string, string | null>();
+  private lastHost = '';
+  private lastScheme = '';
+  private lastServerName = '';
+  private lastServerPort = '';
 
-  let scriptName = conn.scriptName;
-  if (scriptName !== '') {
-    if (path === scriptName || (path.startsWith(scriptName) && path.charCodeAt(scriptName.length) === 0x2f)) {
-      path = path.slice(scriptName.length);
+  /**
+   * build makes the environ for one request. `signal` is the request's AbortSignal, or a
+   * SignalSource that makes it on first use. Per SPEC §2.2, PATH_INFO is the target's path,
+   * percent-decoded and read as UTF-8, with the mount path moved to SCRIPT_NAME.
+   */
+  build(request: RequestDescription, conn: ConnectionInfo, input: Input, signal: AbortSignal | SignalSource): Environ {
+    const lazySignal = !(signal instanceof AbortSignal);
+    const target = request.target;
+    let path: string;
+    let query = '';
+    let host = request.host;
+    let scheme = conn.urlScheme;
+    const q = target.indexOf('?');
+    if (target.charCodeAt(0) === 0x2f) {
+      path = q === -1 ? target : target.slice(0, q);
+      if (q !== -1) query = target.slice(q + 1);
+    } else if (target === '*' || request.method === 'CONNECT') {
+      path = target === '*' ? '*' : '';
     } else {
-      scriptName = '';
+      // absolute-form (RFC 9112 §3.2.2): the authority in the target replaces Host, and the
+      // target's scheme gives the default port. The parser has checked the authority as a Host.
+      const end = q === -1 ? target.length : q;
+      const authorityStart = target.indexOf('//') + 2;
+      let pathStart = target.indexOf('/', authorityStart);
+      if (pathStart === -1 || pathStart > end) pathStart = end;
+      host = target.slice(authorityStart, pathStart);
+      scheme = authorityStart === 8 ? 'https' : 'http';
+      path = pathStart === end ? '/' : target.slice(pathStart, end);
+      if (q !== -1) query = target.slice(q + 1);
     }
-  }
+    if (path.includes('%')) path = decodePath(path);
 
-  let serverName = conn.localAddress;
-  let serverPort = conn.localPort;
-  if (host !== undefined && host !== '') {
-    if (host !== lastHost || scheme !== lastScheme) splitHost(host, scheme);
-    // A Host of only a port (`:80`) names no host: the listening address and port stand (ENV-7).
-    if (lastServerName !== '') {
-      serverName = lastServerName;
-      serverPort = lastServerPort;
+    let scriptName = conn.scriptName;
+    if (scriptName !== '') {
+      if (path === scriptName || (path.startsWith(scriptName) && path.charCodeAt(scriptName.length) === 0x2f)) {
+        path = path.slice(scriptName.length);
+      } else {
+        scriptName = '';
+      }
     }
+
+    let serverName = conn.localAddress;
+    let serverPort = conn.localPort;
+    if (host !== undefined && host !== '') {
+      if (host !== this.lastHost || scheme !== this.lastScheme) this.splitHost(host, scheme);
+      // A Host of only a port (`:80`) names no host: the listening address and port stand (ENV-7).
+      if (this.lastServerName !== '') {
+        serverName = this.lastServerName;
+        serverPort = this.lastServerPort;
+      }
+    }
+
+    const environ = {
+      REQUEST_METHOD: request.method,
+      SCRIPT_NAME: scriptName,
+      PATH_INFO: path,
+      QUERY_STRING: query,
+      REQUEST_URI: target,
+      SERVER_NAME: serverName,
+      SERVER_PORT: serverPort,
+      SERVER_PROTOCOL: request.version,
+      REMOTE_ADDR: conn.remoteAddress,
+      REMOTE_PORT: conn.remotePort,
+      'nsgi.version': VERSION,
+      'nsgi.url_scheme': conn.urlScheme,
+      'nsgi.input': input,
+      'nsgi.errors': conn.errors,
+      'nsgi.headers': request.headers,
+      'nsgi.multithread': false,
+      'nsgi.multiprocess': conn.multiprocess,
+      'nsgi.run_once': false,
+      [SIGNAL_SOURCE]: signal,
+    } as unknown as Environ;
+    const headers = request.headers;
+    for (let i = 0; i < headers.length; i++) {
+      const field = headers[i]!;
+      const key = this.headerKey(field[0]);
+      if (key === null) continue;
+      const prev = environ[key] as string | undefined;
+      if (prev === undefined) environ[key] = field[1];
+      else environ[key] = prev + (key === 'HTTP_COOKIE' ? '; ' : ', ') + field[1];
+    }
+    if (lazySignal) Object.defineProperty(environ, 'nsgi.signal', SIGNAL_PROPERTY);
+    else environ['nsgi.signal'] = signal;
+    return environ;
   }
 
-  const environ = {
-    REQUEST_METHOD: head.method,
-    SCRIPT_NAME: scriptName,
-    PATH_INFO: path,
-    QUERY_STRING: query,
-    REQUEST_URI: target,
-    SERVER_NAME: serverName,
-    SERVER_PORT: serverPort,
-    SERVER_PROTOCOL: head.version,
-    REMOTE_ADDR: conn.remoteAddress,
-    REMOTE_PORT: conn.remotePort,
-    'nsgi.version': VERSION,
-    'nsgi.url_scheme': conn.urlScheme,
-    'nsgi.input': input,
-    'nsgi.errors': conn.errors,
-    'nsgi.headers': head.headers,
-    'nsgi.multithread': false,
-    'nsgi.multiprocess': conn.multiprocess,
-    'nsgi.run_once': false,
-    [SIGNAL_SOURCE]: signal,
-  } as unknown as Environ;
-  const headers = head.headers;
-  for (let i = 0; i < headers.length; i++) {
-    const field = headers[i]!;
-    const key = headerKey(field[0]);
-    if (key === null) continue;
-    const prev = environ[key] as string | undefined;
-    if (prev === undefined) environ[key] = field[1];
-    else environ[key] = prev + (key === 'HTTP_COOKIE' ? '; ' : ', ') + field[1];
+  /** headerKey is the `HTTP_*` key of a header name as received, null for a name kept out of the environ. */
+  private headerKey(name: string): string | null {
+    let key = this.headerKeys.get(name);
+    if (key === undefined) {
+      const upper = name.toUpperCase();
+      // A name with "_" would collide with its "-" twin (X_Forwarded_For vs X-Forwarded-For), a
+      // way to spoof a header a proxy vouched for; such names only appear in nsgi.headers.
+      key = name.includes('_')
+        ? null
+        : upper === 'CONTENT-TYPE'
+          ? 'CONTENT_TYPE'
+          : upper === 'CONTENT-LENGTH'
+            ? 'CONTENT_LENGTH'
+            : 'HTTP_' + upper.replace(/-/g, '_');
+      if (this.headerKeys.size < MAX_HEADER_KEYS) this.headerKeys.set(name, key);
+    }
+    return key;
   }
-  if (lazySignal) Object.defineProperty(environ, 'nsgi.signal', SIGNAL_PROPERTY);
-  else environ['nsgi.signal'] = signal;
-  return environ;
-}
 
-// The last Host split into SERVER_NAME and SERVER_PORT: nearly every request repeats it.
-let lastHost = '';
-let lastScheme = '';
-let lastServerName = '';
-let lastServerPort = '';
-
-function splitHost(host: string, scheme: string): void {
-  const colon = host.lastIndexOf(':');
-  if (colon !== -1 && colon > host.lastIndexOf(']')) {
-    lastServerName = host.slice(0, colon);
-    lastServerPort = host.slice(colon + 1) || defaultPort(scheme);
-  } else {
-    lastServerName = host;
-    lastServerPort = defaultPort(scheme);
+  private splitHost(host: string, scheme: string): void {
+    const colon = host.lastIndexOf(':');
+    if (colon !== -1 && colon > host.lastIndexOf(']')) {
+      this.lastServerName = host.slice(0, colon);
+      this.lastServerPort = host.slice(colon + 1) || defaultPort(scheme);
+    } else {
+      this.lastServerName = host;
+      this.lastServerPort = defaultPort(scheme);
+    }
+    this.lastHost = host;
+    this.lastScheme = scheme;
   }
-  lastHost = host;
-  lastScheme = scheme;
 }
 
 function defaultPort(scheme: string): string {

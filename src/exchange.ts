@@ -1,194 +1,142 @@
 /**
- * One request's response on the reference server: the {@link ResponseCycle} (the contract's
- * response rules, and the life of a response told at the top of `src/cycle.ts`) with its bytes
- * framed by the connection's HTTP/1.1 state, plus what only this server offers: early hints,
- * trailers and upgrades.
- *
- * Each non-empty chunk is framed into the connection's output buffer, the first one preceded by
- * the head. The buffer is flushed to the socket once the work at hand is done (the end of the
- * read being processed, or of the current tick), or at once when it holds OUTPUT_HIGH_WATER_MARK
- * bytes; when the socket says it is full, the cycle waits for `drain` before it asks the iterator
- * for another chunk.
+ * The exchange under way on a server connection: the request's `nsgi.input`, its response cycle
+ * over the connection's sink, and the environ the app is called with, carrying what only the
+ * reference server offers (early hints, trailers, upgrades) and what trusted proxies say. A
+ * connection has one Exchange, reused for each of its requests in turn; it is also what the
+ * environ knows of the connection (ConnectionInfo), kept here rather than in an object of its
+ * own: idle connections are what a streaming server holds most of.
  */
-import type { Chunk, ErrorStream, HeaderList, Upgraded, UpgradeOptions } from '../protocol/nsgi.ts';
-import type { RequestInput } from './body.ts';
+import type net from 'node:net';
+import type { ErrorStream } from '../protocol/nsgi.ts';
+import { accessLogLine } from './access-log.ts';
+import { RequestInput, type InputHooks } from './body.ts';
 import { ResponseCycle } from './cycle.ts';
-import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
-import type { Http1Connection } from './http1/connection.ts';
-import { Framing, bodyAllowedForStatus, prepareHeaders, prepareTrailers, type PreparedHeaders } from './http1/writer.ts';
+import type { Driver } from './driver.ts';
+import type { ConnectionInfo } from './environ.ts';
+import { ClientGoneError, ServerClosingError } from './errors.ts';
+import { applyForwarded } from './forwarded.ts';
+import type { RequestHead } from './http1/parser.ts';
+import type { PreparedHeaders } from './http1/writer.ts';
+import type { ServerContext } from './server.ts';
+import type { ServerSink } from './server-sink.ts';
 
-/** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
-export const OUTPUT_HIGH_WATER_MARK = 64 * 1024;
-
-/** ExchangeHost is what an exchange needs from the connection that runs it. */
-export interface ExchangeHost {
-  readonly http: Http1Connection;
+/** Exchange is the request under way on one connection, and what the environ knows of the connection. */
+export class Exchange implements InputHooks, ConnectionInfo {
+  readonly remoteAddress: string;
+  readonly remotePort: string;
+  readonly localAddress: string;
+  readonly localPort: string;
+  readonly urlScheme = 'http';
+  readonly scriptName: string;
+  readonly multiprocess: boolean;
   readonly errors: ErrorStream;
-  /** True once the socket is closed. */
-  readonly gone: boolean;
-  /** Arranges for the output buffer to be written at the end of this tick. */
-  scheduleFlush(): void;
-  /** Writes the output buffer now; false when the socket is full and the caller should wait. */
-  flushNow(): boolean;
-  /** Resolves when the socket can take more; rejects with ClientGoneError when it has closed. */
-  waitForDrain(): Promise<void>;
-  /** Sends what is buffered, then closes without finishing the response. */
-  cut(): void;
-  /** Called once when the response is complete, cut, or abandoned. */
-  exchangeDone(): void;
-  /** Hands the connection to the app (SPEC §6); writes a 101 first when `headers` are given. */
-  upgrade(headers: HeaderList | undefined): Upgraded;
-}
-
-/** Exchange runs the app for one request and carries its response to the connection. */
-export class Exchange extends ResponseCycle {
-  private headers: PreparedHeaders | null = null;
-  private trailerBlock = '';
-  private wantChunked = false;
+  /** cycle is the response cycle of the request under way, null before a request's head. */
+  cycle: ResponseCycle<PreparedHeaders> | null = null;
+  /** input is the request's `nsgi.input`, null before a request's head. */
+  input: RequestInput | null = null;
+  private readonly trusted: boolean;
+  private requestStart = 0;
 
   constructor(
-    private readonly host: ExchangeHost,
-    readonly input: RequestInput,
+    private readonly driver: Driver,
+    socket: net.Socket,
+    private readonly server: ServerContext,
+    private readonly sink: ServerSink,
   ) {
-    super(host.errors);
+    this.remoteAddress = socket.remoteAddress ?? '';
+    this.remotePort = String(socket.remotePort ?? '');
+    this.localAddress = socket.localAddress ?? '';
+    this.localPort = String(socket.localPort ?? '');
+    this.scriptName = server.scriptName;
+    this.multiprocess = server.multiprocess;
+    this.errors = server.errors;
+    this.trusted = server.trustedProxies?.trusts(this.remoteAddress) ?? false;
   }
 
-  /** earlyHints sends a 103 response (SPEC §7.1). */
-  earlyHints(headers: HeaderList): void {
-    if (this.headSent || this.finished) return;
-    if (this.host.http.sendEarlyHints(prepareHeaders(headers).block)) this.host.flushNow();
+  /** running is true while a response is under way. */
+  get running(): boolean {
+    const cycle = this.cycle;
+    return cycle !== null && !cycle.finished;
   }
 
-  /** setTrailers records trailers for a chunked body (SPEC §7.2). */
-  setTrailers(trailers: HeaderList): boolean {
-    // EXT-9: nothing is recorded before startResponse (which would forget it anyway) or after the end.
-    if (this.finished || !this.started) return false;
-    const block = prepareTrailers(trailers).block;
-    const http = this.host.http;
-    let chunked: boolean;
-    if (this.headSent && this.held === null) {
-      chunked = http.isChunked;
-    } else {
-      const req = http.request!;
-      chunked =
-        req.version === 'HTTP/1.1' && req.method !== 'HEAD' && bodyAllowedForStatus(this.status!.code) &&
-        this.headers!.contentLength < 0;
-      if (chunked) this.wantChunked = true;
+  /**
+   * start runs the app for a request whose head has arrived. `peerEnded` is the client's FIN
+   * having come with the head: the signal fires, but the response may still finish.
+   */
+  start(head: RequestHead, peerEnded: boolean): void {
+    const server = this.server;
+    const http = this.driver.http;
+    this.requestStart = server.accessLog === undefined ? 0 : Date.now();
+    if (server.closing) http.mustClose();
+    if (head.method === 'CONNECT') {
+      http.sendErrorResponse(501, 'CONNECT is not supported', true);
+      this.driver.refused();
+      return;
     }
-    if (chunked) this.trailerBlock = block;
-    return chunked;
-  }
-
-  /** upgrade is `environ['nsgi.upgrade']` (SPEC §6): the app takes the connection over. */
-  upgrade(options?: UpgradeOptions): Upgraded {
-    if (this.finished) {
-      if (this.clientLeft()) throw new ClientGoneError();
-      throw new AppError('NSGI_UPGRADE_TOO_LATE', 'nsgi.upgrade() called after the response ended (SPEC §6.2)');
+    const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
+    const cycle = new ResponseCycle(this.sink, head, server.errors);
+    const environ = server.environs.build(head, this, input, cycle);
+    if (head.version === 'HTTP/1.1') {
+      environ['nsgi.early_hints'] = cycle.earlyHints.bind(cycle);
+      environ['nsgi.set_trailers'] = cycle.setTrailers.bind(cycle);
+      if (head.upgrade) environ['nsgi.upgrade'] = cycle.upgrade.bind(cycle);
     }
-    if (this.headSent) throw new AppError('NSGI_UPGRADE_AFTER_HEAD', 'nsgi.upgrade() called after the response head was sent (SPEC §6.2)');
-    const upgraded = this.host.upgrade(options?.headers);
-    this.closeIterator();
-    this.complete();
-    return upgraded;
+    if (this.trusted) applyForwarded(environ, server.trustedProxies!, server.forwardedHeaders);
+    this.cycle = cycle;
+    this.input = input;
+    // A head that finished arriving after close() began: the app learns at once that the server
+    // is closing (SRV-28), as the exchanges under way at close() did.
+    if (server.closing) cycle.abortSignal(new ServerClosingError());
+    if (peerEnded) {
+      const reason = new ClientGoneError('the client closed its side of the connection');
+      cycle.abortSignal(reason);
+      if (!input.complete) input.fail(reason);
+    }
+    cycle.run(server.app, environ);
   }
 
-  /** abort is the client going away: the signal fires, reads fail, the iterator is closed. */
+  /** clear forgets the finished exchange, before the next request is read. */
+  clear(): void {
+    this.cycle = null;
+    this.input = null;
+  }
+
+  /** abort is the client going away: the signal fires, reads fail, the body is closed. */
   abort(reason: Error): void {
-    this.abortSignal(reason);
-    this.input.fail(reason);
-    this.abandon();
+    const cycle = this.cycle;
+    if (cycle === null) return;
+    cycle.abortSignal(reason);
+    this.input?.fail(reason);
+    cycle.abandon();
   }
 
-  /** clientClosed is a FIN from the client: the signal fires, but the response may still finish. */
-  clientClosed(reason: Error): void {
-    this.abortSignal(reason);
-    if (!this.input.complete) this.input.fail(reason);
+  /** firstRead is the input's first read: time for `100 Continue` (SPEC IN-6). */
+  firstRead(input: RequestInput): void {
+    // An input kept by an app past its own exchange must not speak for the next request.
+    if (input !== this.input || !this.running) return;
+    this.driver.http.sendContinue();
+    this.sink.scheduleFlush();
+    // From now on the client owes the body, so its silence counts (SRV-29: never before).
+    this.driver.bodyOwed();
   }
 
-  // ---- the cycle's hooks ----------------------------------------------------------------------
-
-  protected recordHead(headers: HeaderList): void {
-    this.headers = prepareHeaders(headers);
-    this.trailerBlock = '';
-    this.wantChunked = false;
+  /** resumeInput is the app catching up with the request body: read the socket again. */
+  resumeInput(input: RequestInput): void {
+    if (input === this.input) this.driver.inputWanted();
   }
 
-  protected canPeek(): boolean {
-    return !this.wantChunked && this.headers!.contentLength < 0;
-  }
-
-  protected sendHead(knownLength: number, flush: boolean): boolean {
-    const framing = this.host.http.sendHead(this.status!, this.headers!, knownLength);
-    if (flush) this.host.flushNow();
-    return framing === Framing.None;
-  }
-
-  protected sendData(chunk: Chunk): boolean {
-    const http = this.host.http;
-    http.sendData(chunk);
-    if (http.out.size >= OUTPUT_HIGH_WATER_MARK) return this.host.flushNow();
-    this.host.scheduleFlush();
-    return true;
-  }
-
-  protected waitForDrain(): Promise<void> {
-    return this.host.waitForDrain();
-  }
-
-  protected sendEnd(): void {
-    if (!this.headSent) {
-      // An empty body against a Content-Length above 0 is short before any byte of the response
-      // has gone: a failure before the head (a 500), as on every runner (SR-18).
-      const declared = this.headers!.contentLength;
-      if (declared > 0 && this.host.http.request!.method !== 'HEAD' && bodyAllowedForStatus(this.status!.code)) {
-        throw new AppError('NSGI_CONTENT_LENGTH_SHORT', `the body ended after 0 of the ${declared} bytes its Content-Length declares (SPEC §4.3, SR-18)`);
-      }
-      // An empty body has length 0, unless trailers were promised: they need chunked coding.
-      this.commitHead(this.wantChunked ? -1 : 0, false);
-    }
-    this.host.http.sendEnd(this.trailerBlock);
-    this.host.scheduleFlush();
-  }
-
-  /** failBeforeHead sends a 500, or the status of a ProtocolError met reading the input. */
-  protected failBeforeHead(err: unknown): void {
-    const http = this.host.http;
-    if (err instanceof ProtocolError) {
-      http.mustClose();
-      http.sendErrorResponse(err.status, err.message, true);
-    } else {
-      http.sendErrorResponse(500, '', false);
-    }
-    this.host.scheduleFlush();
-  }
-
-  protected cut(): void {
-    this.host.cut();
-  }
-
-  /**
-   * shouldLog leaves out what is not the app's fault: a malformed body met while reading the
-   * input (answered with its own status) and the client leaving.
-   */
-  protected override shouldLog(err: unknown): boolean {
-    return !(err instanceof ProtocolError) && !(err instanceof ClientGoneError);
-  }
-
-  protected requestName(): string {
-    const req = this.host.http.request!;
-    return `${req.method} ${req.target}`;
-  }
-
-  /**
-   * clientLeft tells a call after the end that it came too late because the client left, not
-   * because the app broke the contract: the socket may linger after a FIN while output drains.
-   */
-  protected override clientLeft(): boolean {
-    return this.aborted || this.host.gone;
-  }
-
-  protected override complete(): void {
-    this.finished = true;
-    this.host.exchangeDone();
+  /** logAccess writes the access log line of this exchange; `refused` is the status of a request refused at its head. */
+  logAccess(refused: number): void {
+    const http = this.driver.http;
+    this.server.accessLog!(
+      accessLogLine({
+        remoteAddress: this.remoteAddress,
+        request: http.request,
+        reachedApp: this.cycle !== null,
+        status: refused || http.statusCode,
+        bodyBytes: http.bodyBytes,
+        start: this.requestStart,
+      }),
+    );
   }
 }

@@ -37,7 +37,8 @@ export {
 export { sse, sseResponse, lastEventId, formatEvent, SSE_HEADERS, DEFAULT_SSE_HEARTBEAT_MS, type SseEvent, type SseMessage, type SseOptions, type SseSource } from './helpers/sse.ts';
 export { Topic, DEFAULT_TOPIC_CAPACITY, type Entry, type PollResult, type TopicOptions, type WaitOptions } from './helpers/longpoll.ts';
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
-export { fromFetch, toFetch, type FetchHandler, type ToFetchOptions } from './adapters/fetch.ts';
+export { fromFetch, type FetchHandler } from './adapters/fetch-to-nsgi.ts';
+export { toFetch, type ToFetchOptions } from './adapters/nsgi-to-fetch.ts';
 export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListener, type NodeListenerOptions, type NodeUpgradeListener } from './adapters/node-http.ts';
 export * as testing from './testing.ts';
 export type { TestRequest, TestResponse, TestStream } from './testing.ts';

@@ -15,7 +15,7 @@
  * ```
  */
 import type { App, ErrorStream, HeaderList } from '../protocol/nsgi.ts';
-import { runFetch, type ToFetchOptions } from './adapters/fetch.ts';
+import { runFetch, type ToFetchOptions } from './adapters/nsgi-to-fetch.ts';
 
 /** TestRequest describes the request to make. Every field is optional. */
 export interface TestRequest {

@@ -70,10 +70,10 @@
  * `test/contract/` checks the server-side ones over real connections.
  */
 import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write } from '../protocol/nsgi.ts';
-import { isThenable } from './cycle.ts';
+import { isThenable } from './iterators.ts';
 import { decodePath } from './environ.ts';
 import { isFieldValue, isToken } from './http1/syntax.ts';
-import { FORBIDDEN_TRAILER_FIELDS } from './http1/writer.ts';
+import { FORBIDDEN_TRAILER_FIELDS, bodyAllowedForStatus } from './http1/writer.ts';
 
 /** SECTIONS maps each rule id prefix and number range to its section of protocol/SPEC.md. */
 const SECTIONS: Array<[prefix: string, from: number, to: number, section: string]> = [
@@ -285,7 +285,7 @@ class Call {
         const impossible = this.contentLength >= 0 ? 'the app gave a Content-Length'
           : this.isHead ? 'the request is HEAD'
           : this.http10 ? 'the request is HTTP/1.0'
-          : this.status === 204 || this.status === 304 ? `the status is ${this.status}`
+          : this.started && !bodyAllowedForStatus(this.status) ? `the status is ${this.status}`
           : !this.started ? 'startResponse has not been called'
           : null;
         if (result && impossible !== null) {

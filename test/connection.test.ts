@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { AppError, ProtocolError } from '../src/errors.ts';
 import { Http1Connection } from '../src/http1/connection.ts';
+import { Http1Shared } from '../src/http1/shared.ts';
 import { Framing, parseStatus, prepareHeaders } from '../src/http1/writer.ts';
 import { req } from './helpers/bytes.ts';
 
@@ -17,7 +18,7 @@ function output(conn: Http1Connection): string {
 
 /** connect returns a connection that has received `bytes` and read events up to the first body byte. */
 function connect(bytes: Buffer, serverName?: string): Http1Connection {
-  const conn = serverName === undefined ? new Http1Connection() : new Http1Connection({}, serverName);
+  const conn = serverName === undefined ? new Http1Connection() : new Http1Connection(new Http1Shared({}, serverName));
   conn.receive(bytes);
   expect(conn.nextEvent().kind).toBe('head');
   return conn;

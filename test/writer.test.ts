@@ -2,9 +2,9 @@
  * The sans-I/O response side: status and header checks, the framing decision and OutBuffer.
  */
 import { describe, expect, it } from 'vitest';
+import { OutBuffer } from '../src/http1/out-buffer.ts';
 import {
   Framing,
-  OutBuffer,
   bodyAllowedForStatus,
   chooseFraming,
   httpDate,

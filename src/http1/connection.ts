@@ -9,19 +9,24 @@
  *     idle --head--> sending --data--> sending --end--> done --next--> idle
  *       \--error--> done         \--cut--> closed
  *
- * An exchange is over when its request has ended and its response is done; then, if the
- * connection may be reused (see {@link Http1Connection.shouldReuseConnection}), `nextCycle()`
- * starts the next one and the parser reads whatever the client pipelined meanwhile. Any move the
+ * An exchange is over when its request has ended and its response is done; what then becomes of
+ * the connection (the next request, reading the rest of an unread body first, or closing) is
+ * decided in one place, {@link Http1Connection.afterResponse}. To go on, `nextCycle()` starts the
+ * next exchange and the parser reads whatever the client pipelined meanwhile. Any move the
  * table does not list throws: it is a bug in the caller, never the peer's doing.
  */
 import { AppError, type ProtocolError } from '../errors.ts';
-import { RequestParser, type ParserEvent, type ParserLimits, type RequestHead } from './parser.ts';
+import { RequestParser, type ParserEvent, type RequestHead } from './parser.ts';
+import type { OutBuffer } from './out-buffer.ts';
+import { Http1Shared } from './shared.ts';
 import {
   Framing,
   LAST_CHUNK,
-  OutBuffer,
   REASONS,
+  addedContentLength,
+  bodyRule,
   chooseFraming,
+  dropsAppLength,
   connectionOptions,
   httpDate,
   type PreparedHeaders,
@@ -45,34 +50,25 @@ const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, Respons
   closed: { cut: 'closed' },
 };
 
-// The Server and Keep-Alive lines of the last configuration seen: every connection of a server
-// shares one copy of each (and the head cache compares them by identity).
-let lastServerName = 'nsgi';
-let lastServerHeader = 'Server: nsgi\r\n';
-let lastKeepAliveMs = 0;
-let lastKeepAliveHeader = '';
-
-function serverHeaderLine(serverName: string): string {
-  if (serverName !== lastServerName) {
-    lastServerName = serverName;
-    lastServerHeader = serverName === '' ? '' : `Server: ${serverName}\r\n`;
-  }
-  return lastServerHeader;
-}
-
-function keepAliveHeaderLine(keepAliveTimeout: number): string {
-  if (keepAliveTimeout !== lastKeepAliveMs) {
-    const seconds = Math.floor(keepAliveTimeout / 1000);
-    lastKeepAliveMs = keepAliveTimeout;
-    lastKeepAliveHeader = seconds >= 1 && Number.isFinite(seconds) ? `Keep-Alive: timeout=${seconds}\r\n` : '';
-  }
-  return lastKeepAliveHeader;
+/**
+ * AfterResponse is what becomes of a connection once its response is over (see
+ * {@link Http1Connection.afterResponse}).
+ */
+export const enum AfterResponse {
+  /** The exchange is not over yet: the response or the request's end is still to come. */
+  Wait,
+  /** Read the next request. */
+  Next,
+  /** Read the rest of the request body and throw it away, then go on. */
+  Drain,
+  /** Close the connection. */
+  Close,
 }
 
 /** Http1Connection is the protocol state of one HTTP/1.1 server connection. */
 export class Http1Connection {
   /** out holds the bytes to send, gathered until the server flushes them. */
-  readonly out = new OutBuffer();
+  readonly out: OutBuffer;
   /** request is the head of the current exchange's request, once it has arrived. */
   request: RequestHead | null = null;
   /** requestComplete is true once the current request's body has been read to its end. */
@@ -85,24 +81,19 @@ export class Http1Connection {
   statusCode = 0;
 
   private readonly parser: RequestParser;
-  private readonly serverHeader: string;
-  private readonly keepAliveHeader: string;
   private keepAlive = true;
+  /** Body bytes read and thrown away since the response ended with the body unread. */
+  private discarded = 0;
   private framing = Framing.None;
   private declaredLength = -1;
   private continueSent = false;
   /** A chunk's data has been written and its closing CRLF has not. */
   private chunkOpen = false;
 
-  /**
-   * `keepAliveTimeout` (ms), when set, is announced on reused connections as `Keep-Alive:
-   * timeout=N` (RFC 9112 §9.3 leaves the header's use open; clients such as Node's agents use it
-   * to retire a pooled connection before the server closes it, instead of racing the close).
-   */
-  constructor(limits: Partial<ParserLimits> = {}, serverName = 'nsgi', keepAliveTimeout = 0) {
-    this.parser = new RequestParser(limits);
-    this.serverHeader = serverHeaderLine(serverName);
-    this.keepAliveHeader = keepAliveHeaderLine(keepAliveTimeout);
+  /** `shared` is what the connections of one server share: limits, header lines, caches, slab. */
+  constructor(private readonly shared: Http1Shared = new Http1Shared()) {
+    this.parser = new RequestParser(shared.limits);
+    this.out = shared.outBuffer();
   }
 
   /**
@@ -221,53 +212,20 @@ export class Http1Connection {
   sendHead(status: Status, headers: PreparedHeaders, knownLength = -1): Framing {
     const req = this.request!;
     this.move('head');
-    const isHead = req.method === 'HEAD';
     const http11 = req.version === 'HTTP/1.1';
-    const appLength = headers.contentLength;
-    const framing = chooseFraming(isHead, status.code, appLength >= 0 ? appLength : knownLength, http11);
-    // The server adds a Content-Length when it knows the whole body and the app gave none (HEAD
-    // gets the one GET would have had).
     const code = status.code;
-    const addLength =
-      appLength < 0 && knownLength >= 0 && (framing === Framing.Length || (isHead && code !== 204 && code !== 205 && code !== 304));
+    const isHead = req.method === 'HEAD';
+    const rule = bodyRule(isHead, code);
+    const appLength = headers.contentLength;
+    const framing = chooseFraming(isHead, code, appLength >= 0 ? appLength : knownLength, http11);
+    const added = addedContentLength(rule, appLength, knownLength);
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
-    const date = headers.hasDate ? '' : httpDate();
-
-    const c = lastHead;
-    let head: string;
-    if (
-      c.status === status && c.headers === headers && c.date === date && c.framing === framing &&
-      c.keepAlive === this.keepAlive && c.http11 === http11 && c.length === (addLength ? knownLength : -1) &&
-      c.serverHeader === this.serverHeader && c.keepAliveHeader === this.keepAliveHeader
-    ) {
-      head = c.head;
-    } else {
-      head = status.line;
-      // RFC 9110 §8.6: no Content-Length in a 204 (or 1xx); the app's is dropped. A 205 has no
-      // content either, but is not bodiless by definition, so it says so: Content-Length: 0.
-      head += (code === 204 || code === 205) && appLength >= 0 ? stripContentLength(headers.block) : headers.block;
-      if (date !== '') head += `Date: ${date}\r\n`;
-      if (!headers.hasServer) head += this.serverHeader;
-      if (code === 205) head += 'Content-Length: 0\r\n';
-      else if (addLength) head += `Content-Length: ${knownLength}\r\n`;
-      else if (framing === Framing.Chunked) head += 'Transfer-Encoding: chunked\r\n';
-      // RFC 9110 §15.5.22: a 426 names the protocols to switch to.
-      const upgrade = code === 426 ? headers.upgrade : '';
-      if (upgrade !== '') head += `Upgrade: ${upgrade}\r\n`;
-      const connection = connectionOptions(upgrade !== '', !this.keepAlive, !http11);
-      if (connection !== '') head += `Connection: ${connection}\r\n`;
-      if (this.keepAlive) head += this.keepAliveHeader;
-      head += '\r\n';
-      lastHead = {
-        status, headers, date, framing, keepAlive: this.keepAlive, http11, length: addLength ? knownLength : -1,
-        serverHeader: this.serverHeader, keepAliveHeader: this.keepAliveHeader, head,
-      };
-    }
+    const head = this.shared.encodeHead(status, headers, framing, this.keepAlive, http11, added, dropsAppLength(rule));
     this.out.latin1(head);
     this.framing = framing;
-    this.declaredLength = framing === Framing.Length ? (addLength ? knownLength : appLength) : -1;
-    this.statusCode = status.code;
+    this.declaredLength = framing === Framing.Length ? (appLength >= 0 ? appLength : knownLength) : -1;
+    this.statusCode = code;
     return framing;
   }
 
@@ -349,7 +307,7 @@ export class Http1Connection {
     const http11 = this.request === null || this.request.version === 'HTTP/1.1';
     let head =
       `HTTP/1.1 ${code} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nDate: ${httpDate()}\r\n${this.serverHeader}`;
+      `Content-Length: ${Buffer.byteLength(body)}\r\nDate: ${httpDate()}\r\n${this.shared.serverHeader}`;
     const connection = connectionOptions(false, !this.keepAlive, !http11);
     if (connection !== '') head += `Connection: ${connection}\r\n`;
     this.out.latin1(head + '\r\n');
@@ -382,6 +340,39 @@ export class Http1Connection {
     return this.keepAlive && this.responseState === 'done' && this.requestComplete;
   }
 
+  /**
+   * afterResponse decides, in one place, what becomes of the connection once the response is
+   * done or cut. A response sent before the request body was read leaves a rest on its way: a
+   * client still waiting for 100 Continue may never send it, and a long rest costs more than a new
+   * connection, so then the connection closes; otherwise the rest is read and thrown away (Drain)
+   * so that it never becomes the next request. `clientEnded` is the client's FIN: nothing more
+   * will come, so nothing is worth keeping the connection for.
+   */
+  afterResponse(clientEnded: boolean): AfterResponse {
+    const state = this.responseState;
+    if (state === 'closed') return AfterResponse.Close;
+    if (state !== 'done') return AfterResponse.Wait;
+    if (!this.requestBodyDone) {
+      if (clientEnded || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
+      if (!this.keepAlive) return AfterResponse.Close;
+      this.discarded = 0;
+      return AfterResponse.Drain;
+    }
+    if (!this.requestComplete) return AfterResponse.Wait;
+    return this.shouldReuseConnection() ? AfterResponse.Next : AfterResponse.Close;
+  }
+
+  /**
+   * discardBody counts `n` body bytes read only to be thrown away. It returns false, and rules out
+   * reusing the connection, once more than MAX_DRAIN_BYTES were: the rest is not worth reading.
+   */
+  discardBody(n: number): boolean {
+    this.discarded += n;
+    if (this.discarded <= MAX_DRAIN_BYTES) return true;
+    this.keepAlive = false;
+    return false;
+  }
+
   /** nextCycle starts the next exchange; only legal when the current one is over. */
   nextCycle(): void {
     this.move('next');
@@ -394,31 +385,6 @@ export class Http1Connection {
     this.statusCode = 0;
     this.continueSent = false;
     this.chunkOpen = false;
+    this.discarded = 0;
   }
-}
-
-/**
- * The last head encoded, with everything it was made from. Servers send the same head again and
- * again (same status, same prepared headers, same second); the encoded string is then reused
- * rather than concatenated anew, and it is already flat for the write.
- */
-interface EncodedHead {
-  status: Status | null;
-  headers: PreparedHeaders | null;
-  date: string;
-  framing: Framing;
-  keepAlive: boolean;
-  http11: boolean;
-  length: number;
-  serverHeader: string;
-  keepAliveHeader: string;
-  head: string;
-}
-let lastHead: EncodedHead = {
-  status: null, headers: null, date: '', framing: Framing.None, keepAlive: false, http11: false, length: -1,
-  serverHeader: '', keepAliveHeader: '', head: '',
-};
-
-function stripContentLength(block: string): string {
-  return block.replace(/^content-length:[^\r]*\r\n/gim, '');
 }

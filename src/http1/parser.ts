@@ -37,16 +37,20 @@ export const DEFAULT_LIMITS: Readonly<ParserLimits> = Object.freeze({
   maxBodySize: Infinity,
 });
 
-// The limits object given last and its completed copy: the parsers of one server share it.
-let lastLimitsGiven: Partial<ParserLimits> | null = null;
-let lastLimits: ParserLimits = DEFAULT_LIMITS;
+/**
+ * resolveLimits completes a partial set of limits with the defaults. A server resolves its limits
+ * once, so that the parsers of all its connections share one object.
+ */
+export function resolveLimits(limits: Partial<ParserLimits>): Readonly<ParserLimits> {
+  if (isComplete(limits)) return limits;
+  return Object.freeze({ ...DEFAULT_LIMITS, ...limits });
+}
 
-function resolveLimits(limits: Partial<ParserLimits>): ParserLimits {
-  if (limits !== lastLimitsGiven) {
-    lastLimitsGiven = limits;
-    lastLimits = Object.freeze({ ...DEFAULT_LIMITS, ...limits });
-  }
-  return lastLimits;
+function isComplete(limits: Partial<ParserLimits>): limits is Readonly<ParserLimits> {
+  return (
+    Object.isFrozen(limits) && limits.maxRequestLineSize !== undefined && limits.maxHeaderCount !== undefined &&
+    limits.maxHeaderSize !== undefined && limits.maxBodySize !== undefined
+  );
 }
 
 /** Longest chunk-size line (size and extensions) accepted; longer gets 400. */
@@ -135,7 +139,7 @@ function fail(code: string, status: number, message: string): never {
 
 /** RequestParser turns the bytes of one connection into request events. */
 export class RequestParser {
-  private readonly limits: ParserLimits;
+  private readonly limits: Readonly<ParserLimits>;
   private buf: Buffer = EMPTY;
   private pos = 0;
   private state = State.Head;
@@ -162,7 +166,8 @@ export class RequestParser {
   // Made for the first trailer field: almost no request has one.
   private trailers: Array<[string, string]> | null = null;
 
-  constructor(limits: Partial<ParserLimits> = {}) {
+  /** A frozen, complete `limits` (from {@link resolveLimits}) is shared as it is; any other is completed. */
+  constructor(limits: Partial<ParserLimits> = DEFAULT_LIMITS) {
     this.limits = resolveLimits(limits);
   }
 
@@ -231,6 +236,30 @@ export class RequestParser {
     this.bodyBytes = 0;
     this.trailers = null;
     this.lineStart = this.scan = this.pos;
+  }
+
+  /**
+   * startBody reads a body whose head another parser read (node:http, handing a request over
+   * with its socket): from here the bytes fed are the body, then whatever follows it. The framing
+   * is `chunked`, else the Content-Length field's value as received (undefined for none), checked
+   * as it would be in a head; a bad one throws the ProtocolError a head would have.
+   */
+  startBody(contentLength: string | undefined, chunked: boolean): void {
+    if (this.state !== State.Head || this.buffered > 0) throw new Error('startBody() called after bytes were read');
+    let length = -1;
+    try {
+      if (!chunked && contentLength !== undefined) length = parseContentLength(contentLength);
+    } catch (err) {
+      // As for a head: the error sticks, and every later next() throws it.
+      this.state = State.Error;
+      this.error = err as ProtocolError;
+      throw err;
+    }
+    if (chunked) this.state = State.ChunkSize;
+    else if (length > 0) {
+      this.state = State.Length;
+      this.remaining = length;
+    } else this.state = State.End;
   }
 
   /** next returns the next event, or throws the ProtocolError that ended the connection. */

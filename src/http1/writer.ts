@@ -1,7 +1,7 @@
 /**
  * The sans-I/O response side of HTTP/1.1: checking an app's status and headers, choosing the
- * framing, and encoding heads and chunks into an {@link OutBuffer} that the server flushes to its
- * socket. Nothing here touches a socket.
+ * framing, and what the heads are made of (status lines, reason phrases, the Connection field, the
+ * Date). The bytes are gathered by an OutBuffer (`out-buffer.ts`). Nothing here touches a socket.
  */
 import { isFieldValue, isToken } from './syntax.ts';
 
@@ -14,16 +14,12 @@ export interface Status {
   line: string;
 }
 
-const statusCache = new Map<string, Status>();
-
 /**
  * parseStatus checks an app's status string (`"200 OK"`, SPEC §4.1) and returns its code and
- * line. It throws a TypeError naming the problem; statuses seen before come from a cache.
+ * line. It throws a TypeError naming the problem.
  */
 export function parseStatus(status: unknown): Status {
   if (typeof status !== 'string') throw new TypeError(`status must be a string like "200 OK", got ${describe(status)}`);
-  const cached = statusCache.get(status);
-  if (cached !== undefined) return cached;
   const code = status.length >= 3 ? Number(status.slice(0, 3)) : NaN;
   if (!/^[1-5][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?$/.test(status) || code < 100) {
     throw new TypeError(`status ${JSON.stringify(status)} is not a three-digit code, a space and a reason phrase (SPEC §4.1)`);
@@ -31,9 +27,13 @@ export function parseStatus(status: unknown): Status {
   if (code < 200) {
     throw new TypeError(`status ${JSON.stringify(status)} is informational; an app's final status is 200-599 (SPEC §4.1)`);
   }
-  const parsed: Status = { code, line: `HTTP/1.1 ${status.length === 3 ? status + ' ' : status}\r\n` };
-  if (statusCache.size < 512) statusCache.set(status, parsed);
-  return parsed;
+  return { code, line: `HTTP/1.1 ${status.length === 3 ? status + ' ' : status}\r\n` };
+}
+
+/** statusReason is the reason phrase of a checked status, possibly empty (SPEC §4.1). */
+export function statusReason(status: Status): string {
+  // The line is `HTTP/1.1 200 OK\r\n`: the reason follows the code and its space.
+  return status.line.slice(13, -2);
 }
 
 /** REASONS are the reason phrases the server uses for the responses it writes itself. */
@@ -44,11 +44,76 @@ export const REASONS: Record<number, string> = {
 };
 
 /**
- * bodyAllowedForStatus tells whether a response with this status may carry a body: not 1xx, 204
- * or 304 (RFC 9110 §6.4.1), nor 205, which a server MUST NOT send content in (§15.3.6).
+ * OVERLOADED_RESPONSE is the whole answer to a connection beyond the server's limit, written
+ * before any request is read: 503, a retry hint (RFC 9110 §10.2.3), and the connection closes.
  */
+export const OVERLOADED_RESPONSE = ((body: string) =>
+  'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+  `Content-Length: ${body.length}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n${body}`)('Service Unavailable: too many connections\n');
+
+/**
+ * switchingProtocolsHead is a `101 Switching Protocols` head (RFC 9110 §15.2.2): the app's fields
+ * as an encoded `block`, then the Connection and Upgrade fields a 101 needs (§7.8).
+ */
+export function switchingProtocolsHead(block: string, upgrade: string): string {
+  return `HTTP/1.1 101 Switching Protocols\r\n${block}Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n\r\n`;
+}
+
+/**
+ * BodyRule is what a response may carry, by request method and status; {@link bodyRule} decides
+ * it. Only Body carries content; the others differ in the Content-Length their head may have.
+ */
+export const enum BodyRule {
+  /** A body, framed by a Content-Length or by chunked coding. */
+  Body,
+  /** No body (the request was HEAD); the head may have the framing fields a GET would have had. */
+  Head,
+  /** No body and no Content-Length at all (1xx, 204). */
+  NoContent,
+  /** No body, and `Content-Length: 0` in place of any the app gave (205). */
+  ResetContent,
+  /** No body; the app's Content-Length stands, and none is computed (304). */
+  NotModified,
+}
+
+/**
+ * bodyRule decides, in the one place that knows these statuses, what a response may carry:
+ * 1. 1xx and 204 have no content and no Content-Length (RFC 9110 §6.4.1, §8.6).
+ * 2. 205 has no content, and, not being bodiless by definition, says so with `Content-Length: 0`
+ *    (§15.3.6; SPEC SR-20).
+ * 3. 304 has no content; a Content-Length the app gave describes the selected representation
+ *    (§15.4.5), so it stands, and the server computes none.
+ * 4. A response to HEAD has no content, whatever its status; its head may carry the framing
+ *    fields a GET would have had (§9.3.2).
+ * 5. Anything else carries a body.
+ */
+export function bodyRule(isHead: boolean, code: number): BodyRule {
+  if (code < 200 || code === 204) return BodyRule.NoContent;
+  if (code === 205) return BodyRule.ResetContent;
+  if (code === 304) return BodyRule.NotModified;
+  return isHead ? BodyRule.Head : BodyRule.Body;
+}
+
+/**
+ * addedContentLength is the Content-Length the server itself puts in a head under `rule`, -1 for
+ * none: 0 for a 205; when the app gave none, the whole body's length where it is known
+ * (`knownLength`, else -1) and the rule allows one. The app's own Content-Length is sent as it
+ * gave it, except under NoContent and ResetContent, which drop it (see {@link dropsAppLength}).
+ */
+export function addedContentLength(rule: BodyRule, appLength: number, knownLength: number): number {
+  if (rule === BodyRule.ResetContent) return 0;
+  if (appLength >= 0 || rule === BodyRule.NoContent || rule === BodyRule.NotModified) return -1;
+  return knownLength;
+}
+
+/** dropsAppLength tells whether the app's Content-Length is left out of the head under `rule`. */
+export function dropsAppLength(rule: BodyRule): boolean {
+  return rule === BodyRule.NoContent || rule === BodyRule.ResetContent;
+}
+
+/** bodyAllowedForStatus tells whether a response with this status may carry a body (see {@link bodyRule}). */
 export function bodyAllowedForStatus(code: number): boolean {
-  return !(code < 200 || code === 204 || code === 205 || code === 304);
+  return bodyRule(false, code) === BodyRule.Body;
 }
 
 // ---- headers -----------------------------------------------------------------------------
@@ -77,39 +142,66 @@ export interface PreparedHeaders {
  */
 export function prepareHeaders(headers: unknown): PreparedHeaders {
   if (!Array.isArray(headers)) throw new TypeError(`headers must be an array of [name, value] pairs, got ${describe(headers)}`);
-  if (matchesLast(headers)) return lastPrepared!;
-  const prepared = prepareFresh(headers);
-  rememberLast(headers, prepared);
-  return prepared;
+  return prepareFresh(headers);
 }
 
-// Apps tend to send the same header list on every response, built from the same string literals.
-// The last list prepared is remembered as its strings; a list made of the very same strings is
-// valid and encodes the same way, so it skips the checks.
-let lastStrings: string[] = [];
-let lastPrepared: PreparedHeaders | null = null;
+/** Most distinct status strings a HeadCache keeps. */
+const MAX_CACHED_STATUSES = 512;
 
-function matchesLast(headers: unknown[]): boolean {
-  const last = lastStrings;
-  if (lastPrepared === null || headers.length * 2 !== last.length) return false;
-  for (let i = 0; i < headers.length; i++) {
-    const pair = headers[i];
-    if (!Array.isArray(pair) || pair.length !== 2 || pair[0] !== last[2 * i] || pair[1] !== last[2 * i + 1]) return false;
-  }
-  return true;
-}
+/**
+ * HeadCache is {@link parseStatus} and {@link prepareHeaders} with a memory, one per server:
+ * apps send the same few statuses, and tend to send the same header list on every response,
+ * built from the same string literals. Every status seen is kept (up to MAX_CACHED_STATUSES),
+ * and the last list prepared as its strings: a list made of the very same strings is valid and
+ * encodes the same way, so it skips the checks.
+ */
+export class HeadCache {
+  private readonly statuses = new Map<string, Status>();
+  private lastStrings: string[] = [];
+  private lastPrepared: PreparedHeaders | null = null;
 
-function rememberLast(headers: unknown[], prepared: PreparedHeaders): void {
-  const strings: string[] = [];
-  for (const pair of headers as unknown[][]) {
-    if (typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
-      lastPrepared = null;
-      return;
+  /** status is {@link parseStatus}, from the cache when the string was seen before. */
+  status(status: unknown): Status {
+    if (typeof status === 'string') {
+      const cached = this.statuses.get(status);
+      if (cached !== undefined) return cached;
     }
-    strings.push(pair[0], pair[1]);
+    const parsed = parseStatus(status);
+    if (this.statuses.size < MAX_CACHED_STATUSES) this.statuses.set(status as string, parsed);
+    return parsed;
   }
-  lastStrings = strings;
-  lastPrepared = prepared;
+
+  /** headers is {@link prepareHeaders}, the last answer again when the list repeats the last one's strings. */
+  headers(headers: unknown): PreparedHeaders {
+    if (!Array.isArray(headers)) return prepareHeaders(headers);
+    if (this.matchesLast(headers)) return this.lastPrepared!;
+    const prepared = prepareFresh(headers);
+    this.rememberLast(headers, prepared);
+    return prepared;
+  }
+
+  private matchesLast(headers: unknown[]): boolean {
+    const last = this.lastStrings;
+    if (this.lastPrepared === null || headers.length * 2 !== last.length) return false;
+    for (let i = 0; i < headers.length; i++) {
+      const pair = headers[i];
+      if (!Array.isArray(pair) || pair.length !== 2 || pair[0] !== last[2 * i] || pair[1] !== last[2 * i + 1]) return false;
+    }
+    return true;
+  }
+
+  private rememberLast(headers: unknown[], prepared: PreparedHeaders): void {
+    const strings: string[] = [];
+    for (const pair of headers as unknown[][]) {
+      if (typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
+        this.lastPrepared = null;
+        return;
+      }
+      strings.push(pair[0], pair[1]);
+    }
+    this.lastStrings = strings;
+    this.lastPrepared = prepared;
+  }
 }
 
 function prepareFresh(headers: unknown[]): PreparedHeaders {
@@ -139,18 +231,16 @@ export const FORBIDDEN_TRAILER_FIELDS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * prepareTrailers checks an app's trailer fields (SPEC EXT-11) and encodes them: everything
- * {@link prepareHeaders} checks, and none of {@link FORBIDDEN_TRAILER_FIELDS}. A violation throws a
- * TypeError naming the field, so the app learns of it where it called `set_trailers`.
+ * checkTrailerFields refuses, with a TypeError naming it, a field of {@link FORBIDDEN_TRAILER_FIELDS}
+ * in a trailer list already checked as headers are (SPEC EXT-11), so that the app learns of it
+ * where it called `set_trailers`.
  */
-export function prepareTrailers(trailers: unknown): PreparedHeaders {
-  const prepared = prepareHeaders(trailers);
-  for (const pair of trailers as Array<[string, unknown]>) {
-    if (FORBIDDEN_TRAILER_FIELDS.has(pair[0].toLowerCase())) {
-      throw new TypeError(`trailer field ${JSON.stringify(pair[0])} is not allowed in a trailer section: it frames, routes, authenticates or describes the response, so it belongs in the head (SPEC EXT-11, RFC 9110 §6.5.1)`);
+export function checkTrailerFields(trailers: ReadonlyArray<readonly [string, string]>): void {
+  for (const [name] of trailers) {
+    if (FORBIDDEN_TRAILER_FIELDS.has(name.toLowerCase())) {
+      throw new TypeError(`trailer field ${JSON.stringify(name)} is not allowed in a trailer section: it frames, routes, authenticates or describes the response, so it belongs in the head (SPEC EXT-11, RFC 9110 §6.5.1)`);
     }
   }
-  return prepared;
 }
 
 /**
@@ -292,7 +382,7 @@ export function describe(value: unknown): string {
 
 /** Framing is how a response body is delimited on the wire (RFC 9112 §6). */
 export enum Framing {
-  /** No body at all: HEAD, 1xx, 204, 205, 304. */
+  /** No body at all (see {@link bodyRule}). */
   None,
   /** Content-Length. */
   Length,
@@ -304,19 +394,21 @@ export enum Framing {
 
 /**
  * chooseFraming decides how a response is framed, in one place:
- * 1. HEAD and statuses without a body (1xx, 204, 205, 304) send no body (RFC 9110 §9.3.2, §6.4.1).
+ * 1. A response without a body (see {@link bodyRule}) has no framing.
  * 2. A Content-Length the app gave, or the server learned by having the whole body, is used.
  * 3. Otherwise an HTTP/1.1 client gets chunked coding (RFC 9112 §7).
  * 4. Otherwise (HTTP/1.0) the body ends with the connection (RFC 9112 §6.3, step 8).
  */
 export function chooseFraming(isHead: boolean, code: number, contentLength: number, http11: boolean): Framing {
-  if (isHead || !bodyAllowedForStatus(code)) return Framing.None;
+  if (bodyRule(isHead, code) !== BodyRule.Body) return Framing.None;
   if (contentLength >= 0) return Framing.Length;
   return http11 ? Framing.Chunked : Framing.Close;
 }
 
 // ---- Date --------------------------------------------------------------------------------
 
+// The clock is the one thing every server of a process may share: the cached string is a
+// function of the current second alone.
 let dateValue = '';
 let dateExpires = 0;
 
@@ -328,147 +420,6 @@ export function httpDate(): string {
     dateExpires = now - (now % 1000) + 1000;
   }
   return dateValue;
-}
-
-// ---- output ------------------------------------------------------------------------------
-
-/** Appends of at least this many bytes are queued by reference instead of copied. */
-const COPY_LIMIT = 16 * 1024;
-const SLAB_SIZE = 64 * 1024;
-
-const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
-
-// Buffer's own latin1Write and utf8Write skip the argument checks of buf.write(); they are not in
-// Node's type definitions, so they are looked up once and write() stands in where they are missing.
-interface RawWrites {
-  latin1Write?(s: string, offset: number, length: number): number;
-  utf8Write?(s: string, offset: number, length: number): number;
-}
-const rawWrites = Buffer.prototype as unknown as RawWrites;
-const writeLatin1: (b: Buffer, s: string, at: number, n: number) => void =
-  typeof rawWrites.latin1Write === 'function'
-    ? (b, s, at, n) => void (b as unknown as Required<RawWrites>).latin1Write(s, at, n)
-    : (b, s, at, n) => void b.write(s, at, n, 'latin1');
-const writeUtf8: (b: Buffer, s: string, at: number, n: number) => void =
-  typeof rawWrites.utf8Write === 'function'
-    ? (b, s, at, n) => void (b as unknown as Required<RawWrites>).utf8Write(s, at, n)
-    : (b, s, at, n) => void b.write(s, at, n, 'utf8');
-
-// One slab shared by every connection, as Node's Buffer pool is. Bytes are appended and never
-// rewritten; a connection extends its open part only while nobody else has appended after it.
-let slab = Buffer.allocUnsafe(SLAB_SIZE);
-let slabUsed = 0;
-
-/**
- * OutBuffer gathers a connection's outgoing bytes until the server flushes them, so that a head,
- * small chunks and their framing, or several pipelined responses leave in one write. An idle
- * OutBuffer holds no memory of its own.
- */
-export class OutBuffer {
-  // Made when the first part is sealed, so an idle buffer holds no array.
-  private parts: Uint8Array[] | null = null;
-  private open: Buffer | null = null;
-  private openStart = 0;
-  private openEnd = 0;
-  /** size is the number of bytes waiting to be flushed. */
-  size = 0;
-
-  /** latin1 appends a string of characters up to U+00FF, one byte each. */
-  latin1(s: string): void {
-    const n = s.length;
-    if (n === 0) return;
-    const at = this.reserve(n);
-    writeLatin1(slab, s, at, n);
-  }
-
-  /** utf8 appends a string as UTF-8 and returns its length in bytes. */
-  utf8(s: string, byteLength: number): void {
-    if (byteLength === 0) return;
-    if (byteLength >= COPY_LIMIT) return this.bytes(Buffer.from(s, 'utf8'));
-    const at = this.reserve(byteLength);
-    writeUtf8(slab, s, at, byteLength);
-  }
-
-  /**
-   * chunkFrame appends the size line of a chunk (RFC 9112 §7.1), or, with `crlfFirst`, the CRLF
-   * that ends the previous chunk and then the size line: byte stores, no string made.
-   */
-  chunkFrame(size: number, crlfFirst: boolean): void {
-    let digits = 1;
-    while (size >>> (digits * 4) !== 0 && digits < 8) digits++;
-    if (size > 0xffffffff) digits = size.toString(16).length;
-    const n = digits + 2 + (crlfFirst ? 2 : 0);
-    let at = this.reserve(n);
-    const s = slab;
-    if (crlfFirst) {
-      s[at++] = 0x0d;
-      s[at++] = 0x0a;
-    }
-    if (size > 0xffffffff) {
-      s.write(size.toString(16), at, digits, 'latin1');
-      at += digits;
-    } else {
-      for (let i = digits - 1; i >= 0; i--) s[at++] = HEX_DIGITS[(size >>> (i * 4)) & 0xf]!;
-    }
-    s[at++] = 0x0d;
-    s[at] = 0x0a;
-  }
-
-  /** crlf appends CRLF. */
-  crlf(): void {
-    const at = this.reserve(2);
-    slab[at] = 0x0d;
-    slab[at + 1] = 0x0a;
-  }
-
-  /** bytes appends raw bytes: copied when small, queued by reference when large. */
-  bytes(data: Uint8Array): void {
-    const n = data.length;
-    if (n === 0) return;
-    if (n >= COPY_LIMIT) {
-      this.seal();
-      (this.parts ??= []).push(data);
-      this.size += n;
-      return;
-    }
-    const at = this.reserve(n);
-    slab.set(data, at);
-  }
-
-  /** take returns everything gathered, in order, and leaves the buffer empty. */
-  take(): Uint8Array[] {
-    this.seal();
-    const parts = this.parts ?? [];
-    this.parts = null;
-    this.size = 0;
-    return parts;
-  }
-
-  private reserve(n: number): number {
-    this.size += n;
-    if (this.open === slab && this.openEnd === slabUsed && slabUsed + n <= slab.length) {
-      slabUsed += n;
-      this.openEnd = slabUsed;
-      return slabUsed - n;
-    }
-    this.seal();
-    if (slabUsed + n > slab.length) {
-      slab = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE);
-      slabUsed = 0;
-    }
-    this.open = slab;
-    this.openStart = slabUsed;
-    slabUsed += n;
-    this.openEnd = slabUsed;
-    return this.openStart;
-  }
-
-  private seal(): void {
-    if (this.open !== null) {
-      (this.parts ??= []).push(this.open.subarray(this.openStart, this.openEnd));
-      this.open = null;
-    }
-  }
 }
 
 /** LAST_CHUNK ends a chunked body that has no trailers. */

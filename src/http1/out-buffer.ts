@@ -1,0 +1,159 @@
+/**
+ * The output side of a connection: an {@link OutBuffer} gathers the bytes a connection is to send
+ * (heads, chunk framing, body data) until the server flushes them to its socket, and small appends
+ * are copied into a {@link Slab} shared by the connections of one server. Nothing here touches a
+ * socket.
+ */
+
+/** Appends of at least this many bytes are queued by reference instead of copied. */
+const COPY_LIMIT = 16 * 1024;
+/** Size of a slab: room for many flushes' worth of heads and small chunks before a new one is made. */
+const SLAB_SIZE = 64 * 1024;
+
+const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
+
+// Buffer's own latin1Write and utf8Write skip the argument checks of buf.write(); they are not in
+// Node's type definitions, so they are looked up once and write() stands in where they are missing.
+interface RawWrites {
+  latin1Write?(s: string, offset: number, length: number): number;
+  utf8Write?(s: string, offset: number, length: number): number;
+}
+const rawWrites = Buffer.prototype as unknown as RawWrites;
+const writeLatin1: (b: Buffer, s: string, at: number, n: number) => void =
+  typeof rawWrites.latin1Write === 'function'
+    ? (b, s, at, n) => void (b as unknown as Required<RawWrites>).latin1Write(s, at, n)
+    : (b, s, at, n) => void b.write(s, at, n, 'latin1');
+const writeUtf8: (b: Buffer, s: string, at: number, n: number) => void =
+  typeof rawWrites.utf8Write === 'function'
+    ? (b, s, at, n) => void (b as unknown as Required<RawWrites>).utf8Write(s, at, n)
+    : (b, s, at, n) => void b.write(s, at, n, 'utf8');
+
+/**
+ * Slab is the memory the OutBuffers of one server copy small appends into, as Node's Buffer pool
+ * is for small Buffers: bytes are appended and never rewritten, and a full slab is left to the
+ * parts that still point into it while a new one takes its place.
+ */
+export class Slab {
+  /** buf is the current slab. */
+  buf: Buffer = Buffer.allocUnsafe(SLAB_SIZE);
+  /** used is how many bytes of `buf` are taken. */
+  used = 0;
+}
+
+/**
+ * OutBuffer gathers a connection's outgoing bytes until the server flushes them, so that a head,
+ * small chunks and their framing, or several pipelined responses leave in one write. It extends
+ * its open part of the slab only while no other buffer has appended after it. An idle OutBuffer
+ * holds no memory of its own.
+ */
+export class OutBuffer {
+  // Made when the first part is sealed, so an idle buffer holds no array.
+  private parts: Uint8Array[] | null = null;
+  private open: Buffer | null = null;
+  private openStart = 0;
+  private openEnd = 0;
+  /** size is the number of bytes waiting to be flushed. */
+  size = 0;
+
+  /** `slab` is shared by the connections of one server; a buffer made alone gets its own. */
+  constructor(private readonly slab: Slab = new Slab()) {}
+
+  /** latin1 appends a string of characters up to U+00FF, one byte each. */
+  latin1(s: string): void {
+    const n = s.length;
+    if (n === 0) return;
+    const at = this.reserve(n);
+    writeLatin1(this.slab.buf, s, at, n);
+  }
+
+  /** utf8 appends a string as UTF-8, given its length in bytes. */
+  utf8(s: string, byteLength: number): void {
+    if (byteLength === 0) return;
+    if (byteLength >= COPY_LIMIT) return this.bytes(Buffer.from(s, 'utf8'));
+    const at = this.reserve(byteLength);
+    writeUtf8(this.slab.buf, s, at, byteLength);
+  }
+
+  /**
+   * chunkFrame appends the size line of a chunk (RFC 9112 §7.1), or, with `crlfFirst`, the CRLF
+   * that ends the previous chunk and then the size line: byte stores, no string made.
+   */
+  chunkFrame(size: number, crlfFirst: boolean): void {
+    let digits = 1;
+    while (size >>> (digits * 4) !== 0 && digits < 8) digits++;
+    if (size > 0xffffffff) digits = size.toString(16).length;
+    const n = digits + 2 + (crlfFirst ? 2 : 0);
+    let at = this.reserve(n);
+    const s = this.slab.buf;
+    if (crlfFirst) {
+      s[at++] = 0x0d;
+      s[at++] = 0x0a;
+    }
+    if (size > 0xffffffff) {
+      s.write(size.toString(16), at, digits, 'latin1');
+      at += digits;
+    } else {
+      for (let i = digits - 1; i >= 0; i--) s[at++] = HEX_DIGITS[(size >>> (i * 4)) & 0xf]!;
+    }
+    s[at++] = 0x0d;
+    s[at] = 0x0a;
+  }
+
+  /** crlf appends CRLF. */
+  crlf(): void {
+    const at = this.reserve(2);
+    const s = this.slab.buf;
+    s[at] = 0x0d;
+    s[at + 1] = 0x0a;
+  }
+
+  /** bytes appends raw bytes: copied when small, queued by reference when large. */
+  bytes(data: Uint8Array): void {
+    const n = data.length;
+    if (n === 0) return;
+    if (n >= COPY_LIMIT) {
+      this.seal();
+      (this.parts ??= []).push(data);
+      this.size += n;
+      return;
+    }
+    const at = this.reserve(n);
+    this.slab.buf.set(data, at);
+  }
+
+  /** take returns everything gathered, in order, and leaves the buffer empty. */
+  take(): Uint8Array[] {
+    this.seal();
+    const parts = this.parts ?? [];
+    this.parts = null;
+    this.size = 0;
+    return parts;
+  }
+
+  private reserve(n: number): number {
+    this.size += n;
+    const slab = this.slab;
+    if (this.open === slab.buf && this.openEnd === slab.used && slab.used + n <= slab.buf.length) {
+      slab.used += n;
+      this.openEnd = slab.used;
+      return slab.used - n;
+    }
+    this.seal();
+    if (slab.used + n > slab.buf.length) {
+      slab.buf = Buffer.allocUnsafe(n > SLAB_SIZE ? n : SLAB_SIZE);
+      slab.used = 0;
+    }
+    this.open = slab.buf;
+    this.openStart = slab.used;
+    slab.used += n;
+    this.openEnd = slab.used;
+    return this.openStart;
+  }
+
+  private seal(): void {
+    if (this.open !== null) {
+      (this.parts ??= []).push(this.open.subarray(this.openStart, this.openEnd));
+      this.open = null;
+    }
+  }
+}
