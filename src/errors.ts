@@ -9,7 +9,7 @@ import type { ErrorStream } from '../protocol/nsgi.ts';
 
 /** ProtocolError is a malformed or unacceptable request; `status` is the response to send. */
 export class ProtocolError extends Error {
-  /** A stable machine-readable name for the failure, such as `NSGI_HEADER_TOO_LARGE`. */
+  /** A stable machine-readable name for the failure, such as `NSGI_HEADERS_TOO_LARGE`. */
   readonly code: string;
   /** The HTTP status to answer with (400, 413, 414, 431, 501, 505, ...). */
   readonly status: number;
@@ -24,7 +24,7 @@ export class ProtocolError extends Error {
 
 /** AppError is a breach of the contract by the app, named by the SPEC rule it breaks. */
 export class AppError extends Error {
-  /** A stable machine-readable name for the failure, such as `NSGI_CONTENT_LENGTH_MISMATCH`. */
+  /** A stable machine-readable name for the failure, such as `NSGI_CONTENT_LENGTH_EXCEEDED`. */
   readonly code: string;
 
   constructor(code: string, message: string, options?: { cause?: unknown }) {

@@ -46,7 +46,7 @@ export interface Case {
   readonly name: string;
   /** The SPEC rule ids the case shows. */
   readonly spec: readonly string[];
-  /** Set when the case needs a real connection; the reason is shown for the in-memory target. */
+  /** Set when the case needs a real connection (why, in a word): it is not run on a target without one. */
   readonly wireOnly?: string;
   /** The rule the app breaks on purpose: under validate() the suite expects it reported instead. */
   readonly violates?: string;
@@ -180,8 +180,8 @@ export const CASES: Case[] = [
     },
   },
   {
-    name: 'excInfo after the head is rethrown, itself, and the response is cut',
-    spec: ['SR-24', 'ERR-4'],
+    name: 'excInfo after the head is rethrown, itself; the app lets it propagate and the response is cut',
+    spec: ['SR-24', 'SR-25', 'ERR-4'],
     app: (p) => (_env, startResponse) => {
       startResponse('200 OK', TEXT);
       return (async function* () {

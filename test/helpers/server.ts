@@ -415,3 +415,40 @@ export const hashApp: App = async function* (environ: Environ, startResponse) {
   startResponse('200 OK', [['Content-Type', 'text/plain']]);
   yield `${n} ${hash.digest('hex')}`;
 };
+
+/** GET is the smallest valid HTTP/1.1 request, in the readable form {@link reqBytes} and the clients take. */
+export const GET = 'GET / HTTP/1.1\nHost: t\n\n';
+
+/** pathApp answers every request with its path as a plain-text body, and records the paths in `seen`. */
+export function pathApp(seen: string[] = []): App {
+  return (environ, startResponse) => {
+    seen.push(environ.PATH_INFO);
+    startResponse('200 OK', [['Content-Type', 'text/plain']]);
+    return [environ.PATH_INFO];
+  };
+}
+
+/** echoEnviron answers with the named keys of its environ as JSON (`null` for an absent key). */
+export function echoEnviron(keys: readonly string[]): App {
+  return (environ, startResponse) => {
+    const body = JSON.stringify(Object.fromEntries(keys.map((key) => [key, environ[key] ?? null])));
+    startResponse('200 OK', [['Content-Type', 'application/json'], ['Content-Length', String(body.length)]]);
+    return [body];
+  };
+}
+
+/** environEcho answers with the host, port and path keys of its environ as JSON. */
+export const environEcho: App = echoEnviron(['SERVER_NAME', 'SERVER_PORT', 'HTTP_HOST', 'PATH_INFO']);
+
+/** recording is an app that keeps the environ of its last request and answers with a short text. */
+export function recording(): { app: App; last: () => Environ } {
+  let environ: Environ | null = null;
+  return {
+    app: (e, startResponse) => {
+      environ = e;
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      return ['ok'];
+    },
+    last: () => environ!,
+  };
+}

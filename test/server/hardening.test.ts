@@ -163,7 +163,7 @@ describe('deadlines that trickling cannot stretch', () => {
     expect(SERVER_DEFAULTS.maxConnections / (SERVER_DEFAULTS.headersTimeout / 1000)).toBeGreaterThanOrEqual(1_000);
   });
 
-  it('SRV-29: a head trickled a byte every 100 ms gets its 408 at the head deadline, not later', { timeout: 10_000 }, async () => {
+  it('a head trickled a byte every 100 ms gets its 408 at the head deadline, not later', { timeout: 10_000 }, async () => {
     const { port } = await startServer(hello, { headersTimeout: 800 });
     const client = await RawClient.connect(port);
     const head = 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ' + 'a'.repeat(200);
@@ -178,7 +178,7 @@ describe('deadlines that trickling cannot stretch', () => {
     expect(Date.now() - started).toBeLessThan(6000);
   });
 
-  it('SRV-29: a body trickled a byte every 250 ms fails with 408 once under minBodyRate after the grace period', { timeout: 10_000 }, async () => {
+  it('a body trickled a byte every 250 ms fails with 408 once under minBodyRate after the grace period', { timeout: 10_000 }, async () => {
     const { port, errors } = await startServer(readAll, { bodyTimeout: 30_000, minBodyRate: 100, minBodyRateGrace: 500 });
     const client = await RawClient.connect(port);
     client.write('POST / HTTP/1.1\nHost: a\nContent-Length: 1000\n\n');
@@ -242,7 +242,7 @@ describe('a request body in tiny chunks that the app has not read yet', () => {
   /** oneByteChunks is `n` chunks of one byte each, as chunked coding frames them. */
   const oneByteChunks = (n: number): Buffer => Buffer.from('1\r\nx\r\n'.repeat(n), 'latin1');
 
-  it('is bounded by its memory cost, counted in objects, not by its payload bytes', { timeout: 15_000 }, async () => {
+  it('IN-4: is bounded by its memory cost, counted in objects, not by its payload bytes', { timeout: 15_000 }, async () => {
     const inputs: RequestInput[] = [];
     const { port } = await startServer((environ, startResponse) => {
       // A long poll that has not read its body yet.
@@ -270,7 +270,7 @@ describe('a request body in tiny chunks that the app has not read yet', () => {
     }
   });
 
-  it('SRV-29: a client that leaves while its input is full is noticed: nsgi.signal fires', { timeout: 15_000 }, async () => {
+  it('ENV-27: a client that leaves while its input is full is noticed: nsgi.signal fires', { timeout: 15_000 }, async () => {
     let aborted = false;
     let input: unknown;
     const { port } = await startServer((environ, startResponse) => {
