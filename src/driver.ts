@@ -14,7 +14,9 @@
  * for a response; what the read's requests produced leaves in one write at the end of the read.
  * Reading pauses for three reasons, kept as one set: the app is behind on the request body
  * (input), too many pipelined bytes wait unparsed (pipeline), and the client is not reading its
- * responses (output). It resumes when the last reason is gone.
+ * responses (output). It resumes when the last reason is gone. For input, the socket itself is
+ * paused only after reading INPUT_READ_AHEAD bytes more, kept unparsed, so that a client that
+ * leaves meanwhile is still seen.
  */
 import type net from 'node:net';
 import type { HeaderList, Upgraded } from '../protocol/nsgi.ts';
@@ -244,7 +246,7 @@ export class Driver implements DeadlineOwner, SocketOwner {
   private pause(why: Pause): void {
     if (why === Pause.Input) {
       if ((this.paused & Pause.Input) === 0) this.deadlines.restartBodyWindow();
-      this.paused |= why;
+      this.paused |= Pause.Input;
       // A full input does not stop the reading at once: up to INPUT_READ_AHEAD more bytes are
       // taken, unparsed, so that a client leaving (its FIN or reset) is still seen while the app
       // has not caught up, and `nsgi.signal` fires (SPEC §2.4).
@@ -403,8 +405,9 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   /**
-   * onBodyTimeout: no body byte for `bodyTimeout`. Not the client's fault while the server itself
-   * stopped reading because the app is not keeping up; otherwise the app's read fails with 408.
+   * onBodyTimeout: no body byte for `bodyTimeout`, or a body averaging under `minBodyRate`. Not the
+   * client's fault while the server itself stopped reading because the app is not keeping up;
+   * otherwise the app's read fails with `err`, a 408.
    */
   onBodyTimeout(err: ProtocolError): void {
     const http = this.http;
