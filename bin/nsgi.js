@@ -1,16 +1,24 @@
 #!/usr/bin/env node
-// The `nsgi` command (package.json "bin"). Plain JavaScript so that it runs without a build step:
-// it registers tsx's loaders, which teach this Node process to import TypeScript (the CLI in
-// src/cli.ts and the app it serves), then hands the arguments to the CLI and exits with its code.
-// Works on Node 20 (module.register, 20.6+) and 22+.
+// The `nsgi` command (package.json "bin"). Plain JavaScript, so that it runs before anything is
+// compiled. It hands the arguments to the CLI and exits with its code.
 //
-// Both loaders, because Node decides a .ts file's module system as it does a .js file's: by the
-// nearest package.json. A .ts app outside a "type": "module" package is CommonJS to Node, and only
-// tsx's CommonJS hook compiles it; with the ESM hook alone it fails on its first type annotation.
-import { register as registerCommonJs } from 'tsx/cjs/api';
-import { register } from 'tsx/esm/api';
+// The installed package ships the CLI compiled (dist/src/cli.js), which Node loads with no loader
+// at all; the CLI itself registers a TypeScript loader when, and only when, the app it serves is
+// TypeScript (src/typescript-loader.ts). A clone of the repository has no build step: its CLI is
+// src/cli.ts, so there tsx's hooks are registered first, as they must be to import it, and they
+// then load a TypeScript app as well. The sources win when both are present, so a stale dist/
+// left by `npm run build` or `npm pack` never stands in for the code being worked on.
+import { existsSync } from 'node:fs';
 
-register();
-registerCommonJs();
-const { main } = await import('../src/cli.ts');
-process.exit(await main(process.argv.slice(2)));
+const source = new URL('../src/cli.ts', import.meta.url);
+let cli;
+if (existsSync(source)) {
+  const [esm, commonJs] = await Promise.all([import('tsx/esm/api'), import('tsx/cjs/api')]);
+  // Both hooks, for the reason src/typescript-loader.ts gives: a .ts app may be CommonJS.
+  esm.register();
+  commonJs.register();
+  cli = await import(source.href);
+} else {
+  cli = await import('../dist/src/cli.js');
+}
+process.exit(await cli.main(process.argv.slice(2)));

@@ -12,18 +12,22 @@
  * its exit code (2 for bad input, 1 when the server cannot start), never a stack trace, because the
  * person reading it needs to know what to fix, not where in nsgi the check lives.
  *
- * TypeScript apps load without a build because `bin/nsgi.js` registers tsx's loader before it
- * imports this file; `loadApp` itself just calls `import()`.
+ * TypeScript apps load without a build: `loadApp` registers a TypeScript loader
+ * (src/typescript-loader.ts) before it imports a TypeScript or JSX module, and only then, so a
+ * JavaScript app runs with Node's own loader alone.
  */
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
-import { SERVER_DEFAULTS, serve } from './index.ts';
+// The server alone, not the public API in index.ts: the CLI must not load what it does not use
+// (the WebSocket helper and ws, the adapters, the validator) into every server process.
+import { SERVER_DEFAULTS, serve } from './server.ts';
 import { isWorker, runWorkers } from './cluster.ts';
 import { FORWARDED_HEADERS, type ForwardedHeaders } from './forwarded.ts';
+import { isTypeScriptModule, registerTypeScriptLoader } from './typescript-loader.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
 type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
@@ -302,9 +306,18 @@ export function helpText(): string {
   ].join('\n');
 }
 
-/** version reads nsgi's version from its package.json. */
+/**
+ * version reads nsgi's version from its package.json, the nearest one above this file: one
+ * directory up from the sources (`src/cli.ts`), two from the compiled package (`dist/src/cli.js`).
+ */
 export function version(): string {
-  const pkg: unknown = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  let dir = new URL('.', import.meta.url);
+  while (!existsSync(new URL('package.json', dir))) {
+    const parent = new URL('..', dir);
+    if (parent.href === dir.href) return 'unknown';
+    dir = parent;
+  }
+  const pkg: unknown = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8'));
   const v = (pkg as { version?: unknown }).version;
   return typeof v === 'string' ? v : 'unknown';
 }
@@ -337,9 +350,11 @@ export function parseAppTarget(target: string): AppTarget {
 
 /**
  * loadApp imports the module `target.file` (resolved against `cwd`) and returns the app exported
- * as `target.exportName`. It throws a {@link CliError} when the file is missing, when importing it
- * fails (with the error's message on one line), when the export is missing (listing the exports
- * there are), or when the export is not an app.
+ * as `target.exportName`. A TypeScript module gets a TypeScript loader registered first; any
+ * other module is imported by Node alone. It throws a {@link CliError} when the file is missing,
+ * when no TypeScript loader is available for it, when importing it fails (with the error's message
+ * on one line), when the export is missing (listing the exports there are), or when the export is
+ * not an app.
  */
 export async function loadApp(target: AppTarget, cwd: string = process.cwd()): Promise<App> {
   const file = path.resolve(cwd, target.file);
@@ -352,6 +367,13 @@ export async function loadApp(target: AppTarget, cwd: string = process.cwd()): P
     throw new CliError(`cannot read ${target.file}: ${describeError(err)}`);
   }
 
+  if (isTypeScriptModule(file)) {
+    try {
+      await registerTypeScriptLoader();
+    } catch (err) {
+      throw new CliError(`cannot load ${target.file}: ${describeError(err)}`);
+    }
+  }
   let exports: Record<string, unknown>;
   try {
     exports = (await import(pathToFileURL(file).href)) as Record<string, unknown>;

@@ -20,7 +20,6 @@ import { SCENARIOS, SKIPPED_SCENARIOS, type Context } from './scenarios.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BENCH = fileURLToPath(new URL('./', import.meta.url));
-const BUN = `${ROOT}node_modules/.bin/bun`;
 const ADAPTER = `${ROOT}src/adapters/node-http.ts`;
 const MARKDOWN = `${ROOT}BENCHMARKS.md`;
 const CHART = `${ROOT}BENCHMARKS.svg`;
@@ -94,6 +93,15 @@ async function adapterStatus(): Promise<string | null> {
   return null;
 }
 
+/** BUN_HINT says how to add the Bun peer, which is not among the project's dependencies (about 100 MB). */
+const BUN_HINT = 'to compare with Bun, run `npm install --no-save bun` (about 100 MB), put bun on PATH, or set BUN=/path/to/bun';
+
+/** findBun locates the bun binary: $BUN, then node_modules/.bin/bun, then bun on PATH; null when there is none. */
+function findBun(): string | null {
+  const candidates = [process.env['BUN'], `${ROOT}node_modules/.bin/bun`, ...(process.env['PATH'] ?? '').split(':').filter((d) => d !== '').map((d) => `${d}/bun`)];
+  return candidates.find((c): c is string => c !== undefined && c !== '' && existsSync(c)) ?? null;
+}
+
 function machine(wrk: string | null, bun: string | null): string[] {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? 'unknown';
@@ -120,7 +128,8 @@ async function main(): Promise<void> {
   const pinning = decidePinning();
   pinSelf(pinning.client);
   const wrk = wrkVersion();
-  const bunRun = existsSync(BUN) ? spawnSync(BUN, ['--version'], { encoding: 'utf8' }) : null;
+  const bunPath = findBun();
+  const bunRun = bunPath === null ? null : spawnSync(bunPath, ['--version'], { encoding: 'utf8' });
   const bun = bunRun?.status === 0 ? bunRun.stdout.trim() : null;
 
   log(`nsgi benchmarks (${options.quick ? 'quick' : 'full'} run, ${options.runs} runs per figure)`);
@@ -142,12 +151,12 @@ async function main(): Promise<void> {
     servers = servers.filter((s) => s !== 'nsgi-node-http');
   }
   if (bun === null && servers.includes('bun')) {
-    skip(`server bun: ${BUN} not found or not runnable (npm install)`);
+    skip(`server bun: ${bunPath === null ? 'no bun binary found' : `${bunPath} does not run`}; ${BUN_HINT}`);
     servers = servers.filter((s) => s !== 'bun');
   }
   const command = (id: ServerId): [string, string[]] => {
     const file = `${BENCH}servers/${id}.ts`;
-    return id === 'bun' ? pinned(pinning.server, BUN, [file, '0']) : pinned(pinning.server, process.execPath, ['--import', 'tsx', file, '0']);
+    return id === 'bun' ? pinned(pinning.server, bunPath as string, [file, '0']) : pinned(pinning.server, process.execPath, ['--import', 'tsx', file, '0']);
   };
   const alive = new Set<RunningServer>();
   const fresh = async (id: ServerId): Promise<RunningServer> => {
