@@ -46,6 +46,7 @@ import type { Socket } from 'node:net';
 import * as wsModule from 'ws';
 import { WebSocketServer, type PerMessageDeflateOptions, type WebSocket } from 'ws';
 import type { App, Body, Environ, HeaderList, StartResponse } from '../protocol/nsgi.ts';
+import { corkEachRead } from './cork.ts';
 import { watchSendStall } from './send-stall.ts';
 
 /** WebSocket is `ws`'s socket class, the type of what {@link OnConnection} receives. */
@@ -249,6 +250,8 @@ function accept(environ: Environ, startResponse: StartResponse, onConnection: On
   server.handleUpgrade(request, socket, headBuffer, (ws) => {
     watch(ws, environ, options.heartbeatMs ?? 0);
     limitSending(ws, socket, environ, options);
+    // The replies to one read leave in one write; see cork.ts.
+    corkEachRead(socket);
     // The server hands the socket over paused (UPG-4); ws's reader is attached now.
     socket.resume();
     try {

@@ -110,6 +110,9 @@ export function runFetch(app: App, request: Request, options: ToFetchOptions, ho
       if (!runner.finished) leave(asError(request.signal.reason));
     };
     request.signal.addEventListener('abort', onAbort, { once: true });
+    // Once the response is complete an abort changes nothing, and a Request kept after its
+    // response (by a cache or a log) must not keep the finished exchange alive through this listener.
+    sink.onDone = () => request.signal.removeEventListener('abort', onAbort);
     runner.run(app, environ);
   });
 }
@@ -137,6 +140,8 @@ function describeRequest(request: Request, url: URL, target: string): RequestDes
 class StreamSink implements ResponseSink<HeaderFields> {
   /** onCancel is called when the consumer cancels the body. */
   onCancel: () => void = () => {};
+  /** onDone is called once the response is complete, cut, or abandoned. */
+  onDone: () => void = () => {};
   /** The request's `nsgi.input`, told when the response is complete (IN-8). */
   input: StreamInput | null = null;
   private readonly stream: ReadableStream<Uint8Array>;
@@ -253,7 +258,8 @@ class StreamSink implements ResponseSink<HeaderFields> {
   }
 
   done(): void {
-    // Nothing to do: the stream's own close or error tells the consumer.
+    // The stream's own close or error tells the consumer; only the request's side is let go.
+    this.onDone();
   }
 
   private queueEmpty(): boolean {

@@ -4,6 +4,7 @@
  * turning an nsgi app into a fetch handler (the environ it builds, checked by validate(), and the
  * approximations it documents). Servers run on 127.0.0.1, port 0.
  */
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
 import { fromFetch, toFetch, validate } from '../../src/index.ts';
@@ -103,6 +104,41 @@ describe('fromFetch', () => {
 });
 
 describe('toFetch', () => {
+  it('leaves no listener on the request signal once the response is complete, so a long-lived request does not hold its exchange', async () => {
+    const app: App = async function* (environ, startResponse) {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      yield 'a';
+      yield 'b';
+    };
+    const request = new Request('http://t/');
+    const res = await toFetch(app, { errors: { write: (m) => expect.fail(m) } })(request);
+    expect(await res.text()).toBe('ab');
+    expect(getEventListeners(request.signal, 'abort')).toHaveLength(0);
+    const refused = new Request('http://t/');
+    const failed = await toFetch(() => {
+      throw new Error('refused before the head');
+    }, { errors: { write: () => {} } })(refused);
+    expect(failed.status).toBe(500);
+    expect(getEventListeners(refused.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('SR-20: a 304 carries no Content-Length the app did not give, even with a stray chunk', async () => {
+    const errors: string[] = [];
+    const app: App = (environ, startResponse) => {
+      startResponse('304 Not Modified', [['ETag', '"v1"']]);
+      return environ.PATH_INFO === '/stray' ? ['oops'] : [];
+    };
+    const handler = toFetch(app, { errors: { write: (m) => void errors.push(m) } });
+    for (const url of ['http://t/', 'http://t/stray']) {
+      const res = await handler(new Request(url));
+      expect(res.status).toBe(304);
+      expect(res.headers.get('etag')).toBe('"v1"');
+      expect(res.headers.get('content-length')).toBeNull();
+      expect(res.body).toBeNull();
+    }
+    expect(errors.some((m) => m.includes('SR-21'))).toBe(true);
+  });
+
   it('ERR-3: logs every error that fails a response while the client is there, whatever its class', async () => {
     const errors: string[] = [];
     const app: App = () => {

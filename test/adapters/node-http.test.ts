@@ -12,6 +12,7 @@ import { createNodeServer, toNodeListener, validate } from '../../src/index.ts';
 import {
   cleanup,
   finalResponses,
+  header,
   parseResponses,
   RawClient,
   rawRequest,
@@ -138,6 +139,29 @@ describe('toNodeListener', () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(written).toBe(settled);
     expect(written).toBeLessThan(128 * 1024 * 1024);
+  });
+
+  it('SR-20: a 304 carries no Content-Length the app did not give, as on the nsgi server, even with a stray chunk', async () => {
+    const errors: string[] = [];
+    const app: App = (environ, startResponse) => {
+      startResponse('304 Not Modified', [['ETag', '"v1"']]);
+      // RFC 9110 §8.6: a 304's Content-Length would be that of the 200; a length computed from a
+      // body that is never sent is not it.
+      return environ.PATH_INFO === '/stray' ? ['oops'] : [];
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: (m) => void errors.push(m) } }));
+    const nsgi = await startServer(app);
+    for (const target of ['/', '/stray']) {
+      for (const p of [port, nsgi.port]) {
+        const raw = await rawRequest(p, `GET ${target} HTTP/1.1\nHost: a\nConnection: close\n\n`, { until: untilResponses(1) });
+        const [res] = parseResponses(raw.data);
+        expect(res!.status).toBe(304);
+        expect(header(res!, 'ETag')).toBe('"v1"');
+        expect(header(res!, 'Content-Length')).toBeUndefined();
+        expect(res!.rawBody.length).toBe(0);
+      }
+    }
+    expect(errors.some((m) => m.includes('SR-21'))).toBe(true);
   });
 });
 

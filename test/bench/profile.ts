@@ -4,7 +4,10 @@
  * stopped with SIGTERM (the server exits, so the profile is written), and the profile's self time
  * is summed per function. Writes the summaries between the profile markers of BENCHMARKS.md.
  *
- *   node --import tsx test/bench/profile.ts [--seconds 10] [--no-write]
+ *   node --import tsx test/bench/profile.ts [--seconds 10] [--only hello,pipelined,sync,async] [--no-write]
+ *
+ * The workloads: `hello` (wrk on /hello), `pipelined` (wrk, 16 requests per write), `sync` and
+ * `async` (1 KiB chunks from a sync or an async generator); by default `hello` and `sync`.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -16,6 +19,7 @@ import { runWrk, wrkVersion } from './lib/wrk.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SERVER = fileURLToPath(new URL('./servers/nsgi.ts', import.meta.url));
+const PIPELINE = fileURLToPath(new URL('./wrk/pipeline.lua', import.meta.url));
 const START = '<!-- profile:start -->';
 const END = '<!-- profile:end -->';
 
@@ -123,18 +127,28 @@ async function main(): Promise<void> {
   if (wrkVersion() === null) throw new Error('wrk is not installed; install it with `apt-get install wrk`');
   const sections: string[] = [];
 
-  console.log(`profiling nsgi on /hello: wrk -t1 -c50 -d${seconds}s`);
-  const hello = await profileWorkload(async (port) => {
-    await runWrk({ url: `http://127.0.0.1:${port}/hello`, connections: 50, seconds, cpu: pinning.client });
-  });
-  sections.push(summarize(`/hello, keep-alive, 50 connections (wrk, ${seconds} s)`, hello, 15));
-
-  console.log(`profiling nsgi on 128 MiB in 1 KiB chunks, sync generator, back to back for ${seconds} s`);
-  const stream = await profileWorkload(async (port) => {
+  const o = argv.indexOf('--only');
+  const only = o >= 0 ? (argv[o + 1] ?? '').split(',') : ['hello', 'sync'];
+  const downloads = (mode: string) => async (port: number) => {
     const end = Date.now() + seconds * 1000;
-    while (Date.now() < end) await download(port, `/stream?size=${128 * 1024 * 1024}&chunk=1024&mode=sync`, 60_000);
-  });
-  sections.push(summarize(`128 MiB in 1 KiB chunks, sync generator (back-to-back downloads, ${seconds} s)`, stream, 15));
+    while (Date.now() < end) await download(port, `/stream?size=${128 * 1024 * 1024}&chunk=1024&mode=${mode}`, 60_000);
+  };
+  const workloads: Array<[string, string, (port: number) => Promise<void>]> = [
+    ['hello', `/hello, keep-alive, 50 connections (wrk, ${seconds} s)`, async (port) => {
+      await runWrk({ url: `http://127.0.0.1:${port}/hello`, connections: 50, seconds, cpu: pinning.client });
+    }],
+    ['pipelined', `/hello, 16 pipelined per write, 50 connections (wrk, ${seconds} s)`, async (port) => {
+      await runWrk({ url: `http://127.0.0.1:${port}/hello`, connections: 50, seconds, cpu: pinning.client, script: PIPELINE, env: { PIPELINE_DEPTH: '16' } });
+    }],
+    ['sync', `128 MiB in 1 KiB chunks, sync generator (back-to-back downloads, ${seconds} s)`, downloads('sync')],
+    ['async', `128 MiB in 1 KiB chunks, async generator (back-to-back downloads, ${seconds} s)`, downloads('async')],
+  ];
+  for (const id of only) if (!workloads.some(([w]) => w === id)) throw new Error(`unknown workload ${id}: use ${workloads.map(([w]) => w).join(', ')}`);
+  for (const [id, title, load] of workloads) {
+    if (!only.includes(id)) continue;
+    console.log(`profiling nsgi: ${title}`);
+    sections.push(summarize(title, await profileWorkload(load), 15));
+  }
 
   const text = [`_Written by \`node --import tsx test/bench/profile.ts\` on ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' / ')}._`, '', ...sections].join('\n');
   console.log(`\n${text}`);

@@ -1,34 +1,52 @@
 /**
- * The benchmark suite: `npm run bench [-- --quick] [--only a,b] [--servers a,b] [--write]`.
+ * The benchmark suite: `npm run bench [-- --quick] [--only a,b] [--servers a,b] [--server 'label=command'] [--sweep] [--latency] [--write]`.
  *
  * Each server under test runs as its own process pinned to core 0; wrk and the suite's own Node
  * clients run on core 1 (when there are two cores and taskset). Every figure is the median of at
  * least three runs, printed with its min and max and with its ratio to node:http and to the
  * ceiling from the same run. A full run (no --quick/--only/--servers) rewrites the results
- * section of BENCHMARKS.md and BENCHMARKS.svg; a partial run only prints, unless --write.
+ * section of BENCHMARKS.md and BENCHMARKS.svg; a partial run only prints, unless --write. Every
+ * run writes its raw samples, and the charts drawn from them, to test/bench/results/.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { SERVER_LABELS, SERVER_ORDER, type ScenarioResult, type ServerId } from './lib/model.ts';
+import { parseServerSpec, startExternal, type ExternalServer } from './lib/external.ts';
+import { SERVER_LABELS, SERVER_ORDER, addServer, type ScenarioResult, type ServerId } from './lib/model.ts';
+import { checkRoute, type Route } from './lib/preflight.ts';
 import { decidePinning, openFileLimit, pinSelf, pinned, startServer, type RunningServer } from './lib/proc.ts';
+import { RECORD_VERSION, loadRecord, saveRecord, toRecordResults, versions } from './lib/record.ts';
 import { END, START, chartSvg, resultsTable, rewriteSection, targetsTable } from './lib/report.ts';
+import { sweepChartSvg } from './lib/sweep-chart.ts';
+import { LATENCY_SCENARIOS } from './latency.ts';
+import { sweepScenario } from './sweep.ts';
 import { wrkVersion } from './lib/wrk.ts';
 import { parserTable, runParserBench, type ParserRow } from './parser.ts';
-import { SCENARIOS, SKIPPED_SCENARIOS, type Context } from './scenarios.ts';
+import { SCENARIOS, SKIPPED_SCENARIOS, type Context, type Scenario } from './scenarios.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BENCH = fileURLToPath(new URL('./', import.meta.url));
 const ADAPTER = `${ROOT}src/adapters/node-http.ts`;
 const MARKDOWN = `${ROOT}BENCHMARKS.md`;
 const CHART = `${ROOT}BENCHMARKS.svg`;
+const SWEEP_CHART = `${ROOT}BENCHMARKS-sweep.svg`;
+const RECORD = `${ROOT}BENCHMARKS.json`;
+const RESULTS = `${BENCH}results/`;
 
-const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--servers server,...] [--write]
+/** ALL_SCENARIOS are every scenario the suite knows; the opt-in ones run only when asked for. */
+const ALL_SCENARIOS: Scenario[] = [...SCENARIOS, sweepScenario('sync'), sweepScenario('async'), ...LATENCY_SCENARIOS];
+
+const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--servers server,...] [--server 'label=command'] [--sweep] [--latency] [--write]
 
   --quick          shorter runs and smaller scenarios (under 2 minutes)
-  --only LIST      run only these scenarios: ${[...SCENARIOS.map((s) => s.id), 'parser'].join(', ')}
-  --servers LIST   run only these servers: ${SERVER_ORDER.join(', ')}
+  --only LIST      run only these scenarios: ${[...ALL_SCENARIOS.map((s) => s.id), 'parser'].join(', ')}
+  --servers LIST   run only these built-in servers: ${SERVER_ORDER.join(', ')}
+  --server L=CMD   add a server of your own, labelled L, started by the shell command CMD with the
+                   port in $PORT (repeatable); it must answer the routes in BENCHMARKS.md
+  --sweep          add the chunk-size sweeps (sweep-sync, sweep-async) to the run
+  --latency        add the open-loop latency scenarios (latency-hello, latency-sse) to the run
+  --rate N         the latency scenarios' requests (or new streams) per second
   --runs N         runs per figure (default 5, quick 3; at least 3 for a median worth printing)
   --write          rewrite BENCHMARKS.md even after a partial run`;
 
@@ -36,12 +54,16 @@ interface Options {
   quick: boolean;
   only: string[] | null;
   servers: ServerId[] | null;
+  external: ExternalServer[];
+  sweep: boolean;
+  latency: boolean;
+  rate: number | undefined;
   runs: number;
   write: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { quick: false, only: null, servers: null, runs: 0, write: false };
+  const options: Options = { quick: false, only: null, servers: null, external: [], sweep: false, latency: false, rate: undefined, runs: 0, write: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -54,17 +76,23 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--only') options.only = value().split(',');
     else if (arg === '--servers') options.servers = value().split(',') as ServerId[];
     else if (arg === '--runs') options.runs = Number(value());
+    else if (arg === '--server') options.external.push(parseServerSpec(value()));
+    else if (arg === '--sweep') options.sweep = true;
+    else if (arg === '--latency') options.latency = true;
+    else if (arg === '--rate') options.rate = Number(value());
     else if (arg === '--help' || arg === '-h') {
       console.log(USAGE);
       process.exit(0);
     } else throw new Error(`unknown option ${arg}\n${USAGE}`);
   }
-  const known = new Set<string>([...SCENARIOS.map((s) => s.id), 'parser', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
+  for (const e of options.external) addServer(e.id, e.label);
+  const known = new Set<string>([...ALL_SCENARIOS.map((s) => s.id), 'parser', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
   for (const id of options.only ?? []) if (!known.has(id)) throw new Error(`unknown scenario ${id}\n${USAGE}`);
   for (const id of options.servers ?? []) if (!SERVER_ORDER.includes(id)) throw new Error(`unknown server ${id}\n${USAGE}`);
   // Five runs by default on a full run: on a shared machine a median of five resists one bad run.
   if (options.runs === 0) options.runs = options.quick ? 3 : 5;
   if (!Number.isInteger(options.runs) || options.runs < 1) throw new Error(`--runs needs a whole number`);
+  if (options.rate !== undefined && !(options.rate > 0 && options.rate <= 1_000_000)) throw new Error(`--rate needs a number of requests per second above 0`);
   return options;
 }
 
@@ -144,7 +172,9 @@ async function main(): Promise<void> {
   if (wrk === null) skip('the wrk scenarios: wrk is not installed; install it with `apt-get install wrk`');
 
   // Servers.
-  let servers = (options.servers ?? SERVER_ORDER).slice();
+  // Added servers always run: naming one with --server asks for it.
+  const added = options.external.map((e) => e.id);
+  let servers = options.servers === null ? SERVER_ORDER.slice() : [...new Set([...options.servers, ...added])];
   const adapter = await adapterStatus();
   if (adapter !== null && servers.includes('nsgi-node-http')) {
     skip(`server nsgi-node-http (nsgi app on node:http via toNodeListener): ${adapter}`);
@@ -160,14 +190,15 @@ async function main(): Promise<void> {
   };
   const alive = new Set<RunningServer>();
   const fresh = async (id: ServerId): Promise<RunningServer> => {
-    const [cmd, args] = command(id);
-    const server = await startServer(id, cmd, args, ROOT, null);
+    const external = options.external.find((e) => e.id === id);
+    const [cmd, args] = external === undefined ? command(id) : ['', []];
+    const server = external === undefined ? await startServer(id, cmd, args, ROOT, null) : await startExternal(external, pinning.server, ROOT);
     alive.add(server);
     server.child.once('exit', () => alive.delete(server));
     return server;
   };
   const killAll = (): void => {
-    for (const s of alive) s.child.kill('SIGKILL');
+    for (const s of alive) s.kill();
   };
   process.on('exit', killAll);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -178,17 +209,48 @@ async function main(): Promise<void> {
   }
 
   // Scenarios.
+  const asked = (s: Scenario): boolean => (s.id.startsWith('sweep-') && options.sweep) || (s.id.startsWith('latency-') && options.latency);
   const wanted = (id: string): boolean => options.only === null || options.only.includes(id);
-  const scenarios = SCENARIOS.filter((s) => wanted(s.id) && (!s.needsWrk || wrk !== null));
+  const scenarios = ALL_SCENARIOS.filter(
+    (s) => (options.only === null ? s.optIn !== true || asked(s) : options.only.includes(s.id) || asked(s)) && (!s.needsWrk || wrk !== null),
+  );
   for (const [id, why] of SKIPPED_SCENARIOS) if (wanted(id)) skip(`${id}: ${why.replace(/^skipped: /, '')}`);
 
   const live = new Map<ServerId, RunningServer>();
   if (scenarios.some((s) => s.memoryOnly !== true)) {
     for (const id of servers) {
       log(`starting ${SERVER_LABELS[id]}`);
-      live.set(id, await fresh(id));
+      try {
+        live.set(id, await fresh(id));
+      } catch (err) {
+        // The route checks below try once more and leave it out, saying why.
+        log(`${id} did not start: ${err instanceof Error ? err.message : err}`);
+      }
     }
   }
+  // Every server answers each route the run uses correctly once before any figure of it counts.
+  const answers = new Map<string, string | null>();
+  const routes = [...new Set(scenarios.flatMap((s) => (s.route === undefined ? [] : [s.route])))];
+  if (routes.length > 0) {
+    log(`checking ${routes.join(', ')} on every server`);
+    for (const id of servers) {
+      let server = live.get(id) ?? null;
+      const own = server === null;
+      try {
+        server ??= await fresh(id);
+        for (const route of routes) answers.set(`${id} ${route}`, await checkRoute(server.port, route));
+      } catch (err) {
+        for (const route of routes) answers.set(`${id} ${route}`, `did not start: ${err instanceof Error ? err.message.split('\n')[0] : err}`);
+      } finally {
+        if (own) await server?.stop();
+      }
+      for (const route of routes) {
+        const problem = answers.get(`${id} ${route}`);
+        if (problem !== null && problem !== undefined) skip(`server ${id} on the ${route} scenarios: ${problem}`);
+      }
+    }
+  }
+  const answersRight = (id: ServerId, route: Route | undefined): boolean => route === undefined || answers.get(`${id} ${route}`) === null;
   const ctx: Context = {
     quick: options.quick,
     runs: options.runs,
@@ -199,20 +261,22 @@ async function main(): Promise<void> {
     live,
     fresh,
     progress: log,
+    ...(options.rate === undefined ? {} : { rate: options.rate }),
   };
+  const contextFor = (s: Scenario): Context => ({ ...ctx, servers: servers.filter((id) => answersRight(id, s.route)) });
   const results = scenarios.map(
     (s): ScenarioResult => ({ id: s.id, title: s.title, metrics: s.metrics, runs: new Map(), notes: [] }),
   );
   for (const [i, scenario] of scenarios.entries()) {
     if (scenario.memoryOnly === true) continue;
     log(`\n== scenario ${i + 1} of ${scenarios.length}: ${scenario.id} (${scenario.title})`);
-    await scenario.run(ctx, results[i]!);
+    await scenario.run(contextFor(scenario), results[i]!);
   }
   for (const s of live.values()) await s.stop();
   const memory = scenarios.filter((s) => s.memoryOnly === true);
   if (memory.length > 0) {
     log(`\n== scenarios ${memory.map((s) => s.id).join(' and ')}, at the same time (memory only, fresh processes)`);
-    await Promise.all(memory.map((s) => s.run(ctx, results[scenarios.indexOf(s)]!)));
+    await Promise.all(memory.map((s) => s.run(contextFor(s), results[scenarios.indexOf(s)]!)));
   }
 
   let parserRows: ParserRow[] = [];
@@ -250,6 +314,9 @@ async function main(): Promise<void> {
     '',
     '![nsgi, node:http, the ceiling and Bun.serve per scenario, as ratios to node:http](BENCHMARKS.svg)',
     '',
+    ...(results.some((r) => r.id.startsWith('sweep-')) ? ['![CPU s/GiB and MiB/s against chunk size, per server](BENCHMARKS-sweep.svg)', ''] : []),
+    'Raw samples (every run of every figure, latency histograms, versions, flags, machine): `BENCHMARKS.json`; the charts are drawn from it.',
+    '',
     ...(parserRows.length > 0 ? ['### Parser micro-benchmark', '', parserTable(parserRows), ''] : []),
     ...(skipped.length + notes.length > 0 ? ['### Skipped and notes', '', ...skipped.map((s) => `- skipped: ${s}`), ...notes.map((n) => `- ${n}`), ''] : []),
   ].join('\n');
@@ -258,14 +325,39 @@ async function main(): Promise<void> {
   if (parserRows.length > 0) log(`\n${parserTable(parserRows)}`);
   log(`\nfinished in ${seconds.toFixed(1)} s; load average now ${fmtLoad(loadAfter)}`);
 
-  const partial = options.quick || options.only !== null || options.servers !== null;
+  // The raw samples first; the charts are drawn from the file, as `test/bench/chart.ts` redraws them.
+  const stamp = when.replace(/[:]/g, '-');
+  const recordFile = `${RESULTS}${stamp}.json`;
+  saveRecord(recordFile, {
+    version: RECORD_VERSION,
+    when,
+    argv: process.argv.slice(2),
+    quick: options.quick,
+    runsPerFigure: options.runs,
+    seconds,
+    machine: machine(wrk, bun),
+    versions: versions(ROOT, { wrk, bun }),
+    pinning: pinning.note,
+    load: { before: loadBefore, after: loadAfter },
+    servers: servers.map((id) => ({ id, label: SERVER_LABELS[id]!, command: options.external.find((e) => e.id === id)?.command ?? command(id).flat().join(' ') })),
+    results: toRecordResults(results),
+  });
+  const saved = loadRecord(recordFile).results;
+  const sweepChart = sweepChartSvg(saved, caption);
+  writeFileSync(`${RESULTS}${stamp}.svg`, chartSvg(saved, caption));
+  if (sweepChart !== null) writeFileSync(`${RESULTS}${stamp}-sweep.svg`, sweepChart);
+  log(`raw samples in ${recordFile}, charts beside it`);
+
+  const partial = options.quick || options.only !== null || options.servers !== null || options.external.length > 0;
   if (partial && !options.write) {
     log(`BENCHMARKS.md not rewritten (partial run; pass --write to rewrite it anyway)`);
     return;
   }
   rewriteSection(MARKDOWN, START, END, section);
-  writeFileSync(CHART, chartSvg(results, caption));
-  log(`rewrote the results section of BENCHMARKS.md and BENCHMARKS.svg`);
+  writeFileSync(RECORD, readFileSync(recordFile, 'utf8'));
+  writeFileSync(CHART, chartSvg(saved, caption));
+  if (sweepChart !== null) writeFileSync(SWEEP_CHART, sweepChart);
+  log(`rewrote the results section of BENCHMARKS.md, BENCHMARKS.json and the charts`);
 }
 
 main().catch((err: unknown) => {

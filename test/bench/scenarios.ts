@@ -5,6 +5,7 @@
  */
 import { closeAbruptly, download, openEventStreams, slowRead } from './lib/clients.ts';
 import type { Metric, ScenarioResult, ServerId } from './lib/model.ts';
+import type { Route } from './lib/preflight.ts';
 import { cpuSeconds, rssBytes, sleep, type Pinning, type RunningServer } from './lib/proc.ts';
 import { fmt } from './lib/stats.ts';
 import { runWrk } from './lib/wrk.ts';
@@ -27,6 +28,8 @@ export interface Context {
   /** fresh starts a new instance of a server (the caller stops it). */
   fresh(id: ServerId): Promise<RunningServer>;
   progress(line: string): void;
+  /** `--rate`: the open-loop latency scenarios' requests (or streams) per second, when given. */
+  rate?: number;
 }
 
 /** Scenario is one measurement of the suite. */
@@ -40,12 +43,18 @@ export interface Scenario {
    * scenarios run at the same time as each other, after the throughput scenarios.
    */
   memoryOnly?: boolean;
+  /** The route the scenario loads: only servers that answer it correctly (lib/preflight.ts) take part. */
+  route?: Route;
+  /** True for a scenario that runs only when asked for (`--only`, `--sweep`, `--latency`), not in every full run. */
+  optIn?: boolean;
   run(ctx: Context, result: ScenarioResult): Promise<void>;
 }
 
-const rotate = <T>(list: T[], k: number): T[] => list.map((_, i) => list[(i + k) % list.length]!);
+/** rotate is `list` started from its k-th element, so the order changes from run to run. */
+export const rotate = <T>(list: T[], k: number): T[] => list.map((_, i) => list[(i + k) % list.length]!);
 
-function record(result: ScenarioResult, id: ServerId, k: number, figures: Record<string, number>): void {
+/** record stores run k's figures of one server. */
+export function record(result: ScenarioResult, id: ServerId, k: number, figures: Record<string, number>): void {
   let runs = result.runs.get(id);
   if (runs === undefined) {
     runs = [];
@@ -54,7 +63,8 @@ function record(result: ScenarioResult, id: ServerId, k: number, figures: Record
   runs[k] = figures;
 }
 
-function failed(ctx: Context, result: ScenarioResult, id: ServerId, k: number, err: unknown): void {
+/** failed records run k of one server as failed, with the reason in the report's notes. */
+export function failed(ctx: Context, result: ScenarioResult, id: ServerId, k: number, err: unknown): void {
   const message = err instanceof Error ? err.message.split('\n')[0]! : String(err);
   ctx.progress(`[${result.id}] ${id} run ${k + 1} of ${ctx.runs}: FAILED: ${message}`);
   result.notes.push(`${id}, run ${k + 1}: ${message}`);
@@ -62,7 +72,7 @@ function failed(ctx: Context, result: ScenarioResult, id: ServerId, k: number, e
 }
 
 /** throughput measures every live server once per run, in rotating order. */
-async function throughput(
+export async function throughput(
   ctx: Context,
   result: ScenarioResult,
   warm: ((server: RunningServer) => Promise<unknown>) | null,
@@ -100,6 +110,7 @@ function wrkScenario(id: string, title: string, pipelined: boolean): Scenario {
       { key: 'busy', unit: 'server core busy %', better: 'lower' },
     ],
     needsWrk: true,
+    route: 'hello',
     async run(ctx, result) {
       const seconds = ctx.quick ? 1 : 6;
       const wrk = (server: RunningServer, s: number) =>
@@ -123,9 +134,9 @@ function wrkScenario(id: string, title: string, pipelined: boolean): Scenario {
           const r = await wrk(server, seconds);
           const cpu = cpuSeconds(server.pid) - cpu0;
           const wall = (performance.now() - t0) / 1000;
-          if (r.non2xx > 0 || r.socketErrors > 0) {
-            result.notes.push(`${server.name}: ${r.non2xx} non-2xx responses, ${r.socketErrors} socket errors in one run`);
-          }
+          // A server answering errors fast is not fast: such a run does not count.
+          if (r.non2xx > 0) throw new Error(`${r.non2xx} non-2xx responses; the run does not count`);
+          if (r.socketErrors > 0) result.notes.push(`${server.name}: ${r.socketErrors} socket errors in one run`);
           return { rps: r.requestsPerSecond, usreq: (cpu * 1e6) / r.requests, busy: (100 * cpu) / wall };
         },
         (f) => `${fmt(f['rps']!)} req/s, ${fmt(f['usreq']!)} µs CPU per request, core ${fmt(f['busy']!)}% busy`,
@@ -156,6 +167,7 @@ function streamScenario(
       { key: 'mibps', unit: 'MiB/s', better: 'higher' },
     ],
     needsWrk: false,
+    route: 'stream',
     async run(ctx, result) {
       const size = ctx.quick ? quickSize : fullSize;
       const repeat = ctx.quick ? 1 : fullRepeat;
@@ -200,6 +212,7 @@ const websocketScenario: Scenario = {
     { key: 'busy', unit: 'server core busy %', better: 'lower' },
   ],
   needsWrk: false,
+  route: 'ws',
   async run(ctx, result) {
     const echo = (server: RunningServer, seconds: number, hooks: { onStart?(): void; onEnd?(): void } = {}) =>
       runEcho({
@@ -246,6 +259,7 @@ const sseScenario: Scenario = {
   metrics: [{ key: 'kib', unit: 'server RSS KiB per connection', better: 'lower' }],
   needsWrk: false,
   memoryOnly: true,
+  route: 'sse',
   async run(ctx, result) {
     const wanted = ctx.quick ? 1000 : 5000;
     // Every connection costs the suite one descriptor and the server one; keep 512 spare.
@@ -289,6 +303,7 @@ const slowReaderScenario: Scenario = {
   metrics: [{ key: 'mib', unit: 'server RSS growth MiB', better: 'lower', absolute: true }],
   needsWrk: false,
   memoryOnly: true,
+  route: 'stream',
   async run(ctx, result) {
     const seconds = ctx.quick ? 15 : 40;
     // At 1 MiB/s nobody is CPU-bound, so every server and every run go at once, each a fresh process.

@@ -8,7 +8,7 @@ import net from 'node:net';
 const HEAD_END = '\r\n\r\n';
 
 /** BodyCounter follows a response's framing and counts its body bytes without copying them. */
-class BodyCounter {
+export class BodyCounter {
   head = '';
   status = 0;
   bodyBytes = 0;

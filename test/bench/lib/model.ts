@@ -1,9 +1,15 @@
 /** The shapes results take between the scenarios and the report. */
 
-/** ServerId names a server under test. */
-export type ServerId = 'nsgi' | 'nsgi-node-http' | 'node-http' | 'ceiling' | 'bun';
+/** BuiltinServerId names a server under test that ships with the suite (`test/bench/servers/`). */
+export type BuiltinServerId = 'nsgi' | 'nsgi-node-http' | 'node-http' | 'ceiling' | 'bun';
 
-/** SERVER_LABELS are the names the report prints, in report order. */
+/** ServerId names a server under test: a built-in one, or one added with `--server label=command`. */
+export type ServerId = BuiltinServerId | (string & {});
+
+/** BUILTIN_SERVERS are the suite's own servers, in report order. */
+export const BUILTIN_SERVERS: BuiltinServerId[] = ['nsgi', 'nsgi-node-http', 'node-http', 'ceiling', 'bun'];
+
+/** SERVER_LABELS are the names the report prints; {@link addServer} adds the run's own. */
 export const SERVER_LABELS: Record<ServerId, string> = {
   nsgi: 'nsgi',
   'nsgi-node-http': 'nsgi on node:http',
@@ -12,8 +18,15 @@ export const SERVER_LABELS: Record<ServerId, string> = {
   bun: 'Bun.serve',
 };
 
-/** SERVER_ORDER is the order servers appear in tables and the chart. */
-export const SERVER_ORDER: ServerId[] = ['nsgi', 'nsgi-node-http', 'node-http', 'ceiling', 'bun'];
+/** SERVER_ORDER is the order servers appear in tables and charts: the built-in ones, then the added ones. */
+export const SERVER_ORDER: ServerId[] = [...BUILTIN_SERVERS];
+
+/** addServer makes a server added to this run known to the report, after the built-in ones. */
+export function addServer(id: ServerId, label: string): void {
+  if (SERVER_ORDER.includes(id)) throw new Error(`a server named ${id} is already in the run`);
+  SERVER_ORDER.push(id);
+  SERVER_LABELS[id] = label;
+}
 
 /** Metric is one figure a scenario measures. */
 export interface Metric {
@@ -34,6 +47,8 @@ export interface ScenarioResult {
   metrics: Metric[];
   runs: Map<ServerId, Array<Record<string, number>>>;
   notes: string[];
+  /** Samples behind the figures that the raw-samples file keeps: raw[server][k] is run k's (a latency histogram, say). */
+  raw?: Map<ServerId, unknown[]>;
 }
 
 /** series is one server's values of one metric, run by run (NaN where a run failed). */

@@ -50,6 +50,8 @@ export interface RunningServer {
   /** stderr so far, to show when something fails. */
   stderr(): string;
   stop(): Promise<void>;
+  /** kill ends the server at once (SIGKILL), when the suite itself is exiting. */
+  kill(): void;
 }
 
 /** startServer runs `command args` and resolves once it prints `READY <name> pid=N port=N`. */
@@ -90,6 +92,7 @@ export function startServer(name: string, command: string, args: string[], cwd: 
         port: Number(m[3]),
         child,
         stderr: () => err,
+        kill: () => child.kill('SIGKILL'),
         async stop() {
           if (child.exitCode !== null || child.signalCode !== null) return;
           child.kill('SIGTERM');
@@ -102,22 +105,60 @@ export function startServer(name: string, command: string, args: string[], cwd: 
   });
 }
 
-/** cpuSeconds is a process's user plus system CPU time so far, from /proc/PID/stat. */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces), counted from field 3 (state).
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return (utime + stime) / CLOCK_TICKS;
+/**
+ * treePids is `pid` and its descendants, from each process's `children` file in /proc: a server
+ * added with `--server` may be a shell, a package manager or a cluster primary with workers, and
+ * its figures are those of the whole tree. A process that just exited is left out.
+ */
+export function treePids(pid: number): number[] {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) {
+    const p = all[i]!;
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const c of children.split(' ')) if (c !== '' && c !== '\n') all.push(Number(c));
+  }
+  return all;
 }
 
-/** rssBytes is a process's resident set size now, from VmRSS in /proc/PID/status. */
+/** readOr is a /proc file's text, or '' when the process has gone. */
+function readOr(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** cpuSeconds is the user plus system CPU time so far of a process and its descendants, from /proc/PID/stat. */
+export function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const p of treePids(pid)) {
+    const stat = readOr(`/proc/${p}/stat`);
+    if (stat === '') continue;
+    // Fields after the command name (which may hold spaces), counted from field 3 (state).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+/** rssBytes is the resident set size now of a process and its descendants, from VmRSS in /proc/PID/status. */
 export function rssBytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const m = /VmRSS:\s+(\d+) kB/.exec(status);
-  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
+  let kib = 0;
+  for (const p of treePids(pid)) {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readOr(`/proc/${p}/status`));
+    if (m === null) {
+      if (p === pid) throw new Error(`no VmRSS for pid ${pid}`);
+      continue;
+    }
+    kib += Number(m[1]);
+  }
+  return kib * 1024;
 }
 
 /** openFileLimit is this process's [soft, hard] RLIMIT_NOFILE, from /proc/self/limits. */

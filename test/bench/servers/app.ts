@@ -1,11 +1,12 @@
 /**
  * The nsgi app every nsgi server under test runs: an array body for `/hello`, a sync or an async
- * generator for `/stream`, an async generator that waits on `nsgi.signal` for `/sse`, and the
+ * generator for `/stream`, an async generator that waits on `nsgi.signal` for `/sse` (or sends timed events and ends), and the
  * WebSocket helper echoing every message for `/ws`.
  */
 import type { App } from '../../../protocol/nsgi.ts';
 import { websocketApp } from '../../../src/websocket.ts';
-import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery, type TimedEvents } from './routes.ts';
 
 const HELLO_HEADERS: Array<[string, string]> = [
   ['Content-Type', 'text/plain'],
@@ -34,11 +35,16 @@ export const app: App = (environ, startResponse) => {
     return asked.mode === 'sync' ? syncChunks(asked.size, asked.chunk) : asyncChunks(asked.size, asked.chunk);
   }
   if (path === '/sse') {
+    const timed = parseSseQuery(environ.QUERY_STRING);
+    if (typeof timed === 'string') {
+      startResponse('400 Bad Request', [['Content-Type', 'text/plain']]);
+      return [timed];
+    }
     startResponse('200 OK', [
       ['Content-Type', 'text/event-stream'],
       ['Cache-Control', 'no-cache'],
     ]);
-    return events(environ['nsgi.signal']);
+    return timed === null ? events(environ['nsgi.signal']) : timedEvents(timed);
   }
   if (path === '/ws') return echo(environ, startResponse);
   startResponse('404 Not Found', [['Content-Type', 'text/plain']]);
@@ -65,6 +71,15 @@ async function* asyncChunks(size: number, chunk: number): AsyncGenerator<Uint8Ar
     yield full;
   }
   if (left > 0) yield full.subarray(0, left);
+}
+
+/** timedEvents sends `count` events, the first at once and then one every `every` ms. */
+async function* timedEvents({ count, every }: TimedEvents): AsyncGenerator<Uint8Array> {
+  yield SSE_EVENT;
+  for (let i = 1; i < count; i++) {
+    await sleep(every);
+    yield SSE_EVENT;
+  }
 }
 
 /** events sends one event, then holds the connection until the client goes away. */

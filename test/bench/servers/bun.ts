@@ -3,7 +3,7 @@
  * mode=sync is a pull-based ReadableStream, with mode=async an async generator body; `/ws` is
  * upgraded with `server.upgrade()` and echoed by Bun's native `websocket` handler.
  */
-import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 
 // The few Bun APIs used here, declared locally so the typecheck needs no bun-types.
@@ -71,9 +71,24 @@ const server = Bun.serve({
       return new Response(body as unknown as ReadableStream<Uint8Array>, { headers: { 'Content-Type': 'application/octet-stream' } });
     }
     if (path === '/sse') {
+      const timed = parseSseQuery(q < 0 ? '' : url.slice(q + 1));
+      if (typeof timed === 'string') return new Response(timed, { status: 400 });
+      let timer: ReturnType<typeof setTimeout> | undefined;
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
           controller.enqueue(SSE_EVENT);
+          if (timed === null) return;
+          let sent = 1;
+          const tick = (): void => {
+            if (sent === timed.count) return controller.close();
+            sent++;
+            controller.enqueue(SSE_EVENT);
+            timer = setTimeout(tick, timed.every);
+          };
+          timer = setTimeout(tick, timed.every);
+        },
+        cancel() {
+          clearTimeout(timer);
         },
       });
       return new Response(body, { headers: { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' } });

@@ -3,7 +3,8 @@
  * where each request head ends (`\r\n\r\n`) and looks at the first letters of the path to pick
  * the route; every hello in one read is answered with one write. Streams are written as
  * prebuilt chunked frames, a tick's worth under cork, waiting for `drain` when the socket is
- * full. `/w...` is a minimal WebSocket echo: the 101 with its accept value, then every whole
+ * full; `/sse` is one prebuilt event (or, with `count`, prebuilt events on a timer, then the
+ * last chunk). `/w...` is a minimal WebSocket echo: the 101 with its accept value, then every whole
  * client frame in one read is echoed unmasked in one write. Nothing else Node can do on these
  * routes is cheaper, so it bounds what any Node server can reach. It is not an HTTP server, nor a
  * WebSocket server: it assumes well-formed GET requests from the suite's clients, and
@@ -12,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
-import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 
 exitOnSignals();
@@ -26,6 +27,7 @@ const SSE_RESPONSE = Buffer.concat([
   Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n'),
   frame(SSE_EVENT),
 ]);
+const SSE_FRAME = frame(SSE_EVENT);
 const NOT_FOUND = Buffer.from('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 const CHAR_H = 'h'.charCodeAt(0);
@@ -80,6 +82,29 @@ function stream(socket: net.Socket, query: string): void {
     if (left > 0) socket.once('drain', burst);
   };
   burst();
+}
+
+/** events answers `/sse`: one event and silence, or `count` events `every` ms apart and the last chunk. */
+function events(socket: net.Socket, query: string): void {
+  const timed = parseSseQuery(query);
+  if (typeof timed === 'string') {
+    socket.write(NOT_FOUND);
+    return;
+  }
+  socket.write(SSE_RESPONSE);
+  if (timed === null) return;
+  let sent = 1;
+  const tick = (): void => {
+    if (socket.destroyed) return;
+    if (sent === timed.count) {
+      socket.write(LAST_CHUNK);
+      return;
+    }
+    sent++;
+    socket.write(SSE_FRAME);
+    setTimeout(tick, timed.every);
+  };
+  setTimeout(tick, timed.every);
 }
 
 /** switchProtocols is the 101 for a WebSocket handshake head, or null when it has no key. */
@@ -161,7 +186,7 @@ const server = net.createServer({ noDelay: true }, (socket) => {
           const target = line.split(' ')[1] ?? '/';
           const q = target.indexOf('?');
           if (first === CHAR_S && buf[start + 6] === CHAR_T) stream(socket, q < 0 ? '' : target.slice(q + 1));
-          else if (first === CHAR_S) socket.write(SSE_RESPONSE);
+          else if (first === CHAR_S) events(socket, q < 0 ? '' : target.slice(q + 1));
           else socket.write(NOT_FOUND);
         }
       }

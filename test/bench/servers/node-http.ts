@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { HELLO, SSE_EVENT, chunkOf, parseStreamQuery } from './routes.ts';
+import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 
 exitOnSignals();
@@ -49,8 +49,27 @@ const server = http.createServer((req, res) => {
     return;
   }
   if (path === '/sse') {
+    const timed = parseSseQuery(q < 0 ? '' : url.slice(q + 1));
+    if (typeof timed === 'string') {
+      res.writeHead(400, { 'Content-Type': 'text/plain' });
+      res.end(timed);
+      return;
+    }
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
     res.write(SSE_EVENT);
+    if (timed === null) return;
+    let sent = 1;
+    const tick = (): void => {
+      if (sent === timed.count) {
+        res.end();
+        return;
+      }
+      sent++;
+      res.write(SSE_EVENT);
+      timer = setTimeout(tick, timed.every);
+    };
+    let timer = setTimeout(tick, timed.every);
+    res.on('close', () => clearTimeout(timer));
     return;
   }
   res.writeHead(404, { 'Content-Type': 'text/plain' });

@@ -5,6 +5,7 @@
  *   GET /hello                                  13 bytes, `Hello, World!`, with a Content-Length
  *   GET /stream?size=N&chunk=K&mode=sync|async  N bytes in K-byte chunks, chunked coding
  *   GET /sse                                    an event stream: one event, then silence until the client leaves
+ *   GET /sse?count=N&every=MS                   N events, the first at once, then one every MS ms, then the end
  *   GET /ws                                     a WebSocket handshake, then every message echoed back
  */
 
@@ -34,6 +35,30 @@ export function parseStreamQuery(query: string): StreamRequest | string {
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > 16 * 1024 * 1024) return `bad chunk ${params.get('chunk')}`;
   if (mode !== 'sync' && mode !== 'async') return `bad mode ${mode}`;
   return { size, chunk, mode };
+}
+
+/** MAX_SSE_COUNT and MAX_SSE_EVERY_MS bound `/sse?count=&every=`, so every timed stream ends. */
+export const MAX_SSE_COUNT = 100_000;
+export const MAX_SSE_EVERY_MS = 60_000;
+
+/** TimedEvents is what `/sse?count=N&every=MS` asked for. */
+export interface TimedEvents {
+  count: number;
+  every: number;
+}
+
+/**
+ * parseSseQuery reads `/sse`'s query string: null for the idle stream (no `count`), the timed
+ * stream's count and interval, or an error message when they are bad.
+ */
+export function parseSseQuery(query: string): TimedEvents | null | string {
+  const params = new URLSearchParams(query);
+  if (!params.has('count')) return null;
+  const count = Number(params.get('count'));
+  const every = Number(params.get('every') ?? 0);
+  if (!Number.isInteger(count) || count < 1 || count > MAX_SSE_COUNT) return `bad count ${params.get('count')}`;
+  if (!Number.isInteger(every) || every < 0 || every > MAX_SSE_EVERY_MS) return `bad every ${params.get('every')}`;
+  return { count, every };
 }
 
 const chunks = new Map<number, Buffer>();
