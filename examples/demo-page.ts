@@ -68,6 +68,11 @@ connection to <code>ws</code>, and come straight back.</p>
 <li><a href="${at}/clock?n=10">/clock?n=10</a>: one line a second as plain text; the head is sent before the first tick.</li>
 <li><a href="${at}/upload">/upload</a>: POST a body, get its SHA-256, hashed as it streams in.
   <input type="file" id="file"> <button id="send" type="button">Upload</button> <output id="result"></output></li>
+<li><a href="${at}/files/">/files/</a>: a download server with resume (Range, <code>curl -C -</code>), ETag/304,
+  and paths that try to leave its folder refused (<code>staticFiles</code>, <code>sendFile</code>, <code>compress</code>).</li>
+<li><a href="${at}/express/">/express/</a>: an Express 5 app on nsgi's server through <code>fromNodeListener</code>
+  (<a href="${at}/express/users/7">/express/users/7</a>, <a href="${at}/express/countdown">/express/countdown</a>),
+  with an nsgi app mounted back inside it (<a href="${at}/express/nsgi/x">/express/nsgi/x</a>).</li>
 <li><a href="${at}/errors">/errors</a>: a failure turned into a 500 page through <code>excInfo</code>;
   <a href="${at}/errors/late">/errors/late</a>: a failure after the first chunk, so the body is cut short.</li>
 </ul>

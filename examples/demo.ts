@@ -3,8 +3,9 @@
  *
  * `/` is a plain HTML page (no framework, no build; see demo-page.ts) with a live clock over
  * server-sent events (`/events/clock`), a WebSocket echo box (`/ws/echo`), a long-polling chat
- * (`/chat`, examples/chat.ts), a large streamed download, and links to each example. Each example is mounted
- * under a prefix by `mount`, a dispatcher of a dozen lines: it moves the prefix from PATH_INFO to
+ * (`/chat`, examples/chat.ts), a large streamed download, a download server with resume (`/files`,
+ * examples/files.ts), an Express app (`/express`, examples/express.ts), and links to each example. Each example is mounted
+ * under a prefix by `mount` (src/helpers/mount.ts): it moves the prefix from PATH_INFO to
  * SCRIPT_NAME, as WSGI's `shift_path_info` does, so the mounted app sees the same paths as when
  * it is served alone, and can still build links to itself from SCRIPT_NAME. Anything else is a 404.
  *
@@ -15,35 +16,19 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { App, Environ } from '../protocol/nsgi.ts';
+import { fromNodeListener } from '../src/adapters/node-listener.ts';
+import { mount } from '../src/helpers/mount.ts';
 import { lastEventId, sse, type SseEvent } from '../src/helpers/sse.ts';
 import { websocketApp } from '../src/websocket.ts';
 import { createChat } from './chat.ts';
 import { app as clock } from './clock.ts';
 import { demoPage } from './demo-page.ts';
 import { app as errors } from './errors.ts';
+import { app as expressApp } from './express.ts';
+import { app as files } from './files.ts';
 import { app as hello } from './hello.ts';
 import { app as stream } from './stream.ts';
 import { app as upload } from './upload.ts';
-
-/**
- * mount returns an app that hands each request to the app in `routes` whose prefix matches its
- * path (a whole segment: `/hello` matches `/hello` and `/hello/x`, not `/hellox`), after moving
- * the prefix from PATH_INFO to the end of SCRIPT_NAME. Requests no prefix matches go to `fallback`.
- */
-function mount(routes: Record<string, App>, fallback: App): App {
-  const table = Object.entries(routes).sort(([a], [b]) => b.length - a.length);
-  return (environ, startResponse) => {
-    const path = environ.PATH_INFO;
-    for (const [prefix, app] of table) {
-      if (path === prefix || path.startsWith(`${prefix}/`)) {
-        environ.SCRIPT_NAME += prefix;
-        environ.PATH_INFO = path.slice(prefix.length);
-        return app(environ, startResponse);
-      }
-    }
-    return fallback(environ, startResponse);
-  };
-}
 
 /** home serves the index page at `/` and a 404 for every other unmounted path. */
 const home: App = (environ, startResponse) => {
@@ -102,18 +87,18 @@ const echo = websocketApp(
 export const chat = createChat();
 
 /** app is the demo: the examples mounted under their prefixes, the index at `/`. */
-export const app: App = mount(
-  {
-    '/hello': hello,
-    '/stream': stream,
-    '/clock': clock,
-    '/upload': upload,
-    '/errors': errors,
-    '/events/clock': sse(clockTicks),
-    '/ws/echo': echo,
-    '/chat': chat.app,
-  },
-  home,
-);
+export const app: App = mount({
+  '/hello': hello,
+  '/stream': stream,
+  '/clock': clock,
+  '/upload': upload,
+  '/errors': errors,
+  '/events/clock': sse(clockTicks),
+  '/ws/echo': echo,
+  '/chat': chat.app,
+  '/files': files,
+  '/express': fromNodeListener(expressApp),
+  '/': home,
+});
 
 export default app;

@@ -3,6 +3,7 @@
  * names so that they all agree on one shape. Each type cites the section of `protocol/SPEC.md` that
  * gives its rules.
  */
+import type { FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 
 /** Chunk is one piece of a response body: bytes, or a string sent as UTF-8 (SPEC §3.1). */
@@ -78,6 +79,23 @@ export type EarlyHints = (headers: HeaderList) => void;
  * It returns false when the response is not chunked, so the trailers cannot be sent.
  */
 export type SetTrailers = (trailers: HeaderList) => boolean;
+
+/** FileSource is the file a file body sends: a path, or an open handle the body then owns (SPEC §7.3). */
+export type FileSource = string | FileHandle;
+
+/** FileWrapperOptions picks the part of the file a file body sends (SPEC §7.3). */
+export interface FileWrapperOptions {
+  /** The first byte to send; default 0. */
+  offset?: number;
+  /** How many bytes to send; default: from `offset` to the end of the file. */
+  length?: number;
+}
+
+/**
+ * FileWrapper turns a file, or a range of one, into a body the server sends efficiently
+ * (SPEC §7.3). The body is also an ordinary async iterable of chunks, so middleware can wrap it.
+ */
+export type FileWrapper = (file: FileSource, options?: FileWrapperOptions) => Body;
 
 /** UpgradeOptions tells the server how to switch protocols (SPEC §6.2). */
 export interface UpgradeOptions {
@@ -155,6 +173,8 @@ export interface Environ {
   'nsgi.early_hints'?: EarlyHints;
   /** Extension: response trailers (SPEC §7.2). */
   'nsgi.set_trailers'?: SetTrailers;
+  /** Extension: file bodies (SPEC §7.3). */
+  'nsgi.file_wrapper'?: FileWrapper;
   /** Extension: the upgrade hook, on upgrade requests only (SPEC §6). */
   'nsgi.upgrade'?: Upgrade;
 

@@ -26,6 +26,7 @@ import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 // (the WebSocket helper and ws, the adapters, the validator) into every server process.
 import { SERVER_DEFAULTS, serve } from './server.ts';
 import { isWorker, runWorkers } from './cluster.ts';
+import { INTERFACES, INTERFACE_NAMES, adaptInterface, detectInterface, type AppInterface } from './adapters/interface.ts';
 import { FORWARDED_HEADERS, type ForwardedHeaders } from './forwarded.ts';
 import { isTypeScriptModule, registerTypeScriptLoader } from './typescript-loader.ts';
 
@@ -81,6 +82,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
+  { name: 'interface', value: 'KIND', help: 'what the export is: auto (default), nsgi, fetch (a Request -> Response handler, or an object with fetch), node (a (req, res) listener such as Express)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
   { name: 'forwarded-allow-ips', value: 'LIST', help: 'comma-separated proxy IPs/subnets (or *) whose Forwarded/X-Forwarded-* are believed (default: none)' },
   { name: 'forwarded-headers', value: 'WHICH', help: 'fields a trusted proxy is read from: forwarded, x-forwarded, or auto (default: Forwarded when present)' },
@@ -115,6 +117,8 @@ export interface ServeCommand {
   readonly headersTimeout?: number;
   /** The largest request body in bytes, when given. */
   readonly maxBodySize?: number;
+  /** The interface named by `--interface`; absent for `auto`, which detects it. */
+  readonly interface?: AppInterface;
   /** How many worker processes; 1 serves from this process. */
   readonly workers: number;
   /** Proxy addresses whose forwarding fields are believed. */
@@ -195,6 +199,10 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const minBodyRate = values.get('min-body-rate');
   const maxConnections = values.get('max-connections');
   const graceful = values.get('graceful-timeout');
+  const iface = values.get('interface') ?? 'auto';
+  if (!(INTERFACES as readonly string[]).includes(iface)) {
+    throw new CliError(`--interface must be one of ${INTERFACES.join(', ')}, got ${JSON.stringify(iface)}`);
+  }
   const workers = values.has('workers') ? parseCount('workers', values.get('workers') as string) : 1;
   const forwarded = (values.get('forwarded-allow-ips') ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
   for (const entry of forwarded) {
@@ -220,6 +228,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     ...(sendTimeout !== undefined && { sendTimeout: parseSeconds('send-timeout', sendTimeout) }),
     ...(minBodyRate !== undefined && { minBodyRate: parseByteCount('min-body-rate', minBodyRate) }),
     ...(maxConnections !== undefined && { maxConnections: parseCount('max-connections', maxConnections) }),
+    ...(iface !== 'auto' && { interface: iface as AppInterface }),
     workers,
     forwardedAllowIps: forwarded,
     ...(forwardedHeaders !== undefined && { forwardedHeaders: forwardedHeaders as ForwardedHeaders }),
@@ -289,6 +298,8 @@ export function helpText(): string {
     '',
     'Serves an nsgi app over HTTP/1.1. The app is the module\'s default export, or the export',
     'named after the colon; a function, or an object with a call(environ, startResponse) method.',
+    'By default an object with fetch() (Hono) is served as a fetch handler and an Express or',
+    'Koa app as a node:http listener; the interface option below names the kind outright.',
     'TypeScript (.ts), .js and .mjs modules load without a build step.',
     '',
     'Options:',
@@ -348,6 +359,12 @@ export function parseAppTarget(target: string): AppTarget {
   return { file, exportName: after };
 }
 
+/** LoadedApp is the export the command line serves, as an nsgi app, and how it is called. */
+export interface LoadedApp {
+  readonly app: App;
+  readonly kind: AppInterface;
+}
+
 /**
  * loadApp imports the module `target.file` (resolved against `cwd`) and returns the app exported
  * as `target.exportName`. A TypeScript module gets a TypeScript loader registered first; any
@@ -357,6 +374,15 @@ export function parseAppTarget(target: string): AppTarget {
  * not an app.
  */
 export async function loadApp(target: AppTarget, cwd: string = process.cwd()): Promise<App> {
+  return (await loadInterface(target, cwd, 'nsgi')).app;
+}
+
+/**
+ * loadInterface is {@link loadApp} for any interface: the export is called as `iface` says, or,
+ * for `auto`, as {@link detectInterface} finds; an export no interface can call gets the same
+ * error as an export that is not an app.
+ */
+export async function loadInterface(target: AppTarget, cwd: string, iface: 'auto' | AppInterface): Promise<LoadedApp> {
   const file = path.resolve(cwd, target.file);
   try {
     const info = await stat(file);
@@ -390,7 +416,15 @@ export async function loadApp(target: AppTarget, cwd: string = process.cwd()): P
     throw new CliError(`${target.file} has ${what}; ${has}`);
   }
   const label = name === 'default' ? `the default export of ${target.file}` : `export ${JSON.stringify(name)} of ${target.file}`;
-  return toApp(exports[name], label);
+  const value = exports[name];
+  const kind = iface === 'auto' ? (detectInterface(value) ?? 'nsgi') : iface;
+  if (kind === 'nsgi') return { app: toApp(value, label), kind };
+  const app = await adaptInterface(value, kind);
+  if (app === undefined) {
+    const shape = kind === 'fetch' ? 'a function or an object with a fetch() method' : 'a (req, res) function or a Koa app';
+    throw new CliError(`${label} is ${describeValue(value)}, not ${shape} (--interface ${kind})`);
+  }
+  return { app, kind };
 }
 
 /**
@@ -548,8 +582,11 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     }
 
     const target = parseAppTarget(command.target);
-    const app = await loadApp(target, io.cwd ?? process.cwd());
+    const { app, kind } = await loadInterface(target, io.cwd ?? process.cwd(), command.interface ?? 'auto');
+    // On stderr, with the other diagnostics: stdout carries the listening line and the access log.
+    const chosen = `nsgi: serving ${command.target} as ${INTERFACE_NAMES[kind]} (--interface ${kind})\n`;
     if (command.workers > 1 && !isWorker()) {
+      stderr.write(chosen);
       // The primary loaded the app only to report a bad one once rather than once per worker;
       // it supervises, and each worker loads the app again and serves (src/cluster.ts).
       return await runWorkers({
@@ -577,7 +614,10 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
     // In a worker the primary announces the address once for all of them.
-    if (!isWorker()) stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
+    if (!isWorker()) {
+      stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
+      stderr.write(chosen);
+    }
 
     const reason = await stopped.promise;
     stderr.write(`nsgi: ${isWorker() ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)\n`);

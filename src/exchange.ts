@@ -15,6 +15,7 @@ import type { Driver } from './driver.ts';
 import type { ConnectionInfo } from './environ.ts';
 import { ClientGoneError, ServerClosingError } from './errors.ts';
 import { applyForwarded } from './forwarded.ts';
+import { fileWrapper } from './helpers/file-body.ts';
 import type { RequestHead } from './http1/parser.ts';
 import type { PreparedHeaders } from './http1/writer.ts';
 import type { ServerContext } from './server.ts';
@@ -81,6 +82,7 @@ export class Exchange implements InputHooks, ConnectionInfo {
       environ['nsgi.set_trailers'] = cycle.setTrailers.bind(cycle);
       if (head.upgrade) environ['nsgi.upgrade'] = cycle.upgrade.bind(cycle);
     }
+    environ['nsgi.file_wrapper'] = fileWrapper;
     if (this.trusted) applyForwarded(environ, server.trustedProxies!, server.forwardedHeaders);
     this.cycle = cycle;
     this.input = input;

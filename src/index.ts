@@ -9,6 +9,9 @@ export type {
   Environ,
   ErrorStream,
   ExcInfo,
+  FileSource,
+  FileWrapper,
+  FileWrapperOptions,
   HeaderList,
   Input,
   SetTrailers,
@@ -36,9 +39,16 @@ export {
 } from './websocket.ts';
 export { sse, sseResponse, lastEventId, formatEvent, SSE_HEADERS, DEFAULT_SSE_HEARTBEAT_MS, type SseEvent, type SseMessage, type SseOptions, type SseSource } from './helpers/sse.ts';
 export { Topic, DEFAULT_TOPIC_CAPACITY, type Entry, type PollResult, type TopicOptions, type WaitOptions } from './helpers/longpoll.ts';
+export { fileBody, FileReader, FILE_READ_SIZE } from './helpers/file-body.ts';
+export { sendFile, type SendFileOptions } from './helpers/send-file.ts';
+export { staticFiles, type StaticFilesOptions } from './helpers/static-files.ts';
+export { compress, AVAILABLE_CODINGS, DEFAULT_MIN_SIZE, DEFAULT_BROTLI_QUALITY, type CompressFlush, type CompressOptions } from './helpers/compress.ts';
+export { mount } from './helpers/mount.ts';
+export { mediaTypeFor, MEDIA_TYPES, DEFAULT_MEDIA_TYPE } from './helpers/mime.ts';
 export { validate, ValidationError, type ValidateOptions } from './validator.ts';
 export { fromFetch, type FetchHandler } from './adapters/fetch-to-nsgi.ts';
 export { toFetch, type ToFetchOptions } from './adapters/nsgi-to-fetch.ts';
 export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListener, type NodeListenerOptions, type NodeUpgradeListener } from './adapters/node-http.ts';
+export { fromNodeListener, type NodeRequestListener } from './adapters/node-listener.ts';
 export * as testing from './testing.ts';
 export type { TestRequest, TestResponse, TestStream } from './testing.ts';

@@ -60,13 +60,16 @@
  *     EXT-7, EXT-11 (server) bad fields throw a TypeError
  *     EXT-9  (server) set_trailers answers a boolean, false when trailers cannot be sent
  *     EXT-12 (app) set_trailers before the body ends
+ *     EXT-16 (server) file_wrapper gives an iterable body
+ *     EXT-18 (server) file_wrapper refuses a bad offset, length or file
  *
  * Not checkable from a middleware's position: what reaches the wire (framing, Date, hop-by-hop
  * removal, 100 Continue, the 500 page, truncation: ENV-3, ENV-17, ENV-24, ENV-27, BODY-5, BODY-6,
  * BODY-8, BODY-11, BODY-12, BODY-15, SR-7 to SR-10, SR-12, SR-13, SR-15, SR-17 to SR-21, SR-26,
- * SR-27, SR-29, SR-31, SR-32, IN-4 to IN-10, EXT-4, EXT-5, EXT-8, EXT-10, ERR-*, SRV-*), what an
+ * SR-27, SR-29, SR-31, SR-32, IN-4 to IN-10, EXT-4, EXT-5, EXT-8, EXT-10, EXT-15, EXT-17,
+ * ERR-*, SRV-*), what an
  * app should do but need not (APP-5, ENV-25, ENV-29, SR-25, EXT-1, EXT-3, EXT-13, EXT-14,
- * BODY-20), and how often the server calls the app (APP-2 to APP-4). The contract suite in
+ * BODY-20, EXT-19), and how often the server calls the app (APP-2 to APP-4). The contract suite in
  * `test/contract/` checks the server-side ones over real connections.
  */
 import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write } from '../protocol/nsgi.ts';
@@ -98,6 +101,7 @@ const SECTIONS: Array<[prefix: string, from: number, to: number, section: string
   ['EXT', 1, 3, '7'],
   ['EXT', 4, 8, '7.1'],
   ['EXT', 9, 14, '7.2'],
+  ['EXT', 15, 19, '7.3'],
 ];
 
 /** sectionOf returns the SPEC section that holds rule `id`, such as `"4.2"` for `"SR-5"`. */
@@ -158,9 +162,9 @@ const REQUIRED_STRINGS = [
 const REQUIRED_BOOLEANS = ['nsgi.multithread', 'nsgi.multiprocess', 'nsgi.run_once'] as const;
 const NSGI_KEYS = new Set([
   'nsgi.version', 'nsgi.url_scheme', 'nsgi.input', 'nsgi.errors', 'nsgi.signal', 'nsgi.headers', 'nsgi.multithread',
-  'nsgi.multiprocess', 'nsgi.run_once', 'nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade',
+  'nsgi.multiprocess', 'nsgi.run_once', 'nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade', 'nsgi.file_wrapper',
 ]);
-const EXTENSIONS = ['nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade'] as const;
+const EXTENSIONS = ['nsgi.early_hints', 'nsgi.set_trailers', 'nsgi.upgrade', 'nsgi.file_wrapper'] as const;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade']);
 const STATUS_FORMAT = /^[0-9]{3}(?: [\t\x20-\x7e\x80-\xff]*)?$/;
 
@@ -292,6 +296,27 @@ class Call {
           throw new ValidationError('EXT-9', 'server', `nsgi.set_trailers returned true although ${impossible}; it must return false when the response will not be chunked`);
         }
         return result;
+      };
+    }
+    const files = this.environ['nsgi.file_wrapper'];
+    if (typeof files === 'function') {
+      inner['nsgi.file_wrapper'] = (file, options) => {
+        const bad = fileArgumentProblem(file, options);
+        let body: unknown;
+        try {
+          body = files(file, options);
+        } catch (err) {
+          // A throw is the right answer to bad arguments, and passes on as it is.
+          if (bad !== null) throw err;
+          throw new ValidationError('EXT-18', 'server', `nsgi.file_wrapper threw for valid arguments (${errorText(err)})`);
+        }
+        if (bad !== null) {
+          throw new ValidationError('EXT-18', 'server', `nsgi.file_wrapper accepted ${bad}; it must throw a RangeError or TypeError naming the value`);
+        }
+        if (!isIterable(body)) {
+          throw new ValidationError('EXT-16', 'server', `nsgi.file_wrapper returned ${show(body)}; it must return a body (an iterable of chunks)`);
+        }
+        return body as Body;
       };
     }
     return inner;
@@ -889,4 +914,23 @@ function checkIterator(it: unknown, method: string): unknown {
     throw new ValidationError('BODY-1', 'app', `the body's ${method}() returned ${show(it)}, not an iterator with a next() method`);
   }
   return it;
+}
+
+/** fileArgumentProblem names what is wrong with file_wrapper's arguments (EXT-18), or gives null. */
+function fileArgumentProblem(file: unknown, options: { offset?: unknown; length?: unknown } | undefined): string | null {
+  if (typeof file !== 'string' && (typeof file !== 'object' || file === null || typeof (file as { read?: unknown }).read !== 'function')) {
+    return `the file ${show(file)}`;
+  }
+  for (const key of ['offset', 'length'] as const) {
+    const value = options?.[key];
+    if (value !== undefined && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)) return `the ${key} ${show(value)}`;
+  }
+  return null;
+}
+
+/** isIterable tells whether a value can be iterated, sync or async. */
+function isIterable(value: unknown): boolean {
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return false;
+  const v = value as { [Symbol.iterator]?: unknown; [Symbol.asyncIterator]?: unknown };
+  return typeof v[Symbol.iterator] === 'function' || typeof v[Symbol.asyncIterator] === 'function';
 }

@@ -8,8 +8,12 @@ import { STATUS_CODES } from 'node:http';
 import type { ReadableStreamReadResult } from 'node:stream/web';
 import type { App, Environ, HeaderList, Input } from '../../protocol/nsgi.ts';
 
-/** FetchHandler is a fetch-style request handler. */
-export type FetchHandler = (request: Request) => Response | Promise<Response>;
+/**
+ * FetchHandler is a fetch-style request handler. {@link fromFetch} passes the request's environ
+ * as the second argument, where Hono's `app.fetch` takes its bindings (`c.env`): the client's
+ * address (`REMOTE_ADDR`), `nsgi.signal` and the rest are then in reach of the handler.
+ */
+export type FetchHandler = (request: Request, environ: Environ) => Response | Promise<Response>;
 
 /** Request fields that describe one connection, not the message; not passed to the handler. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade']);
@@ -53,7 +57,7 @@ export function fromFetch(handler: FetchHandler): App {
       // undici needs this for a streamed request body: the body is sent as it is produced.
       init.duplex = 'half';
     }
-    const response = await handler(new Request(requestUrl(environ), init));
+    const response = await handler(new Request(requestUrl(environ), init), environ);
     if (!(response instanceof Response) || response.type === 'error') {
       throw new TypeError(`the fetch handler resolved to ${response instanceof Response ? 'a network error (Response.error())' : typeof response}, not a Response`);
     }

@@ -49,7 +49,8 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { App, ErrorStream } from '../../protocol/nsgi.ts';
 import { STDERR, ServerClosingError } from '../errors.ts';
-import { NodeInput, NodeSink, connectionInfo, describeRequest, hasBody, type NodeSettings } from './node-exchange.ts';
+import { decodePath, type ConnectionInfo } from '../environ.ts';
+import { NodeInput, NodeSink, connectionInfo, describeRequest, hasBody, type NodeRequest, type NodeSettings } from './node-exchange.ts';
 import { UpgradeExchange, startUpgradeExchange } from './node-upgrade.ts';
 import { AdapterShared } from './plain.ts';
 
@@ -140,6 +141,25 @@ class NodeServer extends http.Server {
   }
 }
 
+/** ExpressRequest is a request an Express (or Connect-style) router has passed to a mounted handler. */
+type ExpressRequest = IncomingMessage & { originalUrl?: unknown; baseUrl?: unknown };
+
+/**
+ * mounted reads the mount of a listener that a router such as Express's `app.use('/p', l)`
+ * calls: such a router strips its prefix from `req.url`, but keeps the request-target as
+ * received in `req.originalUrl` and the matched prefix in `req.baseUrl`. The environ is then
+ * built from the original target (REQUEST_URI as received) with that prefix as the mount path,
+ * so SCRIPT_NAME names the mount and the app can link to itself (SPEC §2.2). The prefix replaces
+ * the `scriptName` option, since `req.baseUrl` already holds every prefix above the listener.
+ * Other requests are described as they are.
+ */
+function mounted(req: ExpressRequest, request: NodeRequest, info: ConnectionInfo): [NodeRequest, ConnectionInfo] {
+  const { originalUrl, baseUrl } = req;
+  if (typeof originalUrl !== 'string' || typeof baseUrl !== 'string' || baseUrl === '' || originalUrl === request.target) return [request, info];
+  // SCRIPT_NAME is compared with the decoded path (ENV-18) and never ends with `/` (ENV-19).
+  return [{ ...request, target: originalUrl }, { ...info, scriptName: decodePath(baseUrl).replace(/\/+$/, '') }];
+}
+
 /** serveRequest answers one request of the request listener. */
 function serveRequest(settings: NodeSettings, req: IncomingMessage, res: ServerResponse): void {
   const request = describeRequest(req);
@@ -147,7 +167,8 @@ function serveRequest(settings: NodeSettings, req: IncomingMessage, res: ServerR
   const cycle = sink.cycle;
   const input = new NodeInput(req, sink, hasBody(request));
   sink.input = input;
-  const environ = settings.environs.build(request, connectionInfo(settings, req.socket), input, cycle);
+  const [described, info] = mounted(req, request, connectionInfo(settings, req.socket));
+  const environ = settings.environs.build(described, info, input, cycle);
   cycle.run(settings.app, environ);
   // ENV-27: a response still under way must learn that the client left; a finished one need not.
   // `res` says so once it is the response being sent. A pipelined request whose response waits

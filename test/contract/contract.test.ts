@@ -9,6 +9,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { CASES, Probe, until, type Case } from './cases.ts';
+import { FILE_CASES } from './file-cases.ts';
 import { KINDS, closeAll, type Kind } from './targets.ts';
 
 afterEach(closeAll);
@@ -18,7 +19,7 @@ function title(c: Case): string {
 }
 
 describe.each(KINDS.map((kind) => ({ kind, name: kind.name })))('contract on $name', ({ kind }: { kind: Kind }) => {
-  for (const c of CASES) {
+  for (const c of [...CASES, ...FILE_CASES]) {
     if (c.wireOnly !== undefined && !kind.wire) continue;
     const deviation = c.deviations?.[kind.name];
     if (deviation !== undefined) {

@@ -80,6 +80,27 @@ export async function waitUntil(check: () => boolean, what: string, timeoutMs: n
   }
 }
 
+/**
+ * waitUntilSteady resolves with `read()` once it has not changed for `quietMs` (a producer that
+ * backpressure has stopped), and rejects with `what` if it is still changing after `timeoutMs`.
+ * A loaded machine fills socket buffers slowly, so a fixed sleep would not tell "stopped" from
+ * "slow".
+ */
+export async function waitUntilSteady(read: () => number, what: string, quietMs = 300, timeoutMs: number = DEFAULT_WAIT_MS): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let value = read();
+  let since = Date.now();
+  for (;;) {
+    await sleep(20);
+    const now = read();
+    if (now !== value) {
+      value = now;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return value;
+    if (Date.now() > deadline) throw new Error(`${what} still changing after ${timeoutMs} ms (now ${now})`);
+  }
+}
+
 // ---- raw TCP ----------------------------------------------------------------------------------
 
 /** RawResult is what a raw client received. */

@@ -1,0 +1,117 @@
+/**
+ * File bodies (SPEC §7.3): a file, or a range of one, as a response body.
+ *
+ * {@link fileBody} is what an app calls: it hands the file to the server's `nsgi.file_wrapper`
+ * when the server offers one, and otherwise returns {@link FileReader}, a plain async iterable
+ * that any server can pull, so the same app runs everywhere (EXT-1). The reference server offers
+ * the extension with this same reader, which is the most efficient path `node:net` has: it reads
+ * FILE_READ_SIZE bytes at a time, only when the pump asks for the next chunk (so a slow client
+ * slows the reads, SPEC §3.3), and closes the file exactly once however the response ends.
+ *
+ * Why each read gets a fresh buffer rather than one reused buffer: a chunk of 16 KiB or more is
+ * handed to `socket.write` by reference, and the pump may pull the next chunk as soon as
+ * `write` returns, before the kernel has taken the previous one (`write` returns true while the
+ * socket's queue is below its high-water mark). Reading into the same buffer would then
+ * overwrite bytes still waiting to be sent. `Buffer.allocUnsafe` of this size skips zero-filling,
+ * so the fresh buffer costs an allocation and no copy.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import type { Body, Environ, FileSource, FileWrapper, FileWrapperOptions } from '../../protocol/nsgi.ts';
+
+/** FILE_READ_SIZE is how many bytes one read takes: the server's output high-water mark, 64 KiB. */
+export const FILE_READ_SIZE = 64 * 1024;
+
+/**
+ * fileBody returns a body that sends `file` (a path, or an open `FileHandle` the body then owns
+ * and closes), from `options.offset` (default 0) for `options.length` bytes (default: to the end).
+ * It uses the server's `nsgi.file_wrapper` when present (SPEC §7.3) and a {@link FileReader}
+ * otherwise.
+ */
+export function fileBody(environ: Environ, file: FileSource, options: FileWrapperOptions = {}): Body {
+  const wrapper = environ['nsgi.file_wrapper'];
+  if (typeof wrapper === 'function') return wrapper(file, options);
+  return new FileReader(file, options);
+}
+
+/**
+ * fileWrapper is the reference server's `nsgi.file_wrapper` (SPEC §7.3): a {@link FileReader}.
+ * `node:net` has no sendfile, so large reads pulled at the client's pace are the efficient path.
+ */
+export const fileWrapper: FileWrapper = (file, options) => new FileReader(file, options);
+
+/**
+ * FileReader is a file, or a range of one, as an async iterable of chunks of up to
+ * FILE_READ_SIZE bytes. It opens a path at the first pull, and closes the file exactly once: at
+ * the end, at `return()`, or on a read error. A file that turns out shorter than the range asked
+ * for is an error (the response is then cut, SPEC §8, so the client sees the truncation).
+ * It can be iterated once.
+ */
+export class FileReader implements AsyncIterableIterator<Uint8Array> {
+  private handle: FileHandle | null;
+  private position: number;
+  private remaining: number | undefined;
+  private closed = false;
+  private started = false;
+
+  constructor(
+    private readonly file: FileSource,
+    options: FileWrapperOptions = {},
+    /** False when the caller keeps the handle open after this reader is done with it. */
+    private readonly ownsHandle = true,
+  ) {
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`a file body's offset must be a whole number >= 0, got ${offset}`);
+    if (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 0)) {
+      throw new RangeError(`a file body's length must be a whole number >= 0, got ${options.length}`);
+    }
+    if (typeof file !== 'string' && (file === null || typeof file !== 'object' || typeof file.read !== 'function')) {
+      throw new TypeError(`a file body takes a path or a FileHandle, got ${file === null ? 'null' : typeof file}`);
+    }
+    this.handle = typeof file === 'string' ? null : file;
+    this.position = offset;
+    this.remaining = options.length;
+  }
+
+  [Symbol.asyncIterator](): this {
+    if (this.started) throw new TypeError('a file body can be iterated once');
+    this.started = true;
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Uint8Array>> {
+    if (this.closed) return { done: true, value: undefined };
+    try {
+      if (this.handle === null) this.handle = await open(this.file as string, 'r');
+      if (this.remaining === undefined) this.remaining = Math.max(0, (await this.handle.stat()).size - this.position);
+      if (this.remaining === 0) {
+        await this.close();
+        return { done: true, value: undefined };
+      }
+      const size = Math.min(FILE_READ_SIZE, this.remaining);
+      const buffer = Buffer.allocUnsafe(size);
+      const { bytesRead } = await this.handle.read(buffer, 0, size, this.position);
+      if (this.closed) return { done: true, value: undefined }; // return() came while reading
+      if (bytesRead === 0) throw new Error(`the file ended ${this.remaining} bytes before the end of its body (was it truncated while being sent?)`);
+      this.position += bytesRead;
+      this.remaining -= bytesRead;
+      return { done: false, value: bytesRead === size ? buffer : buffer.subarray(0, bytesRead) };
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  async return(): Promise<IteratorResult<Uint8Array>> {
+    await this.close();
+    return { done: true, value: undefined };
+  }
+
+  /** close closes the file once; later calls do nothing. */
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const handle = this.handle;
+    this.handle = null;
+    if (handle !== null && this.ownsHandle) await handle.close();
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * FileReader and fileBody in memory: the range read, the handle owned and closed by the body,
+ * argument checks, and the choice between the server's `nsgi.file_wrapper` and the plain reader.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Environ, FileWrapper } from '../../protocol/nsgi.ts';
+import { FILE_READ_SIZE, FileReader, fileBody } from '../../src/helpers/file-body.ts';
+
+let dir: string;
+let path: string;
+const data = randomBytes(3 * FILE_READ_SIZE + 123);
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'nsgi-file-body-'));
+  path = join(dir, 'data.bin');
+  await writeFile(path, data);
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+/** collect reads a body whole. */
+async function collect(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const part of body) parts.push(part);
+  return Buffer.concat(parts);
+}
+
+describe('FileReader', () => {
+  it('EXT-15: reads the range asked for, in chunks of at most FILE_READ_SIZE, each a fresh buffer', async () => {
+    const reader = new FileReader(path, { offset: 100, length: 2 * FILE_READ_SIZE + 7 });
+    const chunks: Uint8Array[] = [];
+    for await (const chunk of reader) chunks.push(chunk);
+    expect(chunks.map((c) => c.length)).toEqual([FILE_READ_SIZE, FILE_READ_SIZE, 7]);
+    expect(new Set(chunks.map((c) => c.buffer)).size).toBe(3);
+    expect(Buffer.concat(chunks).equals(data.subarray(100, 100 + 2 * FILE_READ_SIZE + 7))).toBe(true);
+  });
+
+  it('EXT-19: owns a handle handed to it, and closes it when the body ends', async () => {
+    const handle = await open(path, 'r');
+    expect((await collect(new FileReader(handle, { offset: data.length - 10 }))).equals(data.subarray(-10))).toBe(true);
+    expect(handle.fd).toBe(-1);
+  });
+
+  it('EXT-17: closes its handle at return() before the first pull, once', async () => {
+    const handle = await open(path, 'r');
+    let closes = 0;
+    const close = handle.close.bind(handle);
+    handle.close = () => (closes++, close());
+    const reader = new FileReader(handle);
+    await reader.return();
+    await reader.return();
+    expect(closes).toBe(1);
+    expect(await reader.next()).toEqual({ done: true, value: undefined });
+  });
+
+  it('EXT-15: fails, and closes the file, when the file is shorter than the range', async () => {
+    const handle = await open(path, 'r');
+    const reader = new FileReader(handle, { offset: data.length - 5, length: 50 });
+    await expect(collect(reader)).rejects.toThrow(/ended 45 bytes before the end of its body/);
+    expect(handle.fd).toBe(-1);
+  });
+
+  it('EXT-18: refuses a bad offset, length or file at once', () => {
+    expect(() => new FileReader(path, { offset: -1 })).toThrow(RangeError);
+    expect(() => new FileReader(path, { length: 1.5 })).toThrow(/length must be a whole number/);
+    expect(() => new FileReader(42 as unknown as string)).toThrow(TypeError);
+  });
+});
+
+describe('fileBody', () => {
+  it("uses the server's nsgi.file_wrapper when offered, and the plain reader otherwise", async () => {
+    const calls: unknown[] = [];
+    const wrapper: FileWrapper = (file, options) => {
+      calls.push([file, options]);
+      return ['from the wrapper'];
+    };
+    const offered = { 'nsgi.file_wrapper': wrapper } as unknown as Environ;
+    expect(fileBody(offered, path, { length: 3 })).toEqual(['from the wrapper']);
+    expect(calls).toEqual([[path, { length: 3 }]]);
+    const plain = fileBody({} as Environ, path, { length: 3 });
+    expect(plain).toBeInstanceOf(FileReader);
+    expect((await collect(plain as FileReader)).equals(data.subarray(0, 3))).toBe(true);
+  });
+});
