@@ -20,15 +20,20 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import tls from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 // The server alone, not the public API in index.ts: the CLI must not load what it does not use
 // (the WebSocket helper and ws, the adapters, the validator) into every server process.
 import { SERVER_DEFAULTS, serve } from './server.ts';
-import { isWorker, runWorkers } from './cluster.ts';
+import { askToBeReplaced, isWorker, prepareWorker, requestBudget, runWorkers } from './cluster.ts';
 import { INTERFACES, INTERFACE_NAMES, adaptInterface, detectInterface, type AppInterface } from './adapters/interface.ts';
 import { FORWARDED_HEADERS, type ForwardedHeaders } from './forwarded.ts';
 import { isTypeScriptModule, registerTypeScriptLoader } from './typescript-loader.ts';
+import { ACCESS_LOG_FORMATS, type AccessLogFormat } from './access-log.ts';
+import { loadTlsFiles, type TlsFiles, type TlsOptions } from './tls.ts';
+import { ListenerError, clearStaleSocket, setSocketMode, systemdListenFd } from './listeners.ts';
+import { DEFAULT_LOG_LEVEL, LOG_LEVELS, createLogger, isLogLevel, type LogLevel, type Logger } from './log.ts';
 
 /** ServeOptions is the options argument of `serve`, named here for the CLI's own use. */
 type ServeOptions = NonNullable<Parameters<typeof serve>[1]>;
@@ -80,7 +85,14 @@ export interface OptionSpec {
 export const OPTIONS: readonly OptionSpec[] = [
   { name: 'host', value: 'HOST', help: `interface to bind (default ${DEFAULT_HOST}; 0.0.0.0 or :: for all)` },
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
+  { name: 'uds', value: 'PATH', help: 'listen on a unix socket at PATH instead (a stale socket there is replaced)' },
+  { name: 'uds-mode', value: 'MODE', help: 'permissions of the --uds socket in octal, such as 660 (default: from the umask)' },
+  { name: 'fd', value: 'N', help: 'accept on the inherited listening socket N instead (systemd socket activation sets it itself)' },
+  { name: 'certfile', value: 'FILE', help: 'serve HTTPS with this PEM certificate chain and the key file below; both reread on SIGHUP' },
+  { name: 'keyfile', value: 'FILE', help: 'the PEM private key for --certfile' },
+  { name: 'ca-certs', value: 'FILE', help: 'PEM CA certificates: ask clients for a certificate verified against them (optional for the client)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
+  { name: 'access-log-format', value: 'FORMAT', help: `access log lines as ${ACCESS_LOG_FORMATS.join(' or ')} (JSON: one object per line); implies the access log` },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
   { name: 'interface', value: 'KIND', help: 'what the export is: auto (default), nsgi, fetch (a Request -> Response handler, or an object with fetch), node (a (req, res) listener such as Express)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
@@ -93,7 +105,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'send-timeout', value: 'SECONDS', help: `drop a client that reads nothing of its response this long (default ${SERVER_DEFAULTS.sendTimeout / 1000})` },
   { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
   { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
-  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES (default: no limit)' },
+  { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES; K, M, G suffixes count in 1024s (default: no limit)' },
+  { name: 'max-requests', value: 'N', help: 'with workers: replace a worker after it has served N requests (default: never)' },
+  { name: 'max-requests-jitter', value: 'N', help: 'add a random 0..N to --max-requests per worker, so workers do not restart together' },
+  { name: 'reload', help: 'development only: reload the app when a module under its directory (or the one given next) changes' },
+  { name: 'reload-dir', value: 'DIR', help: 'with --reload: the directory to watch instead (default: the app module\'s)' },
+  { name: 'log-level', value: 'LEVEL', help: `nsgi's own messages shown: ${LOG_LEVELS.join(', ')} (default ${DEFAULT_LOG_LEVEL})` },
   { name: 'help', short: 'h', help: 'show this help and exit' },
   { name: 'version', help: 'print the version and exit' },
 ];
@@ -107,8 +124,22 @@ export interface ServeCommand {
   readonly host: string;
   /** The port to bind; 0 for any free one. */
   readonly port: number;
+  /** The unix socket to listen on instead of host and port, when given. */
+  readonly uds?: string;
+  /** The unix socket's permissions, when given. */
+  readonly udsMode?: number;
+  /** The inherited listening socket to accept on instead, when given. */
+  readonly fd?: number;
+  /** The TLS certificate chain file, when serving HTTPS. */
+  readonly certfile?: string;
+  /** The TLS private key file, when serving HTTPS. */
+  readonly keyfile?: string;
+  /** The CA certificates file client certificates are checked against, when given. */
+  readonly caCerts?: string;
   /** Whether to print an access-log line per response. */
   readonly accessLog: boolean;
+  /** The access log's format, when given. */
+  readonly accessLogFormat?: AccessLogFormat;
   /** The mount path without a trailing slash, `''` at the root. */
   readonly rootPath: string;
   /** The keep-alive idle timeout in milliseconds, when given. */
@@ -135,6 +166,16 @@ export interface ServeCommand {
   readonly maxConnections?: number;
   /** How long a graceful shutdown waits for in-flight responses, in milliseconds. */
   readonly gracefulTimeout: number;
+  /** How many requests a worker serves before it is replaced, when given. */
+  readonly maxRequests?: number;
+  /** The most extra requests added at random to `maxRequests`, when given. */
+  readonly maxRequestsJitter?: number;
+  /** Whether to reload the app on file changes (development), when given. */
+  readonly reload?: boolean;
+  /** The directory --reload watches, when given. */
+  readonly reloadDir?: string;
+  /** Which of nsgi's own messages are shown, when given. */
+  readonly logLevel?: LogLevel;
 }
 
 /** CliCommand is what a command line asks for: help, the version, or serving an app. */
@@ -147,9 +188,11 @@ const USAGE = 'nsgi [options] path/to/module.ts[:export]';
  * parseCliArgs turns the arguments after `nsgi` into a {@link CliCommand}, or throws a
  * {@link CliError} naming the bad argument. `--help` and `--version` win over everything else, so
  * they work even on a command line that is otherwise wrong. Options take their value as the next
- * argument or after `=`; `--` ends the options.
+ * argument or after `=`; `--` ends the options. An option the command line leaves out is read from
+ * `env`: `NSGI_PORT` for `--port` (see {@link environmentName}), then `PORT`, `HOST` and
+ * `WEB_CONCURRENCY`; `NSGI_APP` names the app. The command line always wins.
  */
-export function parseCliArgs(argv: readonly string[]): CliCommand {
+export function parseCliArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}): CliCommand {
   const end = argv.indexOf('--');
   const flags = end === -1 ? argv : argv.slice(0, end);
   if (flags.includes('--help') || flags.includes('-h')) return { command: 'help' };
@@ -183,14 +226,27 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     }
   }
 
+  const sources = new Map<string, string>();
+  for (const option of OPTIONS) {
+    if (values.has(option.name) || option.name === 'help' || option.name === 'version') continue;
+    const found = fromEnvironment(option, env);
+    if (found === undefined) continue;
+    sources.set(option.name, `${found.variable} (environment)`);
+    if (option.value !== undefined) values.set(option.name, found.value);
+    else if (parseFlag(found.variable, found.value)) values.set(option.name, '');
+  }
+  if (positionals.length === 0 && env.NSGI_APP !== undefined && env.NSGI_APP !== '') positionals.push(env.NSGI_APP);
+
   if (positionals.length === 0) throw new CliError(`missing the app to serve; usage: ${USAGE}`);
   if (positionals.length > 1) {
     throw new CliError(`expected one app to serve, got ${positionals.length}: ${positionals.join(' ')}`);
   }
 
+  // Each value is checked under the name it was given as: `--port` or `NSGI_PORT (environment)`.
+  const label = (name: string): string => sources.get(name) ?? `--${name}`;
   const host = values.get('host') ?? DEFAULT_HOST;
-  if (host === '') throw new CliError('--host needs a non-empty value');
-  const port = values.has('port') ? parsePort(values.get('port') as string) : DEFAULT_PORT;
+  if (host === '') throw new CliError(`${label('host')} needs a non-empty value`);
+  const port = values.has('port') ? parsePort(label('port'), values.get('port') as string) : DEFAULT_PORT;
   const keepAlive = values.get('keep-alive-timeout');
   const headers = values.get('headers-timeout');
   const maxBody = values.get('max-body-size');
@@ -201,39 +257,112 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const graceful = values.get('graceful-timeout');
   const iface = values.get('interface') ?? 'auto';
   if (!(INTERFACES as readonly string[]).includes(iface)) {
-    throw new CliError(`--interface must be one of ${INTERFACES.join(', ')}, got ${JSON.stringify(iface)}`);
+    throw new CliError(`${label('interface')} must be one of ${INTERFACES.join(', ')}, got ${JSON.stringify(iface)}`);
   }
-  const workers = values.has('workers') ? parseCount('workers', values.get('workers') as string) : 1;
+  const maxRequests = values.get('max-requests');
+  const jitter = values.get('max-requests-jitter');
+  const workers = values.has('workers') ? parseCount(label('workers'), values.get('workers') as string) : 1;
+  const logLevel = values.get('log-level');
+  if (logLevel !== undefined && !isLogLevel(logLevel)) {
+    throw new CliError(`${label('log-level')} must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+  }
   const forwarded = (values.get('forwarded-allow-ips') ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
   for (const entry of forwarded) {
     if (entry !== '*' && !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry)) {
-      throw new CliError(`--forwarded-allow-ips: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
+      throw new CliError(`${label('forwarded-allow-ips')}: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
     }
   }
   const forwardedHeaders = values.get('forwarded-headers');
   if (forwardedHeaders !== undefined && !(FORWARDED_HEADERS as readonly string[]).includes(forwardedHeaders)) {
-    throw new CliError(`--forwarded-headers: must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(forwardedHeaders)}`);
+    throw new CliError(`${label('forwarded-headers')} must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(forwardedHeaders)}`);
+  }
+  const uds = values.get('uds');
+  const udsMode = values.get('uds-mode');
+  const fd = values.get('fd');
+  if (uds === '') throw new CliError(`${label('uds')} needs a non-empty path`);
+  if (uds !== undefined && fd !== undefined) throw new CliError(`${label('uds')} and ${label('fd')} each name the one socket to listen on; give one`);
+  if (udsMode !== undefined && uds === undefined) throw new CliError(`${label('uds-mode')} needs --uds`);
+  if (udsMode !== undefined && !/^0?[0-7]{3}$/.test(udsMode)) {
+    throw new CliError(`${label('uds-mode')} must be an octal mode such as 660, got ${JSON.stringify(udsMode)}`);
+  }
+  const certfile = values.get('certfile');
+  const keyfile = values.get('keyfile');
+  const caCerts = values.get('ca-certs');
+  if ((certfile === undefined) !== (keyfile === undefined)) {
+    throw new CliError(certfile === undefined ? `${label('keyfile')} needs --certfile` : `${label('certfile')} needs --keyfile`);
+  }
+  if (caCerts !== undefined && certfile === undefined) throw new CliError(`${label('ca-certs')} needs --certfile and --keyfile`);
+  const accessLogFormat = values.get('access-log-format');
+  if (accessLogFormat !== undefined && !(ACCESS_LOG_FORMATS as readonly string[]).includes(accessLogFormat)) {
+    throw new CliError(`${label('access-log-format')} must be one of ${ACCESS_LOG_FORMATS.join(', ')}, got ${JSON.stringify(accessLogFormat)}`);
+  }
+  const reloadDir = values.get('reload-dir');
+  if (reloadDir !== undefined && !values.has('reload')) throw new CliError(`${label('reload-dir')} needs --reload`);
+  if (jitter !== undefined && maxRequests === undefined) {
+    throw new CliError(`${label('max-requests-jitter')} needs --max-requests`);
   }
   return {
     command: 'serve',
     target: positionals[0] as string,
     host,
     port,
-    accessLog: values.has('access-log'),
-    rootPath: parseRootPath(values.get('root-path') ?? ''),
-    ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds('keep-alive-timeout', keepAlive) }),
-    ...(headers !== undefined && { headersTimeout: parseSeconds('headers-timeout', headers) }),
-    ...(maxBody !== undefined && { maxBodySize: parseByteCount('max-body-size', maxBody) }),
-    ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds('body-timeout', bodyTimeout) }),
-    ...(sendTimeout !== undefined && { sendTimeout: parseSeconds('send-timeout', sendTimeout) }),
-    ...(minBodyRate !== undefined && { minBodyRate: parseByteCount('min-body-rate', minBodyRate) }),
-    ...(maxConnections !== undefined && { maxConnections: parseCount('max-connections', maxConnections) }),
+    accessLog: values.has('access-log') || accessLogFormat !== undefined,
+    ...(accessLogFormat !== undefined && { accessLogFormat: accessLogFormat as AccessLogFormat }),
+    rootPath: parseRootPath(label('root-path'), values.get('root-path') ?? ''),
+    ...(keepAlive !== undefined && { keepAliveTimeout: parseSeconds(label('keep-alive-timeout'), keepAlive) }),
+    ...(headers !== undefined && { headersTimeout: parseSeconds(label('headers-timeout'), headers) }),
+    ...(maxBody !== undefined && { maxBodySize: parseByteCount(label('max-body-size'), maxBody) }),
+    ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds(label('body-timeout'), bodyTimeout) }),
+    ...(sendTimeout !== undefined && { sendTimeout: parseSeconds(label('send-timeout'), sendTimeout) }),
+    ...(minBodyRate !== undefined && { minBodyRate: parseByteCount(label('min-body-rate'), minBodyRate) }),
+    ...(maxConnections !== undefined && { maxConnections: parseCount(label('max-connections'), maxConnections) }),
+    ...(uds !== undefined && { uds }),
+    ...(udsMode !== undefined && { udsMode: parseInt(udsMode, 8) }),
+    ...(fd !== undefined && { fd: parseWhole(label('fd'), fd) }),
+    ...(certfile !== undefined && { certfile }),
+    ...(keyfile !== undefined && { keyfile }),
+    ...(caCerts !== undefined && { caCerts }),
+    ...(maxRequests !== undefined && { maxRequests: parseCount(label('max-requests'), maxRequests) }),
+    ...(jitter !== undefined && { maxRequestsJitter: parseWhole(label('max-requests-jitter'), jitter) }),
     ...(iface !== 'auto' && { interface: iface as AppInterface }),
     workers,
     forwardedAllowIps: forwarded,
     ...(forwardedHeaders !== undefined && { forwardedHeaders: forwardedHeaders as ForwardedHeaders }),
-    gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds('graceful-timeout', graceful),
+    gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds(label('graceful-timeout'), graceful),
+    ...(logLevel !== undefined && { logLevel }),
+    ...(values.has('reload') && { reload: true }),
+    ...(reloadDir !== undefined && { reloadDir }),
   };
+}
+
+/**
+ * ENVIRONMENT_ALIASES are the plain variables read after `NSGI_*`: `PORT` and `HOST` as Heroku,
+ * Cloud Run and most platforms set them, and `WEB_CONCURRENCY` for the worker count as gunicorn
+ * reads it.
+ */
+const ENVIRONMENT_ALIASES: Readonly<Record<string, string>> = { port: 'PORT', host: 'HOST', workers: 'WEB_CONCURRENCY' };
+
+/** environmentName is the variable an option is read from: `NSGI_MAX_BODY_SIZE` for `--max-body-size`. */
+export function environmentName(option: string): string {
+  return `NSGI_${option.toUpperCase().replace(/-/g, '_')}`;
+}
+
+/** fromEnvironment finds an option's value in the environment: `NSGI_*` first, then its alias. */
+function fromEnvironment(option: OptionSpec, env: Readonly<Record<string, string | undefined>>): { variable: string; value: string } | undefined {
+  for (const variable of [environmentName(option.name), ENVIRONMENT_ALIASES[option.name]]) {
+    if (variable === undefined) continue;
+    const value = env[variable];
+    if (value !== undefined && value !== '') return { variable, value };
+  }
+  return undefined;
+}
+
+/** parseFlag reads a flag set in the environment: 1/true/yes/on or 0/false/no/off. */
+function parseFlag(variable: string, text: string): boolean {
+  const lower = text.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(lower)) return true;
+  if (['0', 'false', 'no', 'off'].includes(lower)) return false;
+  throw new CliError(`${variable} (environment) must be 1, true, yes, on, 0, false, no or off, got ${JSON.stringify(text)}`);
 }
 
 /** findOption looks an option up by how it was written: `--name` or `-x`. */
@@ -243,36 +372,51 @@ function findOption(written: string): OptionSpec | undefined {
 }
 
 /** parsePort accepts a decimal integer from 0 to 65535. */
-function parsePort(text: string): number {
-  if (!/^\d+$/.test(text)) throw new CliError(`--port must be a number from 0 to 65535, got ${JSON.stringify(text)}`);
+function parsePort(label: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`${label} must be a number from 0 to 65535, got ${JSON.stringify(text)}`);
   const port = Number(text);
-  if (port > 65535) throw new CliError(`--port must be from 0 to 65535, got ${text}`);
+  if (port > 65535) throw new CliError(`${label} must be from 0 to 65535, got ${text}`);
   return port;
 }
 
 /** parseSeconds accepts a non-negative decimal number of seconds and returns milliseconds. */
-function parseSeconds(name: string, text: string): number {
+function parseSeconds(label: string, text: string): number {
   if (!/^\d+(\.\d+)?$/.test(text)) {
-    throw new CliError(`--${name} must be a number of seconds such as 5 or 0.5, got ${JSON.stringify(text)}`);
+    throw new CliError(`${label} must be a number of seconds such as 5 or 0.5, got ${JSON.stringify(text)}`);
   }
   const ms = Math.round(Number(text) * 1000);
-  if (!Number.isSafeInteger(ms)) throw new CliError(`--${name} is too large: ${text}`);
+  if (!Number.isSafeInteger(ms)) throw new CliError(`${label} is too large: ${text}`);
   return ms;
 }
 
-/** parseByteCount accepts a non-negative decimal integer. */
-function parseByteCount(name: string, text: string): number {
-  if (!/^\d+$/.test(text)) throw new CliError(`--${name} must be a whole number of bytes, got ${JSON.stringify(text)}`);
-  const bytes = Number(text);
-  if (!Number.isSafeInteger(bytes)) throw new CliError(`--${name} is too large: ${text}`);
+/**
+ * SIZE_UNITS are the suffixes a byte count may carry, in powers of 1024 as nginx's
+ * `client_max_body_size` counts them: `10M` is 10 MiB, `1G` is 1 GiB.
+ */
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** parseByteCount accepts a whole number of bytes, optionally with a K, M or G suffix. */
+export function parseByteCount(label: string, text: string): number {
+  const m = /^(\d+)([kmg]?)(?:i?b)?$/i.exec(text.trim());
+  if (m === null) {
+    throw new CliError(`${label} must be a whole number of bytes, optionally with K, M or G (such as 10M), got ${JSON.stringify(text)}`);
+  }
+  const bytes = Number(m[1]) * (SIZE_UNITS[m[2]!.toLowerCase()] as number);
+  if (!Number.isSafeInteger(bytes)) throw new CliError(`${label} is too large: ${text}`);
   return bytes;
 }
 
 /** parseCount accepts a whole number of at least 1. */
-function parseCount(name: string, text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) < 1) throw new CliError(`--${name} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+function parseCount(label: string, text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new CliError(`${label} must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+  return parseWhole(label, text);
+}
+
+/** parseWhole accepts a whole number, zero included. */
+function parseWhole(label: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`${label} must be a whole number, got ${JSON.stringify(text)}`);
   const n = Number(text);
-  if (!Number.isSafeInteger(n)) throw new CliError(`--${name} is too large: ${text}`);
+  if (!Number.isSafeInteger(n)) throw new CliError(`${label} is too large: ${text}`);
   return n;
 }
 
@@ -280,10 +424,10 @@ function parseCount(name: string, text: string): number {
  * parseRootPath checks a mount path and drops its trailing slashes, because SCRIPT_NAME never
  * ends with `/` (SPEC §2.2): `/api/` becomes `/api`, `/` becomes `''`.
  */
-function parseRootPath(text: string): string {
+function parseRootPath(label: string, text: string): string {
   if (text === '') return '';
-  if (!text.startsWith('/')) throw new CliError(`--root-path must start with /, got ${JSON.stringify(text)}`);
-  if (/[?#\s]/.test(text)) throw new CliError(`--root-path must be a plain path, got ${JSON.stringify(text)}`);
+  if (!text.startsWith('/')) throw new CliError(`${label} must start with /, got ${JSON.stringify(text)}`);
+  if (/[?#\s]/.test(text)) throw new CliError(`${label} must be a plain path, got ${JSON.stringify(text)}`);
   return text.replace(/\/+$/, '');
 }
 
@@ -309,10 +453,16 @@ export function helpText(): string {
     '  nsgi examples/hello.ts',
     '  nsgi --port 8080 --access-log examples/demo.ts:app',
     '',
+    'Every option can also be set in the environment as NSGI_ and its name in capitals',
+    '(NSGI_PORT, NSGI_MAX_BODY_SIZE, NSGI_ACCESS_LOG=1; NSGI_APP for the app), then as PORT, HOST',
+    'and WEB_CONCURRENCY; the command line wins.',
+    '',
     'SIGINT or SIGTERM stops accepting, closes idle connections, fires nsgi.signal so that',
     'event streams and long polls end, lets in-flight responses finish for up to the',
-    `graceful timeout, and exits 0. With --workers, the signal reaches every worker and a worker`,
-    'that crashes is replaced. Bad arguments exit 2; a port that cannot be bound exits 1.',
+    'graceful timeout, and exits 0. With --workers: SIGHUP replaces the workers one at a time',
+    '(each new one imports the app afresh and listens before the old one drains), SIGTTIN adds',
+    'a worker, SIGTTOU removes one, and a worker that crashes is replaced. Without workers,',
+    'SIGHUP is logged and ignored. Bad arguments exit 2; a port that cannot be bound exits 1.',
     '',
   ].join('\n');
 }
@@ -519,8 +669,12 @@ function describeListenError(err: unknown): string {
 
 /** serveOptions turns a parsed command line into the options for `serve`. */
 function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
-  const options: ServeOptions = { host: command.host, port: command.port };
+  const options: ServeOptions =
+    command.fd !== undefined ? { fd: command.fd }
+    : command.uds !== undefined ? { path: command.uds }
+    : { host: command.host, port: command.port };
   if (command.accessLog) options.accessLog = (line) => stdout.write(line.endsWith('\n') ? line : `${line}\n`);
+  if (command.accessLogFormat !== undefined) options.accessLogFormat = command.accessLogFormat;
   if (command.rootPath !== '') options.scriptName = command.rootPath;
   if (command.keepAliveTimeout !== undefined) options.keepAliveTimeout = command.keepAliveTimeout;
   if (command.headersTimeout !== undefined) options.headersTimeout = command.headersTimeout;
@@ -535,9 +689,62 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   return options;
 }
 
+/**
+ * describeListener names where the server listens: `unix:PATH` for a unix socket, else the URL of
+ * the address (for an inherited socket, the address it turned out to have).
+ */
+function describeListener(command: ServeCommand, bound?: { host: string; port: number }): string {
+  if (command.uds !== undefined) return `unix:${command.uds}`;
+  const scheme = command.certfile === undefined ? 'http' : 'https';
+  if (bound === undefined) return command.fd !== undefined ? `fd ${command.fd}` : formatUrl(command.host, command.port, scheme);
+  // An inherited socket may be a unix one, whose address is its path.
+  return bound.host.startsWith('/') ? `unix:${bound.host}` : formatUrl(bound.host, bound.port, scheme);
+}
+
+/** tlsFilesOf is the command's TLS files resolved against `cwd`, or undefined without TLS. */
+function tlsFilesOf(command: ServeCommand, cwd: string): TlsFiles | undefined {
+  if (command.certfile === undefined || command.keyfile === undefined) return undefined;
+  return {
+    certfile: path.resolve(cwd, command.certfile),
+    keyfile: path.resolve(cwd, command.keyfile),
+    ...(command.caCerts !== undefined && { caCerts: path.resolve(cwd, command.caCerts) }),
+  };
+}
+
+/** loadTls reads the TLS files and checks they make a usable context, as a {@link CliError} if not. */
+async function loadTls(files: TlsFiles): Promise<TlsOptions> {
+  try {
+    const options = await loadTlsFiles(files);
+    tls.createSecureContext(options);
+    return options;
+  } catch (err) {
+    throw new CliError(`TLS: ${describeError(err)}`);
+  }
+}
+
+/** systemdFd reads systemd's socket activation variables, as a {@link CliError} when unusable. */
+function systemdFd(env: NodeJS.ProcessEnv): number | undefined {
+  try {
+    return systemdListenFd(env, process.pid);
+  } catch (err) {
+    if (!(err instanceof ListenerError)) throw err;
+    throw new CliError(err.message, EXIT_FAILURE);
+  }
+}
+
+/** clearSocket clears a stale unix socket before listening, as a {@link CliError} when it cannot. */
+async function clearSocket(path: string): Promise<void> {
+  try {
+    await clearStaleSocket(path);
+  } catch (err) {
+    const why = err instanceof ListenerError ? err.message : describeError(err);
+    throw new CliError(`cannot listen on unix:${path}: ${why}`, EXIT_FAILURE);
+  }
+}
+
 /** formatUrl renders the bound address as a URL, bracketing an IPv6 host. */
-function formatUrl(host: string, port: number): string {
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+function formatUrl(host: string, port: number, scheme: string): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** TextSink is anywhere the CLI writes text: process.stdout, process.stderr, or a test's buffer. */
@@ -558,6 +765,8 @@ export interface CliIo {
    * Signals are listened to either way.
    */
   readonly signal?: AbortSignal;
+  /** The environment options are read from when the command line leaves them out. */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 /**
@@ -571,7 +780,12 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
   try {
-    const command = parseCliArgs(argv);
+    const env = io.env ?? process.env;
+    // A socket-activated service's socket wins over any address; its workers inherit the
+    // descriptor and find it as NSGI_FD, since LISTEN_PID names this process only.
+    const activated = isWorker() ? undefined : systemdFd(env);
+    if (activated !== undefined) env.NSGI_FD = String(activated);
+    const command = parseCliArgs(argv, env);
     if (command.command === 'help') {
       stdout.write(helpText());
       return 0;
@@ -580,53 +794,24 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
       stdout.write(`nsgi ${version()}\n`);
       return 0;
     }
-
+    const log = createLogger(stderr, command.logLevel);
     const target = parseAppTarget(command.target);
-    const { app, kind } = await loadInterface(target, io.cwd ?? process.cwd(), command.interface ?? 'auto');
-    // On stderr, with the other diagnostics: stdout carries the listening line and the access log.
-    const chosen = `nsgi: serving ${command.target} as ${INTERFACE_NAMES[kind]} (--interface ${kind})\n`;
-    if (command.workers > 1 && !isWorker()) {
-      stderr.write(chosen);
-      // The primary loaded the app only to report a bad one once rather than once per worker;
-      // it supervises, and each worker loads the app again and serves (src/cluster.ts).
+    if (activated !== undefined) log.info(`serving the socket systemd passed (fd ${activated})`);
+    if (command.uds !== undefined && !isWorker()) await clearSocket(command.uds);
+    if (supervises(command) && !isWorker()) {
+      // The primary never imports the app (its side effects would run once more, in a process
+      // that serves nothing); the first worker loads it and reports a bad one (src/cluster.ts).
       return await runWorkers({
         workers: command.workers,
         gracefulTimeout: command.gracefulTimeout,
         stdout,
-        stderr,
+        log,
         ...(io.signal !== undefined && { signal: io.signal }),
-        listeningLine: (port) => `nsgi: listening on ${formatUrl(command.host, port)}\n`,
+        ...(command.reload === true && { watch: [path.resolve(io.cwd ?? process.cwd(), command.reloadDir ?? path.dirname(target.file))] }),
+        listeningLine: ({ address, port }) => `nsgi: listening on ${describeListener(command, { host: address ?? command.host, port })}\n`,
       });
     }
-    if (isWorker()) {
-      // A terminal's Ctrl-C reaches the workers as well as the primary, which then sends SIGTERM:
-      // the second signal must not kill a worker that is already draining. The primary's kill
-      // timer is the backstop.
-      process.on('SIGINT', ignoreSignal);
-      process.on('SIGTERM', ignoreSignal);
-    }
-    const stopped = waitForStop(io.signal);
-    let server: Awaited<ReturnType<typeof serve>>;
-    try {
-      server = await serve(app, serveOptions(command, stdout));
-    } catch (err) {
-      stopped.cancel();
-      throw new CliError(`cannot listen on ${formatUrl(command.host, command.port)}: ${describeListenError(err)}`, EXIT_FAILURE);
-    }
-    // In a worker the primary announces the address once for all of them.
-    if (!isWorker()) {
-      stdout.write(`nsgi: listening on ${formatUrl(server.host, server.port)}\n`);
-      stderr.write(chosen);
-    }
-
-    const reason = await stopped.promise;
-    stderr.write(`nsgi: ${isWorker() ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)\n`);
-    try {
-      await server.close({ timeout: command.gracefulTimeout });
-    } catch (err) {
-      throw new CliError(`error while closing: ${describeError(err)}`, EXIT_FAILURE);
-    }
-    return 0;
+    return await serveApp(command, target, { stdout, log, cwd: io.cwd ?? process.cwd(), signal: io.signal });
   } catch (err) {
     if (!(err instanceof CliError)) throw err;
     stderr.write(`nsgi: ${err.message}\n`);
@@ -634,7 +819,117 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
   }
 }
 
+/** supervises tells whether a command runs a primary with workers rather than serving itself. */
+function supervises(command: ServeCommand): boolean {
+  return command.workers > 1 || command.maxRequests !== undefined || command.reload === true;
+}
+
+/**
+ * serveApp loads the app and serves it from this process (alone, or as a worker) until a signal,
+ * the primary's loss or `signal` stops it.
+ */
+async function serveApp(
+  command: ServeCommand,
+  target: AppTarget,
+  io: { stdout: TextSink; log: Logger; cwd: string; signal: AbortSignal | undefined },
+): Promise<number> {
+  const { stdout, log } = io;
+  const worker = isWorker();
+  let reload: (() => Promise<void>) | null = null;
+  const others = handleOtherSignals(log, worker, () => reload);
+  try {
+    if (worker) prepareWorker();
+    const loaded = await loadInterface(target, io.cwd, command.interface ?? 'auto');
+    let app = loaded.app;
+    const tlsFiles = tlsFilesOf(command, io.cwd);
+    const tlsOptions = tlsFiles === undefined ? undefined : await loadTls(tlsFiles);
+    if (worker && command.maxRequests !== undefined) {
+      app = countRequests(app, requestBudget(command.maxRequests, command.maxRequestsJitter ?? 0), askToBeReplaced);
+    }
+    const stopped = waitForStop(io.signal);
+    let server: Awaited<ReturnType<typeof serve>>;
+    try {
+      server = await serve(app, { ...serveOptions(command, stdout), ...(tlsOptions !== undefined && { tls: tlsOptions }) });
+      if (command.uds !== undefined && command.udsMode !== undefined) await setSocketMode(command.uds, command.udsMode);
+    } catch (err) {
+      stopped.cancel();
+      throw new CliError(`cannot listen on ${describeListener(command)}: ${describeListenError(err)}`, EXIT_FAILURE);
+    }
+    if (tlsFiles !== undefined) {
+      const running = server;
+      reload = async () => {
+        running.reloadTls(await loadTls(tlsFiles));
+        log.info('received SIGHUP, reloaded the TLS certificates');
+      };
+    }
+    // In a worker the primary announces the address once for all of them.
+    if (!worker) stdout.write(`nsgi: listening on ${describeListener(command, server)}\n`);
+    // On stderr with the other diagnostics (stdout carries the listening line and the access log);
+    // under workers once from the primary's point of view would need the app, so workers say it at debug.
+    const chosen = `serving ${command.target} as ${INTERFACE_NAMES[loaded.kind]} (--interface ${loaded.kind})`;
+    if (worker) log.debug(`worker ${process.pid}: ${chosen}`);
+    else log.info(chosen);
+
+    const reason = await stopped.promise;
+    log.info(`${worker ? `worker ${process.pid}: ` : ''}${reason}, closing (in-flight responses get up to ${command.gracefulTimeout / 1000} s)`);
+    try {
+      await server.close({ timeout: command.gracefulTimeout });
+    } catch (err) {
+      throw new CliError(`error while closing: ${describeError(err)}`, EXIT_FAILURE);
+    }
+    return 0;
+  } finally {
+    others.remove();
+  }
+}
+
+/**
+ * handleOtherSignals keeps SIGHUP, SIGTTIN and SIGTTOU from ending (or, for the last two,
+ * suspending) a process that has no workers to reload, add or remove: a systemd unit's
+ * `ExecReload=kill -HUP $MAINPID` must never take the service down. Alone, the process rereads
+ * its TLS certificates on SIGHUP (what `reloader` gives, once serving), else logs that it needs
+ * `--workers` and keeps serving; a worker ignores them, since the primary acts on them.
+ * A worker also ignores SIGINT and SIGTERM once they have started its shutdown: a terminal's
+ * Ctrl-C reaches the workers as well as the primary, which then sends SIGTERM, and the second
+ * signal must not kill a worker that is already draining (the primary's kill timer is the
+ * backstop).
+ */
+function handleOtherSignals(log: Logger, worker: boolean, reloader: () => (() => Promise<void>) | null): { remove(): void } {
+  const onSignal = (name: NodeJS.Signals): void => {
+    if (worker) return log.debug(`worker ${process.pid}: ${name} is the primary's to act on; ignoring it`);
+    const reload = reloader();
+    if (name === 'SIGHUP' && reload !== null) {
+      reload().catch((err: unknown) => log.error(`received SIGHUP, but the TLS certificates were not reloaded: ${describeError(err)}; the old ones stay`));
+      return;
+    }
+    const what = name === 'SIGHUP' ? 'reload' : name === 'SIGTTIN' ? 'add' : 'remove';
+    log.warning(`received ${name}, but without --workers there are no workers to ${what}; still serving`);
+  };
+  const signals: NodeJS.Signals[] = ['SIGHUP', 'SIGTTIN', 'SIGTTOU'];
+  for (const name of signals) process.on(name, onSignal);
+  if (worker) {
+    process.on('SIGINT', ignoreSignal);
+    process.on('SIGTERM', ignoreSignal);
+  }
+  return {
+    remove() {
+      for (const name of signals) process.off(name, onSignal);
+      process.off('SIGINT', ignoreSignal);
+      process.off('SIGTERM', ignoreSignal);
+    },
+  };
+}
+
 function ignoreSignal(): void {}
+
+/** countRequests wraps `app` to call `onSpent` once, when the `budget`-th request arrives. */
+function countRequests(app: App, budget: number, onSpent: () => void): App {
+  let served = 0;
+  return (environ, startResponse) => {
+    if (++served === budget) onSpent();
+    return app(environ, startResponse);
+  };
+}
 
 /**
  * waitForStop resolves with the reason once SIGINT, SIGTERM or `signal` asks the server to stop.

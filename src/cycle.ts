@@ -68,6 +68,11 @@ export class ResponseCycle<H extends CheckedHeaders = CheckedHeaders> implements
   /** iterator is the body's iterator, once the pump has opened it. */
   iterator: AnyIterator | null = null;
   private iteratorClosed = false;
+  /**
+   * iteratorReturned settles once an async iterator's `return()` has finished (its `finally`
+   * run); null when none was called or it finished at once. A server closing waits for it.
+   */
+  iteratorReturned: Promise<void> | null = null;
   /** The body has stopped and its iterator is being closed: a write() now (from `return()`, say) comes after the end. */
   private bodyStopped = false;
   /** The request's signal, made on first use (making one costs more than a small request). */
@@ -392,6 +397,6 @@ export class ResponseCycle<H extends CheckedHeaders = CheckedHeaders> implements
     const it = this.iterator;
     if (it === null || this.iteratorClosed || this.pulling) return;
     this.iteratorClosed = true;
-    callReturn(it, this.errors);
+    this.iteratorReturned = callReturn(it, this.errors);
   }
 }

@@ -14,6 +14,14 @@ import { ProtocolError } from './errors.ts';
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
 export const LINGER_MS = 2000;
 
+/**
+ * How long a connection accepted but not yet sent a byte may still bring its first request once
+ * the server is closing. Its client connected to a listening server and is sending now; closing it
+ * at once would lose that request (a worker retiring during a reload accepts up to the moment it
+ * stops). One second covers the round trip of any client that meant to send.
+ */
+export const FIRST_REQUEST_GRACE_MS = 1000;
+
 /** Phase is which of the connection's one-at-a-time deadlines is armed. */
 export const enum Phase {
   None,
@@ -25,6 +33,8 @@ export const enum Phase {
   Head,
   /** The connection is closing and reads on for a while (RFC 9112 §9.6). */
   Linger,
+  /** The server is closing and a connection that has sent nothing yet may still send its first request. */
+  FirstRequest,
 }
 
 /** DeadlineTimes are a server's timeouts in milliseconds; 0 or Infinity turns the body and send ones off. */
@@ -121,6 +131,8 @@ export class Deadlines {
         return Math.min(keepAliveTimeout, headersTimeout);
       case Phase.Head:
         return headersTimeout;
+      case Phase.FirstRequest:
+        return Math.min(FIRST_REQUEST_GRACE_MS, headersTimeout);
       default:
         return LINGER_MS;
     }
@@ -136,7 +148,7 @@ export class Deadlines {
     const phase = this.phase;
     this.phase = Phase.None;
     if (phase === Phase.None) return;
-    if (phase === Phase.Head) return this.owner.onHeadTimeout();
+    if (phase === Phase.Head || phase === Phase.FirstRequest) return this.owner.onHeadTimeout();
     if (this.socket.writableLength > 0) {
       if (this.sendTimer === null) this.startSend();
       this.arm(phase);

@@ -62,6 +62,8 @@ export class Driver implements DeadlineOwner, SocketOwner {
 
   private state = DriverState.Reading;
   private paused = 0;
+  /** No request has started on this connection yet. */
+  private fresh = true;
   /** The client has sent its FIN: nothing more will come from it. */
   private peerEnded = false;
   /** processing is true while a read is being processed: responses made meanwhile are flushed at its end. */
@@ -119,6 +121,7 @@ export class Driver implements DeadlineOwner, SocketOwner {
           break;
         }
         if (event.kind === 'head') {
+          this.fresh = false;
           this.deadlines.headArrived();
           this.exchange.start(event.head, this.peerEnded);
         } else if (event.kind === 'data') {
@@ -239,8 +242,16 @@ export class Driver implements DeadlineOwner, SocketOwner {
     this.deadlines.stopAll();
     this.server.drivers.delete(this);
     const err = new ClientGoneError();
+    const cycle = this.exchange.cycle;
     this.exchange.abort(err);
     this.sink.socketGone(err);
+    const returned = cycle?.iteratorReturned;
+    if (returned != null) {
+      const returning = this.server.returning;
+      returning.add(returned);
+      void returned.finally(() => returning.delete(returned));
+    }
+    this.server.driverGone();
   }
 
   private pause(why: Pause): void {
@@ -346,7 +357,9 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   /**
-   * shutdown is a server close(): idle connections close now, busy ones after their response.
+   * shutdown is a server close(): idle connections close now, busy ones after their response,
+   * and one that has not yet sent its first request after that request, if it comes within
+   * FIRST_REQUEST_GRACE_MS.
    * `nsgi.signal` fires so that long-lived responses (event streams, long polls, upgraded
    * connections) can end cleanly.
    */
@@ -354,7 +367,10 @@ export class Driver implements DeadlineOwner, SocketOwner {
     this.http.mustClose();
     const cycle = this.exchange.cycle;
     cycle?.abortSignal(new ServerClosingError());
-    if (this.state === DriverState.Reading && cycle === null && this.http.idle) this.close();
+    if (this.state !== DriverState.Reading || cycle !== null || !this.http.idle) return;
+    // Its first request gets a moment to arrive, and is then answered with Connection: close.
+    if (this.fresh) this.deadlines.arm(Phase.FirstRequest);
+    else this.close();
   }
 
   /**

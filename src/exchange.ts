@@ -8,7 +8,6 @@
  */
 import type net from 'node:net';
 import type { ErrorStream } from '../protocol/nsgi.ts';
-import { accessLogLine } from './access-log.ts';
 import { RequestInput, type InputHooks } from './body.ts';
 import { ResponseCycle } from './cycle.ts';
 import type { Driver } from './driver.ts';
@@ -27,7 +26,7 @@ export class Exchange implements InputHooks, ConnectionInfo {
   readonly remotePort: string;
   readonly localAddress: string;
   readonly localPort: string;
-  readonly urlScheme = 'http';
+  readonly urlScheme: 'http' | 'https';
   readonly scriptName: string;
   readonly multiprocess: boolean;
   readonly errors: ErrorStream;
@@ -37,6 +36,8 @@ export class Exchange implements InputHooks, ConnectionInfo {
   input: RequestInput | null = null;
   private readonly trusted: boolean;
   private requestStart = 0;
+  /** The client's address for the access log: REMOTE_ADDR as the app got it, after proxy trust. */
+  private clientAddress = '';
 
   constructor(
     private readonly driver: Driver,
@@ -49,6 +50,7 @@ export class Exchange implements InputHooks, ConnectionInfo {
     this.localAddress = socket.localAddress ?? '';
     this.localPort = String(socket.localPort ?? '');
     this.scriptName = server.scriptName;
+    this.urlScheme = server.urlScheme;
     this.multiprocess = server.multiprocess;
     this.errors = server.errors;
     this.trusted = server.trustedProxies?.trusts(this.remoteAddress) ?? false;
@@ -84,6 +86,7 @@ export class Exchange implements InputHooks, ConnectionInfo {
     }
     environ['nsgi.file_wrapper'] = fileWrapper;
     if (this.trusted) applyForwarded(environ, server.trustedProxies!, server.forwardedHeaders);
+    this.clientAddress = this.trusted ? String(environ.REMOTE_ADDR) : this.remoteAddress;
     this.cycle = cycle;
     this.input = input;
     // A head that finished arriving after close() began: the app learns at once that the server
@@ -130,11 +133,13 @@ export class Exchange implements InputHooks, ConnectionInfo {
   /** logAccess writes the access log line of this exchange; `refused` is the status of a request refused at its head. */
   logAccess(refused: number): void {
     const http = this.driver.http;
+    const reachedApp = this.cycle !== null;
     this.server.accessLog!(
-      accessLogLine({
-        remoteAddress: this.remoteAddress,
+      this.server.accessLogFormat({
+        remoteAddress: reachedApp ? this.clientAddress : this.remoteAddress,
         request: http.request,
-        reachedApp: this.cycle !== null,
+        requestLine: http.request === null ? http.requestLine : null,
+        reachedApp,
         status: refused || http.statusCode,
         bodyBytes: http.bodyBytes,
         start: this.requestStart,

@@ -9,17 +9,19 @@ import { describe } from './http1/writer.ts';
 
 /**
  * callReturn calls `it.return()` if it has one (BODY-16), writing whatever it throws or rejects
- * with to `errors` (BODY-18): nothing an iterator does while being closed escapes.
+ * with to `errors` (BODY-18): nothing an iterator does while being closed escapes. It returns the
+ * promise an async iterator's `return()` gave, settled once its `finally` has run, if any.
  */
-export function callReturn(it: object, errors: ErrorStream): void {
+export function callReturn(it: object, errors: ErrorStream): Promise<void> | null {
   try {
     const close = (it as { return?: unknown }).return;
-    if (typeof close !== 'function') return;
+    if (typeof close !== 'function') return null;
     const r: unknown = close.call(it);
-    if (isThenable(r)) r.then(undefined, (err) => logCloseError(errors, err));
+    if (isThenable(r)) return Promise.resolve(r).then(() => undefined, (err) => logCloseError(errors, err));
   } catch (err) {
     logCloseError(errors, err);
   }
+  return null;
 }
 
 function logCloseError(errors: ErrorStream, err: unknown): void {

@@ -4,7 +4,9 @@
  * particular app.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { App, ErrorStream } from '../protocol/nsgi.ts';
+import { accessLogJson, accessLogLine, type AccessEntry, type AccessLogFormat } from './access-log.ts';
 import { LINGER_MS, type DeadlineTimes } from './deadlines.ts';
 import { Driver } from './driver.ts';
 import { EnvironBuilder } from './environ.ts';
@@ -13,12 +15,15 @@ import { FORWARDED_HEADERS, trustedProxies, type ForwardedHeaders, type TrustedP
 import { DEFAULT_LIMITS } from './http1/parser.ts';
 import { Http1Shared } from './http1/shared.ts';
 import { OVERLOADED_RESPONSE } from './http1/writer.ts';
+import { handshakeLogger, type TlsOptions } from './tls.ts';
 
 /** ServerContext is what every driver of one server shares: the app, the settings and the caches. */
 export interface ServerContext extends DeadlineTimes {
   readonly app: App;
   readonly errors: ErrorStream;
   readonly accessLog: ((line: string) => void) | undefined;
+  /** Renders one access log entry in the format asked for. */
+  readonly accessLogFormat: (entry: AccessEntry) => string;
   readonly scriptName: string;
   readonly multiprocess: boolean;
   readonly trustedProxies: TrustedProxies | null;
@@ -29,6 +34,12 @@ export interface ServerContext extends DeadlineTimes {
   readonly drivers: Set<Driver>;
   /** True once the server's close() has begun. */
   closing: boolean;
+  /** `https` on a TLS server. */
+  readonly urlScheme: 'http' | 'https';
+  /** Bodies whose `return()` is still running, for close() to wait on. */
+  readonly returning: Set<Promise<void>>;
+  /** Called by a driver whose socket has closed, once its body was ended. */
+  driverGone(): void;
 }
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
@@ -37,8 +48,19 @@ export interface ServeOptions {
   host?: string;
   /** Port to listen on; default 8000; 0 picks a free port. */
   port?: number;
+  /** A unix socket path to listen on instead of `host` and `port` (see src/listeners.ts). */
+  path?: string;
+  /** An inherited listening socket's file descriptor to accept on instead (systemd, `--fd`). */
+  fd?: number;
+  /**
+   * Serve HTTPS with this certificate and key (src/tls.ts): the same HTTP/1.1 driver on node:tls
+   * sockets, `nsgi.url_scheme` `https`, each peer's failed handshakes logged once.
+   */
+  tls?: TlsOptions;
   /** Receives one combined-log-format line per response; no access log when absent. */
   accessLog?: (line: string) => void;
+  /** The access log's format: `combined` (default) or `json`, one object per line. */
+  accessLogFormat?: AccessLogFormat;
   /** Where app errors and server diagnostics go (`nsgi.errors`); default stderr. */
   errors?: ErrorStream;
   /** The path the app is mounted at; moved from PATH_INFO to SCRIPT_NAME (SPEC §2.2). */
@@ -131,16 +153,26 @@ export const SERVER_DEFAULTS = Object.freeze({
   closeTimeout: 30_000,
 });
 
+/**
+ * How long close() waits, once every connection is gone, for the bodies it ended to finish their
+ * `return()` (an async generator's `finally` that awaits a cleanup). A process that exits when
+ * close() resolves would otherwise skip them; the bound keeps a cleanup that hangs from holding
+ * the exit.
+ */
+const RETURN_WAIT_MS = 2000;
+
 /** Server is a running nsgi server. */
 export interface Server {
-  /** The address it listens on. */
+  /** The address it listens on; the socket's path for a unix socket. */
   readonly host: string;
-  /** The port it listens on. */
+  /** The port it listens on; 0 for a unix socket. */
   readonly port: number;
-  /** `http://host:port`, for clients. */
+  /** `http://host:port` for clients; `http+unix:PATH` (the path URI-encoded) for a unix socket. */
   readonly url: string;
-  /** The underlying node:net server. */
+  /** The underlying node:net server (a node:tls one with the `tls` option). */
   readonly netServer: net.Server;
+  /** reloadTls swaps in new certificates for the connections that follow (after a renewal). */
+  reloadTls(options: TlsOptions): void;
   /**
    * close stops accepting, closes idle connections at once, lets in-flight responses finish, and
    * resolves when every connection is closed. After `timeout` ms (default 30 s) the connections
@@ -173,6 +205,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     app,
     errors: options.errors ?? STDERR,
     accessLog: options.accessLog,
+    accessLogFormat: options.accessLogFormat === 'json' ? accessLogJson : accessLogLine,
     scriptName,
     multiprocess: options.multiprocess ?? false,
     keepAliveTimeout,
@@ -187,53 +220,94 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     environs: new EnvironBuilder(),
     drivers: new Set<Driver>(),
     closing: false,
+    urlScheme: options.tls === undefined ? 'http' : 'https',
+    returning: new Set(),
+    driverGone: () => {
+      if (context.closing && context.drivers.size === 0) allGone?.();
+    },
   };
   if (!FORWARDED_HEADERS.includes(context.forwardedHeaders)) {
     throw new TypeError(`forwardedHeaders must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(context.forwardedHeaders)}`);
   }
+  let allGone: (() => void) | null = null;
   const maxConnections = options.maxConnections ?? SERVER_DEFAULTS.maxConnections;
   const drivers = context.drivers;
-  const netServer = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    if (context.closing) {
-      socket.destroy();
-      return;
-    }
+  const accept = (socket: net.Socket): void => {
     if (drivers.size >= maxConnections) {
       socket.on('error', () => {});
       socket.end(OVERLOADED_RESPONSE);
       setTimeout(() => socket.destroy(), LINGER_MS).unref();
       return;
     }
-    drivers.add(new Driver(socket, context));
-  });
-  const host = options.host ?? SERVER_DEFAULTS.host;
+    const driver = new Driver(socket, context);
+    drivers.add(driver);
+    // Only a TLS handshake that completes after close() gets here: it is a fresh connection,
+    // treated as those open at close() are.
+    if (context.closing) driver.shutdown();
+  };
+  // A TLS socket in its handshake has no driver yet, but close()'s deadline must reach it: the
+  // TCP sockets under TLS are kept until they close.
+  const tcpSockets = new Set<net.Socket>();
+  const socketOptions = { allowHalfOpen: true, noDelay: true };
+  let netServer: net.Server;
+  if (options.tls === undefined) {
+    netServer = net.createServer(socketOptions, accept);
+  } else {
+    netServer = tls.createServer({ ...socketOptions, ...options.tls, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, accept);
+    netServer.on('tlsClientError', handshakeLogger(context.errors));
+    netServer.on('connection', (raw: net.Socket) => {
+      tcpSockets.add(raw);
+      raw.once('close', () => tcpSockets.delete(raw));
+    });
+  }
+  // net.Server.listen takes `{ fd }` as a handle; its ListenOptions type does not name it.
+  const target: net.ListenOptions | { fd: number } =
+    options.path !== undefined ? { path: options.path }
+    : options.fd !== undefined ? { fd: options.fd }
+    : { host: options.host ?? SERVER_DEFAULTS.host, port: options.port ?? SERVER_DEFAULTS.port };
   await new Promise<void>((resolve, reject) => {
     netServer.once('error', reject);
-    netServer.listen(options.port ?? SERVER_DEFAULTS.port, host, () => {
+    netServer.listen(target as net.ListenOptions, () => {
       netServer.off('error', reject);
       resolve();
     });
   });
   netServer.on('error', (err) => context.errors.write(`nsgi: server error: ${err.message}`));
-  const address = netServer.address() as net.AddressInfo;
-  const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const address = netServer.address();
+  // A unix socket has no host or port: the path stands for the host, and the URL names it the
+  // way clients that speak HTTP over unix sockets write it.
+  const host = typeof address === 'string' ? address : address!.address;
+  const port = typeof address === 'string' ? 0 : address!.port;
+  const scheme = context.urlScheme;
+  const url =
+    typeof address === 'string' ? `${scheme}+unix:${encodeURIComponent(address)}`
+    : `${scheme}://${address!.family === 'IPv6' ? `[${host}]` : host}:${port}`;
   let closed: Promise<void> | null = null;
   return {
-    host: address.address,
-    port: address.port,
-    url: `http://${urlHost}:${address.port}`,
+    host,
+    port,
+    url,
     netServer,
+    reloadTls(tlsOptions) {
+      if (!(netServer instanceof tls.Server)) throw new TypeError('reloadTls() needs a server started with the tls option');
+      netServer.setSecureContext({ ...tlsOptions });
+    },
     close(closeOptions = {}) {
       if (closed !== null) return closed;
       context.closing = true;
+      const gone = new Promise<void>((resolve) => (allGone = resolve));
       closed = new Promise<void>((resolve) => {
         const deadline = setTimeout(() => {
+          for (const raw of tcpSockets) raw.destroy();
           for (const driver of drivers) driver.destroy();
         }, closeOptions.timeout ?? SERVER_DEFAULTS.closeTimeout);
-        // net.Server.close calls back once every connection is gone.
+        // net.Server.close calls back once every socket is destroyed, which is before the
+        // sockets' 'close' events have ended their bodies: wait for those too, then (bounded)
+        // for the bodies' return() to finish.
         netServer.close(() => {
           clearTimeout(deadline);
-          resolve();
+          if (drivers.size === 0) allGone?.();
+          void gone.then(() => waitBounded([...context.returning], RETURN_WAIT_MS)).then(resolve);
         });
         for (const driver of drivers) driver.shutdown();
       });
@@ -242,3 +316,11 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   };
 }
 
+
+/** waitBounded resolves once every promise has settled, or after `ms`, whichever is first. */
+function waitBounded(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([Promise.allSettled(promises).then(() => undefined), limit]).finally(() => clearTimeout(timer));
+}

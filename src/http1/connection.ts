@@ -127,6 +127,11 @@ export class Http1Connection {
     return this.requestComplete || (req !== null && req.contentLength <= 0 && !req.chunked);
   }
 
+  /** requestLine is the line of the request being read, once whole, even if its head was refused. */
+  get requestLine(): string | null {
+    return this.parser.requestLine;
+  }
+
   /** idle is true between exchanges before any byte of the next request has arrived. */
   get idle(): boolean {
     return this.request === null && this.parser.idle;

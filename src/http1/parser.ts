@@ -201,6 +201,14 @@ export class RequestParser {
     return this.headLine;
   }
 
+  /**
+   * requestLine is the current request's line once it has been read whole (`POST /up HTTP/1.1`),
+   * null before: a request refused later in its head (413, 431) is still logged by what it asked.
+   */
+  get requestLine(): string | null {
+    return this.version === '' ? null : `${this.method} ${this.target} ${this.version}`;
+  }
+
   /** idle is true before any byte of the next request head has arrived. */
   get idle(): boolean {
     return this.state === State.Head && this.version === '' && this.buffered === 0;

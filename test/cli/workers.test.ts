@@ -4,8 +4,8 @@
  * worker, and a module that fails to load stops the primary with one line. The app is
  * test/fixtures/app.ts (`/pid` reports the serving process).
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { isAlive as alive, workerPids as childrenOf } from '../helpers/processes.ts';
 import { RawClient, cleanup, finalResponses, waitUntil } from '../helpers/server.ts';
 import { killAllClis, runCli, startCli } from '../helpers/spawn-cli.ts';
 
@@ -19,36 +19,6 @@ afterEach(async () => {
 });
 
 const APP = 'test/fixtures/app.ts';
-
-/** alive tells whether a process with this pid exists (and is not a zombie). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
-/** childrenOf lists the pids whose parent is `pid`, from /proc. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(entry));
-    } catch {
-      // The process went away while we looked.
-    }
-  }
-  return out;
-}
 
 /** get makes one request on a new connection and returns the complete response's body. */
 async function get(port: number, path: string): Promise<string> {
