@@ -27,6 +27,7 @@ import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
 // (the WebSocket helper and ws, the adapters, the validator) into every server process.
 import { SERVER_DEFAULTS, serve } from './server.ts';
 import { askToBeReplaced, isWorker, prepareWorker, requestBudget, runWorkers } from './cluster.ts';
+import { BrokerError } from './broker/types.ts';
 import { INTERFACES, INTERFACE_NAMES, adaptInterface, detectInterface, type AppInterface } from './adapters/interface.ts';
 import { FORWARDED_HEADERS, type ForwardedHeaders } from './forwarded.ts';
 import { isTypeScriptModule, registerTypeScriptLoader } from './typescript-loader.ts';
@@ -106,6 +107,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
   { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
   { name: 'max-body-size', value: 'BYTES', help: 'answer 413 to a request body larger than BYTES; K, M, G suffixes count in 1024s (default: no limit)' },
+  { name: 'broker', value: 'URL', help: 'stream broker: memory, cluster or redis://host:port/db (default: cluster with --workers, else memory)' },
   { name: 'max-requests', value: 'N', help: 'with workers: replace a worker after it has served N requests (default: never)' },
   { name: 'max-requests-jitter', value: 'N', help: 'add a random 0..N to --max-requests per worker, so workers do not restart together' },
   { name: 'reload', help: 'development only: reload the app when a module under its directory (or the one given next) changes' },
@@ -176,6 +178,8 @@ export interface ServeCommand {
   readonly reloadDir?: string;
   /** Which of nsgi's own messages are shown, when given. */
   readonly logLevel?: LogLevel;
+  /** The stream broker, when given: `memory`, `cluster` or a `redis://` URL. */
+  readonly broker?: string;
 }
 
 /** CliCommand is what a command line asks for: help, the version, or serving an app. */
@@ -266,6 +270,8 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
   if (logLevel !== undefined && !isLogLevel(logLevel)) {
     throw new CliError(`${label('log-level')} must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
   }
+  const broker = values.get('broker');
+  if (broker !== undefined) parseBroker(label('broker'), broker);
   const forwarded = (values.get('forwarded-allow-ips') ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
   for (const entry of forwarded) {
     if (entry !== '*' && !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry)) {
@@ -332,6 +338,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(logLevel !== undefined && { logLevel }),
     ...(values.has('reload') && { reload: true }),
     ...(reloadDir !== undefined && { reloadDir }),
+    ...(broker !== undefined && { broker }),
   };
 }
 
@@ -363,6 +370,12 @@ function parseFlag(variable: string, text: string): boolean {
   if (['1', 'true', 'yes', 'on'].includes(lower)) return true;
   if (['0', 'false', 'no', 'off'].includes(lower)) return false;
   throw new CliError(`${variable} (environment) must be 1, true, yes, on, 0, false, no or off, got ${JSON.stringify(text)}`);
+}
+
+/** parseBroker accepts `memory`, `cluster`, or a `redis://` / `rediss://` URL. */
+function parseBroker(where: string, text: string): string {
+  if (text === 'memory' || text === 'cluster' || /^rediss?:\/\/[^/\s]+(\/\d+)?\/?$/i.test(text)) return text;
+  throw new CliError(`${where} must be memory, cluster or redis://host:port/db, got ${JSON.stringify(text)}`);
 }
 
 /** findOption looks an option up by how it was written: `--name` or `-x`. */
@@ -686,6 +699,7 @@ function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
   if (command.forwardedHeaders !== undefined) options.forwardedHeaders = command.forwardedHeaders;
   if (command.workers > 1) options.multiprocess = true;
+  if (command.broker !== undefined) options.broker = command.broker;
   return options;
 }
 
@@ -853,6 +867,7 @@ async function serveApp(
       if (command.uds !== undefined && command.udsMode !== undefined) await setSocketMode(command.uds, command.udsMode);
     } catch (err) {
       stopped.cancel();
+      if (err instanceof BrokerError) throw new CliError(`cannot start the stream broker: ${err.message}`, EXIT_FAILURE);
       throw new CliError(`cannot listen on ${describeListener(command)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
     if (tlsFiles !== undefined) {

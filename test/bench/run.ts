@@ -22,6 +22,7 @@ import { sweepChartSvg } from './lib/sweep-chart.ts';
 import { LATENCY_SCENARIOS } from './latency.ts';
 import { sweepScenario } from './sweep.ts';
 import { wrkVersion } from './lib/wrk.ts';
+import { DEFAULT_FANOUT_CLIENTS, fanoutTable, runFanout, type FanoutRow } from './fanout.ts';
 import { parserTable, runParserBench, type ParserRow } from './parser.ts';
 import { SCENARIOS, SKIPPED_SCENARIOS, type Context, type Scenario } from './scenarios.ts';
 
@@ -40,7 +41,7 @@ const ALL_SCENARIOS: Scenario[] = [...SCENARIOS, sweepScenario('sync'), sweepSce
 const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--servers server,...] [--server 'label=command'] [--sweep] [--latency] [--write]
 
   --quick          shorter runs and smaller scenarios (under 2 minutes)
-  --only LIST      run only these scenarios: ${[...ALL_SCENARIOS.map((s) => s.id), 'parser'].join(', ')}
+  --only LIST      run only these scenarios: ${[...ALL_SCENARIOS.map((s) => s.id), 'parser', 'fanout'].join(', ')}
   --servers LIST   run only these built-in servers: ${SERVER_ORDER.join(', ')}
   --server L=CMD   add a server of your own, labelled L, started by the shell command CMD with the
                    port in $PORT (repeatable); it must answer the routes in BENCHMARKS.md
@@ -48,6 +49,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--server
   --latency        add the open-loop latency scenarios (latency-hello, latency-sse) to the run
   --rate N         the latency scenarios' requests (or new streams) per second
   --runs N         runs per figure (default 5, quick 3; at least 3 for a median worth printing)
+  --fanout-clients N  idle event streams of the fanout scenario (default ${DEFAULT_FANOUT_CLIENTS}, quick 1000)
   --write          rewrite BENCHMARKS.md even after a partial run`;
 
 interface Options {
@@ -60,10 +62,11 @@ interface Options {
   rate: number | undefined;
   runs: number;
   write: boolean;
+  fanoutClients: number;
 }
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { quick: false, only: null, servers: null, external: [], sweep: false, latency: false, rate: undefined, runs: 0, write: false };
+  const options: Options = { quick: false, only: null, servers: null, external: [], sweep: false, latency: false, rate: undefined, runs: 0, write: false, fanoutClients: 0 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -76,6 +79,7 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--only') options.only = value().split(',');
     else if (arg === '--servers') options.servers = value().split(',') as ServerId[];
     else if (arg === '--runs') options.runs = Number(value());
+    else if (arg === '--fanout-clients') options.fanoutClients = Number(value());
     else if (arg === '--server') options.external.push(parseServerSpec(value()));
     else if (arg === '--sweep') options.sweep = true;
     else if (arg === '--latency') options.latency = true;
@@ -86,12 +90,14 @@ function parseArgs(argv: string[]): Options {
     } else throw new Error(`unknown option ${arg}\n${USAGE}`);
   }
   for (const e of options.external) addServer(e.id, e.label);
-  const known = new Set<string>([...ALL_SCENARIOS.map((s) => s.id), 'parser', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
+  const known = new Set<string>([...ALL_SCENARIOS.map((s) => s.id), 'parser', 'fanout', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
   for (const id of options.only ?? []) if (!known.has(id)) throw new Error(`unknown scenario ${id}\n${USAGE}`);
   for (const id of options.servers ?? []) if (!SERVER_ORDER.includes(id)) throw new Error(`unknown server ${id}\n${USAGE}`);
   // Five runs by default on a full run: on a shared machine a median of five resists one bad run.
   if (options.runs === 0) options.runs = options.quick ? 3 : 5;
   if (!Number.isInteger(options.runs) || options.runs < 1) throw new Error(`--runs needs a whole number`);
+  if (options.fanoutClients === 0) options.fanoutClients = options.quick ? 1000 : DEFAULT_FANOUT_CLIENTS;
+  if (!Number.isInteger(options.fanoutClients) || options.fanoutClients < 1) throw new Error(`--fanout-clients needs a whole number`);
   if (options.rate !== undefined && !(options.rate > 0 && options.rate <= 1_000_000)) throw new Error(`--rate needs a number of requests per second above 0`);
   return options;
 }
@@ -152,7 +158,7 @@ async function main(): Promise<void> {
     const t = `${((Date.now() - started) / 1000).toFixed(1)}s`.padStart(7);
     console.log(line.startsWith('\n') ? `\n[${t}] ${line.slice(1)}` : line.includes('\n') ? line : `[${t}] ${line}`);
   };
-  const fdLimit = raiseFileLimit((options.quick ? 1000 : 5000) * 3 + 1024);
+  const fdLimit = raiseFileLimit(Math.max((options.quick ? 1000 : 5000) * 3, options.fanoutClients * 2) + 1024);
   const pinning = decidePinning();
   pinSelf(pinning.client);
   const wrk = wrkVersion();
@@ -279,6 +285,12 @@ async function main(): Promise<void> {
     await Promise.all(memory.map((s) => s.run(contextFor(s), results[scenarios.indexOf(s)]!)));
   }
 
+  let fanoutRows: FanoutRow[] = [];
+  if (wanted('fanout')) {
+    log(`\n== fanout: one publish to many idle SSE clients`);
+    fanoutRows = await runFanout({ clients: options.fanoutClients, runs: options.runs, fdLimit, pinning, log });
+  }
+
   let parserRows: ParserRow[] = [];
   if (wanted('parser')) {
     log(`\n== parser micro-benchmark`);
@@ -318,11 +330,13 @@ async function main(): Promise<void> {
     'Raw samples (every run of every figure, latency histograms, versions, flags, machine): `BENCHMARKS.json`; the charts are drawn from it.',
     '',
     ...(parserRows.length > 0 ? ['### Parser micro-benchmark', '', parserTable(parserRows), ''] : []),
+    ...(fanoutRows.length > 0 ? ['### Fan-out: one publish to many idle SSE clients', '', fanoutTable(fanoutRows), ''] : []),
     ...(skipped.length + notes.length > 0 ? ['### Skipped and notes', '', ...skipped.map((s) => `- skipped: ${s}`), ...notes.map((n) => `- ${n}`), ''] : []),
   ].join('\n');
 
   log(`\n${resultsTable(results)}\n\nTargets: ${targets.summary}\n${targets.table}`);
   if (parserRows.length > 0) log(`\n${parserTable(parserRows)}`);
+  if (fanoutRows.length > 0) log(`\n${fanoutTable(fanoutRows)}`);
   log(`\nfinished in ${seconds.toFixed(1)} s; load average now ${fmtLoad(loadAfter)}`);
 
   // The raw samples first; the charts are drawn from the file, as `test/bench/chart.ts` redraws them.
