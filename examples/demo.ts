@@ -62,10 +62,23 @@ async function* clockTicks(environ: Environ): AsyncGenerator<SseEvent> {
   }
 }
 
-/** echo sends every WebSocket message back as it came, text as text and binary as binary. */
+/** ECHO_HIGH_WATER_MARK is how many bytes of replies may wait for a client before the echo stops reading from it. */
+const ECHO_HIGH_WATER_MARK = 64 * 1024;
+
+/**
+ * echo sends every WebSocket message back as it came, text as text and binary as binary. It
+ * stops reading a client whose replies pile up and reads on once they have gone out, so a client
+ * that sends faster than it reads is slowed down instead of filling the server's memory.
+ */
 const echo = websocketApp(
   (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(data as Buffer, { binary: isBinary }));
+    const resumeWhenCaughtUp = (): void => {
+      if (ws.isPaused && ws.bufferedAmount < ECHO_HIGH_WATER_MARK) ws.resume();
+    };
+    ws.on('message', (data, isBinary) => {
+      ws.send(data as Buffer, { binary: isBinary }, resumeWhenCaughtUp);
+      if (ws.bufferedAmount >= ECHO_HIGH_WATER_MARK) ws.pause();
+    });
   },
   { maxPayload: 64 * 1024, heartbeatMs: 30_000 },
 );

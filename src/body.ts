@@ -4,8 +4,26 @@
  */
 import { InputBase } from './input.ts';
 
-/** INPUT_HIGH_WATER_MARK is how many unread body bytes make the server stop reading the socket. */
+/**
+ * INPUT_HIGH_WATER_MARK is how much memory unread body pieces may take before the server stops
+ * reading the socket, counted by {@link RequestInput.bufferedCost}: their bytes and their objects.
+ */
 export const INPUT_HIGH_WATER_MARK = 64 * 1024;
+
+/**
+ * CHUNK_COST is what one queued piece costs beyond its bytes: the Buffer view and its queue slot,
+ * about 100 bytes on V8. Counting bytes alone, a chunked body of 1-byte chunks queued 65,536
+ * objects (8 MiB) before the mark was reached.
+ */
+export const CHUNK_COST = 128;
+
+/**
+ * SMALL_PIECE is the size below which a piece is copied into a shared buffer of
+ * COALESCE_BUFFER_SIZE bytes rather than queued as an object of its own. The copy also lets go of
+ * the socket read it was cut from, which a small view would keep alive whole.
+ */
+const SMALL_PIECE = 4096;
+const COALESCE_BUFFER_SIZE = 16 * 1024;
 
 /** InputHooks is how a RequestInput talks back to its connection. */
 export interface InputHooks {
@@ -31,7 +49,12 @@ export class RequestInput extends InputBase implements AsyncIterator<Uint8Array>
   // Made for the first chunk that arrives before the app asks for it: a request without a body,
   // or one read as it arrives, never needs it.
   private queue: Uint8Array[] | null = null;
+  // What each queued piece costs (its bytes, or a shared buffer's size, plus CHUNK_COST), in step with queue.
+  private costs: number[] | null = null;
   private queued = 0;
+  // The shared buffer small pieces are copied into, while it is the queue's last piece, and how much of it is used.
+  private tail: Buffer | null = null;
+  private tailUsed = 0;
   private ended = false;
   private error: unknown = null;
   private waiter: Waiter | null = null;
@@ -44,7 +67,7 @@ export class RequestInput extends InputBase implements AsyncIterator<Uint8Array>
     this.ended = empty;
   }
 
-  /** push queues body bytes and returns false when the queue is above the high-water mark. */
+  /** push queues body bytes and returns false when the queue's cost is above the high-water mark. */
   push(data: Uint8Array): boolean {
     if (this.abandoned) return true;
     const w = this.waiter;
@@ -53,9 +76,39 @@ export class RequestInput extends InputBase implements AsyncIterator<Uint8Array>
       w.resolve({ done: false, value: data });
       return true;
     }
-    (this.queue ??= []).push(data);
-    this.queued += data.length;
+    const tail = this.tail;
+    if (data.length < SMALL_PIECE) {
+      if (tail !== null && this.tailUsed + data.length <= tail.length) {
+        tail.set(data, this.tailUsed);
+        this.tailUsed += data.length;
+        return this.queued < INPUT_HIGH_WATER_MARK;
+      }
+      const fresh = Buffer.allocUnsafe(COALESCE_BUFFER_SIZE);
+      fresh.set(data, 0);
+      this.tail = fresh;
+      this.tailUsed = data.length;
+      this.enqueue(fresh, COALESCE_BUFFER_SIZE + CHUNK_COST);
+    } else {
+      this.tail = null;
+      this.enqueue(data, data.length + CHUNK_COST);
+    }
     return this.queued < INPUT_HIGH_WATER_MARK;
+  }
+
+  private enqueue(piece: Uint8Array, cost: number): void {
+    (this.queue ??= []).push(piece);
+    (this.costs ??= []).push(cost);
+    this.queued += cost;
+  }
+
+  /** bufferedCost is what the pieces waiting for the app cost in memory: bytes and objects, as the high-water mark counts them. */
+  get bufferedCost(): number {
+    return this.queued;
+  }
+
+  /** bufferedPieces is how many objects hold the bytes waiting for the app. */
+  get bufferedPieces(): number {
+    return this.queue?.length ?? 0;
   }
 
   /** end marks the end of the body. */
@@ -72,8 +125,7 @@ export class RequestInput extends InputBase implements AsyncIterator<Uint8Array>
   fail(error: unknown): void {
     if (this.ended && (this.queue === null || this.queue.length === 0)) return;
     this.error = error;
-    this.queue = null;
-    this.queued = 0;
+    this.clearQueue();
     const w = this.waiter;
     if (w !== null) {
       this.waiter = null;
@@ -106,9 +158,13 @@ export class RequestInput extends InputBase implements AsyncIterator<Uint8Array>
       if (this.error === null && !this.ended) this.hooks.firstRead(this);
     }
     if (this.queue !== null && this.queue.length > 0) {
-      const value = this.queue.shift()!;
+      let value = this.queue.shift()!;
+      if (value === this.tail) {
+        value = this.tail.subarray(0, this.tailUsed);
+        this.tail = null;
+      }
       const wasFull = this.queued >= INPUT_HIGH_WATER_MARK;
-      this.queued -= value.length;
+      this.queued -= this.costs!.shift()!;
       if (wasFull && this.queued < INPUT_HIGH_WATER_MARK) this.hooks.resumeInput(this);
       return Promise.resolve({ done: false, value });
     }
@@ -124,9 +180,13 @@ export class RequestInput extends InputBase implements AsyncIterator<Uint8Array>
   /** return stops reading; the server discards the rest of the body. */
   return(): Promise<IteratorResult<Uint8Array>> {
     this.abandoned = true;
-    this.queue = null;
-    this.queued = 0;
+    this.clearQueue();
     this.hooks.resumeInput(this);
     return Promise.resolve(DONE);
+  }
+
+  private clearQueue(): void {
+    this.queue = this.costs = this.tail = null;
+    this.queued = this.tailUsed = 0;
   }
 }

@@ -9,6 +9,7 @@
  * and send deadlines can run beside any of them and have a timer each, made on first use.
  */
 import type { Socket } from 'node:net';
+import { ProtocolError } from './errors.ts';
 
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
 export const LINGER_MS = 2000;
@@ -41,6 +42,9 @@ export interface DeadlineTimes {
   readonly keepAliveTimeout: number;
   readonly headersTimeout: number;
   readonly bodyTimeout: number;
+  /** Bytes per second a request body must average once `minBodyRateGrace` has passed; 0 for no minimum. */
+  readonly minBodyRate: number;
+  readonly minBodyRateGrace: number;
   readonly sendTimeout: number;
 }
 
@@ -48,8 +52,8 @@ export interface DeadlineTimes {
 export interface DeadlineOwner {
   /** The head deadline passed. */
   onHeadTimeout(): void;
-  /** No request body byte arrived for `bodyTimeout`. */
-  onBodyTimeout(): void;
+  /** No request body byte arrived for `bodyTimeout`, or the body averaged under `minBodyRate`: `error` says which. */
+  onBodyTimeout(error: ProtocolError): void;
   /** The output waited `sendTimeout` on a client that took none of it: it is to be dropped. */
   onSendTimeout(): void;
 }
@@ -63,6 +67,11 @@ export class Deadlines {
   private timer: NodeJS.Timeout | null = null;
   private timerMs = 0;
   private bodyTimer: NodeJS.Timeout | null = null;
+  // The body's progress while the app waits for it: when the current rate window began, the
+  // bytes received in it, and when the last byte came.
+  private bodyWindowStart = 0;
+  private bodyWindowBytes = 0;
+  private bodyLastByte = 0;
   private sendTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -148,20 +157,49 @@ export class Deadlines {
     this.socket.destroy();
   }
 
-  /** startBody starts (or pushes back) the request body deadline. */
+  /**
+   * startBody starts the body deadlines, if not running: no byte for `bodyTimeout`, and an average
+   * under `minBodyRate` once `minBodyRateGrace` has passed. Bytes arriving only update counts (a
+   * trickle must not push a deadline back); the one timer fires at the nearer deadline and is set
+   * again from the counts then.
+   */
   startBody(): void {
-    const ms = this.times.bodyTimeout;
-    if (ms <= 0 || !Number.isFinite(ms)) return;
-    if (this.bodyTimer !== null) this.bodyTimer.refresh();
-    else this.bodyTimer = setTimeout(onBodyTimer, ms, this).unref();
+    if (this.bodyTimer !== null) return;
+    const { bodyTimeout, minBodyRate } = this.times;
+    if (!(bodyTimeout > 0 && Number.isFinite(bodyTimeout)) && !(minBodyRate > 0)) return;
+    this.restartBodyWindow();
+    this.bodyTimer = setTimeout(onBodyTimer, this.nextBodyCheck(this.bodyWindowStart), this).unref();
   }
 
-  /** bodyProgress is a body byte arriving: a running body deadline starts over. */
-  bodyProgress(): void {
-    this.bodyTimer?.refresh();
+  /** bodyProgress is `n` body bytes arriving. */
+  bodyProgress(n: number): void {
+    if (this.bodyTimer === null) return;
+    this.bodyWindowBytes += n;
+    this.bodyLastByte = Date.now();
   }
 
-  /** stopBody stops the request body deadline. */
+  /**
+   * restartBodyWindow starts the rate window over when the server pauses or resumes reading for the
+   * app: time the server spent not reading was not the client's to use.
+   */
+  restartBodyWindow(): void {
+    this.bodyWindowStart = this.bodyLastByte = Date.now();
+    this.bodyWindowBytes = 0;
+  }
+
+  /** nextBodyCheck is how many ms from `now` the nearer body deadline falls, given the counts. */
+  private nextBodyCheck(now: number): number {
+    const { bodyTimeout, minBodyRate, minBodyRateGrace } = this.times;
+    let at = bodyTimeout > 0 && Number.isFinite(bodyTimeout) ? this.bodyLastByte + bodyTimeout : Infinity;
+    if (minBodyRate > 0) {
+      // The moment the bytes so far fall under the rate, never before the grace period ends.
+      const rateAt = this.bodyWindowStart + Math.max(minBodyRateGrace, (this.bodyWindowBytes * 1000) / minBodyRate);
+      if (rateAt < at) at = rateAt;
+    }
+    return Math.max(1, Math.min(at - now, 2 ** 31 - 1));
+  }
+
+  /** stopBody stops the request body deadlines. */
   stopBody(): void {
     if (this.bodyTimer !== null) {
       clearTimeout(this.bodyTimer);
@@ -169,10 +207,20 @@ export class Deadlines {
     }
   }
 
-  /** bodyPassed is the body timer firing. */
+  /** bodyPassed is the body timer firing: the owner hears of a deadline passed, else the timer is set again. */
   bodyPassed(): void {
     this.bodyTimer = null;
-    this.owner.onBodyTimeout();
+    const { bodyTimeout, minBodyRate, minBodyRateGrace } = this.times;
+    const now = Date.now();
+    const elapsed = now - this.bodyWindowStart;
+    if (bodyTimeout > 0 && now - this.bodyLastByte >= bodyTimeout) {
+      this.owner.onBodyTimeout(new ProtocolError('NSGI_BODY_TIMEOUT', 408, `no request body data for ${bodyTimeout} ms`));
+    } else if (minBodyRate > 0 && elapsed >= minBodyRateGrace && this.bodyWindowBytes < (minBodyRate * elapsed) / 1000) {
+      const rate = Math.floor((this.bodyWindowBytes * 1000) / elapsed);
+      this.owner.onBodyTimeout(new ProtocolError('NSGI_BODY_TOO_SLOW', 408, `request body arrived at ${rate} bytes/s, under the minimum of ${minBodyRate}`));
+    } else {
+      this.bodyTimer = setTimeout(onBodyTimer, this.nextBodyCheck(now), this).unref();
+    }
   }
 
   /** startSend starts (or pushes back) the send deadline, with what the socket holds now. */

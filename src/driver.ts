@@ -14,7 +14,9 @@
  * for a response; what the read's requests produced leaves in one write at the end of the read.
  * Reading pauses for three reasons, kept as one set: the app is behind on the request body
  * (input), too many pipelined bytes wait unparsed (pipeline), and the client is not reading its
- * responses (output). It resumes when the last reason is gone.
+ * responses (output). It resumes when the last reason is gone. For input, the socket itself is
+ * paused only after reading INPUT_READ_AHEAD bytes more, kept unparsed, so that a client that
+ * leaves meanwhile is still seen.
  */
 import type net from 'node:net';
 import type { HeaderList, Upgraded } from '../protocol/nsgi.ts';
@@ -26,10 +28,17 @@ import { inputAfterResponse } from './input.ts';
 import type { ServerContext } from './server.ts';
 import { OUTPUT_HIGH_WATER_MARK, ServerSink } from './server-sink.ts';
 import { handOver, listen, type SocketOwner } from './socket-events.ts';
+import { watchSendStall } from './send-stall.ts';
 import { requireBodyRead, switchingProtocols } from './upgrade.ts';
 
 /** Unparsed pipelined bytes above which the server stops reading until it catches up. */
 const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
+/**
+ * INPUT_READ_AHEAD is how many unparsed bytes are read past a full request input before the socket
+ * is paused: enough to see a client's FIN behind the rest of a body it sent in tiny chunks, at a
+ * bounded cost of compact bytes per connection (beside the input's own INPUT_HIGH_WATER_MARK).
+ */
+const INPUT_READ_AHEAD = 256 * 1024;
 
 /** DriverState is where a driver stands; see the theory of operation above. */
 const enum DriverState {
@@ -85,6 +94,12 @@ export class Driver implements DeadlineOwner, SocketOwner {
   /** onData takes bytes from the socket. */
   onData(data: Buffer): void {
     if (this.state !== DriverState.Reading) return;
+    if ((this.paused & Pause.Input) !== 0) {
+      // Read ahead while the app catches up (see pause): kept unparsed, then reading stops.
+      this.http.receive(data);
+      if (this.http.buffered > INPUT_READ_AHEAD) this.socket.pause();
+      return;
+    }
     this.deadlines.bytesArrived();
     this.http.receive(data);
     this.process();
@@ -112,9 +127,13 @@ export class Driver implements DeadlineOwner, SocketOwner {
         } else if (event.kind === 'data') {
           const input = this.exchange.input;
           const running = this.exchange.running;
-          this.deadlines.bodyProgress();
+          this.deadlines.bodyProgress(event.data.length);
           if (input !== null && !input.abandoned && running) {
-            if (!input.push(event.data)) this.pause(Pause.Input);
+            if (!input.push(event.data)) {
+              // The rest stays unparsed, as compact bytes, until the app catches up.
+              this.pause(Pause.Input);
+              break;
+            }
           } else if (!http.discardBody(event.data.length) && !running) {
             this.close();
             break;
@@ -236,13 +255,32 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   private pause(why: Pause): void {
+    if (why === Pause.Input) {
+      if ((this.paused & Pause.Input) === 0) this.deadlines.restartBodyWindow();
+      this.paused |= Pause.Input;
+      // A full input does not stop the reading at once: up to INPUT_READ_AHEAD more bytes are
+      // taken, unparsed, so that a client leaving (its FIN or reset) is still seen while the app
+      // has not caught up, and `nsgi.signal` fires (SPEC §2.4).
+      if (this.http.buffered <= INPUT_READ_AHEAD) return;
+    }
     this.paused |= why;
     this.socket.pause();
   }
 
   private resume(why: Pause): void {
+    if (why === Pause.Input) {
+      if ((this.paused & Pause.Input) === 0) return;
+      this.deadlines.restartBodyWindow();
+      // Bytes read ahead wait in the parser; no new read may come to parse them.
+      if (!this.processing && this.http.buffered > 0) queueMicrotask(() => this.processBuffered());
+    }
     this.paused &= ~why;
     if (this.paused === 0 && this.state === DriverState.Reading) this.socket.resume();
+  }
+
+  /** processBuffered parses bytes left waiting when the input filled, once it has room again. */
+  private processBuffered(): void {
+    if ((this.paused & Pause.Input) === 0 && this.state === DriverState.Reading) this.process();
   }
 
   /** bodyOwed is the app's first read of a body: from now on the client's silence counts (SRV-29: never before). */
@@ -282,6 +320,15 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   // ---- closing ----------------------------------------------------------------------------
+
+  /**
+   * refused closes after an answer that says close and was sent without the app (a CONNECT's 501):
+   * after a linger, whatever the request announced, since waiting for a body announced but never
+   * sent would hold the connection for ever (SRV-21).
+   */
+  refused(): void {
+    this.close(true);
+  }
 
   /**
    * close flushes what is pending, ends the socket, and reads on briefly before destroying it
@@ -344,6 +391,14 @@ export class Driver implements DeadlineOwner, SocketOwner {
     this.deadlines.stopPhase();
     const rest = http.takeBuffered();
     if (head101 !== '') socket.write(head101, 'latin1');
+    // The send-stall rule outlives the hand-over: an upgraded peer (a WebSocket) that takes
+    // nothing of what is written to it for sendTimeout is dropped as any other would be.
+    const { sendTimeout, errors } = this.server;
+    const { remoteAddress, remotePort } = this.exchange;
+    watchSendStall(socket, sendTimeout, () => {
+      errors.write(`nsgi: dropping upgraded ${remoteAddress}:${remotePort}: it read nothing for ${sendTimeout} ms`);
+      socket.destroy();
+    });
     return { socket, head: rest };
   }
 
@@ -366,14 +421,14 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   /**
-   * onBodyTimeout: no body byte for `bodyTimeout`. Not the client's fault while the server itself
-   * stopped reading because the app is not keeping up; otherwise the app's read fails with 408.
+   * onBodyTimeout: no body byte for `bodyTimeout`, or a body averaging under `minBodyRate`. Not the
+   * client's fault while the server itself stopped reading because the app is not keeping up;
+   * otherwise the app's read fails with `err`, a 408.
    */
-  onBodyTimeout(): void {
+  onBodyTimeout(err: ProtocolError): void {
     const http = this.http;
     if (this.state !== DriverState.Reading || http.requestComplete || http.request === null) return;
     if ((this.paused & Pause.Input) !== 0) return this.deadlines.startBody();
-    const err = new ProtocolError('NSGI_BODY_TIMEOUT', 408, `no request body data for ${this.server.bodyTimeout} ms`);
     http.mustClose();
     if (this.exchange.running) this.exchange.input?.fail(err);
     else this.close();

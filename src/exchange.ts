@@ -73,7 +73,7 @@ export class Exchange implements InputHooks, ConnectionInfo {
     if (server.closing) http.mustClose();
     if (head.method === 'CONNECT') {
       http.sendErrorResponse(501, 'CONNECT is not supported', true);
-      this.sink.scheduleFlush();
+      this.driver.refused();
       return;
     }
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);
@@ -85,7 +85,7 @@ export class Exchange implements InputHooks, ConnectionInfo {
       if (head.upgrade) environ['nsgi.upgrade'] = cycle.upgrade.bind(cycle);
     }
     environ['nsgi.file_wrapper'] = fileWrapper;
-    if (this.trusted) applyForwarded(environ, server.trustedProxies!);
+    if (this.trusted) applyForwarded(environ, server.trustedProxies!, server.forwardedHeaders);
     this.clientAddress = this.trusted ? String(environ.REMOTE_ADDR) : this.remoteAddress;
     this.cycle = cycle;
     this.input = input;

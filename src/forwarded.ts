@@ -47,6 +47,19 @@ function unmapIPv4(address: string): string {
   return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
 }
 
+/**
+ * ForwardedHeaders names the fields a trusted proxy's word is read from: `forwarded` (RFC 7239
+ * only), `x-forwarded` (`X-Forwarded-For / -Proto / -Host` only), or `auto` (`Forwarded` when the
+ * request has one, else the X-Forwarded family). A proxy appends to the family it speaks and
+ * passes the other through from the client untouched, so naming the family is the one setting
+ * under which a client can never speak for the proxy; `auto` is right for a proxy that sets
+ * `Forwarded`, and for one that sets X-Forwarded-* and removes any `Forwarded` it receives.
+ */
+export type ForwardedHeaders = 'auto' | 'forwarded' | 'x-forwarded';
+
+/** FORWARDED_HEADERS lists the values {@link ForwardedHeaders} takes, for checking options. */
+export const FORWARDED_HEADERS: readonly ForwardedHeaders[] = ['auto', 'forwarded', 'x-forwarded'];
+
 interface Hop {
   for?: string;
   proto?: string;
@@ -55,17 +68,17 @@ interface Hop {
 
 /**
  * applyForwarded rewrites REMOTE_ADDR, REMOTE_PORT, `nsgi.url_scheme`, HTTP_HOST, SERVER_NAME and
- * SERVER_PORT from what a trusted proxy reports. Hops are read from the right (the proxy nearest
- * to the server) and skipped while they are trusted proxies themselves; the first untrusted one is
- * the client. `Forwarded` is read only when no `X-Forwarded-*` field is present.
+ * SERVER_PORT from what a trusted proxy reports, in the fields `headers` names. Hops are read from
+ * the right (the proxy nearest to the server) and skipped while they are trusted proxies
+ * themselves; the first untrusted one is the client.
  */
-export function applyForwarded(environ: Environ, trusted: TrustedProxies): void {
-  // The X-Forwarded-* fields win when both families are present: the common proxies (nginx with
-  // $proxy_add_x_forwarded_for, most load balancers) set those and pass a client's own Forwarded
-  // through untouched, so a Forwarded next to them is the client's word, not the proxy's.
-  const xForwarded =
-    environ.HTTP_X_FORWARDED_FOR !== undefined || environ.HTTP_X_FORWARDED_PROTO !== undefined || environ.HTTP_X_FORWARDED_HOST !== undefined;
-  const hops = xForwarded || environ.HTTP_FORWARDED === undefined ? parseXForwarded(environ) : parseForwarded(environ.HTTP_FORWARDED);
+export function applyForwarded(environ: Environ, trusted: TrustedProxies, headers: ForwardedHeaders = 'auto'): void {
+  // One family only, never a mix: a proxy that sets Forwarded passes a client's X-Forwarded-For
+  // through, and the reverse. In `auto`, Forwarded wins when present: it is the standard field
+  // (RFC 7239), and a proxy that bothers to set it speaks it; an X-Forwarded-* next to it is the
+  // client's claim.
+  const useForwarded = headers === 'forwarded' || (headers === 'auto' && environ.HTTP_FORWARDED !== undefined);
+  const hops = useForwarded ? (environ.HTTP_FORWARDED === undefined ? [] : parseForwarded(environ.HTTP_FORWARDED)) : parseXForwarded(environ);
   if (hops.length === 0) return;
   let i = hops.length - 1;
   while (i > 0 && hops[i]!.for !== undefined && trusted.trusts(splitHostPort(hops[i]!.for!).host)) i--;

@@ -19,6 +19,7 @@ export type {
   Write,
 } from '../protocol/nsgi.ts';
 export { serve, SERVER_DEFAULTS, type ServeOptions, type Server } from './server.ts';
+export type { ForwardedHeaders } from './forwarded.ts';
 export { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 export { RequestParser, DEFAULT_LIMITS, type ParserLimits, type ParserEvent, type RequestHead } from './http1/parser.ts';
 export {
@@ -27,7 +28,10 @@ export {
   isWebSocketRequest,
   websocketHandshakeProblem,
   CLOSE_GOING_AWAY,
+  CLOSE_POLICY_VIOLATION,
   DEFAULT_WEBSOCKET_MAX_PAYLOAD,
+  DEFAULT_WEBSOCKET_MAX_BUFFERED,
+  DEFAULT_WEBSOCKET_SEND_STALL_MS,
   type OnConnection,
   type WebSocket,
   type WebSocketOptions,

@@ -15,7 +15,7 @@ import { DrainWaiter } from './drain.ts';
 import type { Driver } from './driver.ts';
 import { ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
-import type { BodyRule, HeadCache, PreparedHeaders, Status } from './http1/writer.ts';
+import { checkTrailerFields, type BodyRule, type HeadCache, type PreparedHeaders, type Status } from './http1/writer.ts';
 import type { ResponseSink } from './sink.ts';
 
 /** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
@@ -98,6 +98,7 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
 
   trailers(trailers: HeaderList, headSent: boolean, canStream: boolean): boolean {
     const block = this.heads.headers(trailers).block;
+    checkTrailerFields(trailers);
     const http = this.http;
     const chunked = headSent ? http.isChunked : canStream && http.request!.version === 'HTTP/1.1';
     if (chunked) this.trailerBlock = block;

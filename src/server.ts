@@ -11,7 +11,7 @@ import { LINGER_MS, type DeadlineTimes } from './deadlines.ts';
 import { Driver } from './driver.ts';
 import { EnvironBuilder } from './environ.ts';
 import { STDERR } from './errors.ts';
-import { trustedProxies, type TrustedProxies } from './forwarded.ts';
+import { FORWARDED_HEADERS, trustedProxies, type ForwardedHeaders, type TrustedProxies } from './forwarded.ts';
 import { DEFAULT_LIMITS } from './http1/parser.ts';
 import { Http1Shared } from './http1/shared.ts';
 import { OVERLOADED_RESPONSE } from './http1/writer.ts';
@@ -29,6 +29,7 @@ export interface ServerContext extends DeadlineTimes {
   readonly scriptName: string;
   readonly multiprocess: boolean;
   readonly trustedProxies: TrustedProxies | null;
+  readonly forwardedHeaders: ForwardedHeaders;
   readonly http1: Http1Shared;
   readonly environs: EnvironBuilder;
   /** Every open driver; a driver removes itself when its socket closes. */
@@ -79,7 +80,11 @@ export interface ServeOptions {
    * than the idle timeout of any proxy in front, so the proxy never reuses a connection being closed.
    */
   keepAliveTimeout?: number;
-  /** Milliseconds allowed to receive a complete request head (408 beyond); default 60 s, as node:http. */
+  /**
+   * Milliseconds allowed to receive a complete request head, from its first byte (408 beyond); bytes
+   * arriving never push it back, so trickling a head does not stretch it. Default 10 s (see
+   * {@link SERVER_DEFAULTS} for the arithmetic).
+   */
   headersTimeout?: number;
   /**
    * Milliseconds a request body may go without a byte arriving while the app waits for it; the
@@ -87,6 +92,16 @@ export interface ServeOptions {
    * enough that a stalled upload does not hold its connection for the lifetime of the process.
    */
   bodyTimeout?: number;
+  /**
+   * The slowest average rate, in bytes per second, at which a request body may arrive while the app
+   * waits for it, once `minBodyRateGrace` has passed; slower, the app's read fails with a 408.
+   * Default 240 bytes/s, Kestrel's: a client trickling a byte every few seconds keeps the body
+   * inactivity timer from firing, but not this. Time the server spends not reading because the
+   * app is behind does not count. 0 turns it off.
+   */
+  minBodyRate?: number;
+  /** Milliseconds a request body is given before `minBodyRate` applies (TCP slow start, a slow first hop); default 5 s. */
+  minBodyRateGrace?: number;
   /**
    * Milliseconds a response may wait on a client that reads nothing at all before the
    * connection is dropped. Default 60 s. A client that reads slowly but steadily is never cut,
@@ -104,6 +119,13 @@ export interface ServeOptions {
    * believed for REMOTE_ADDR, `nsgi.url_scheme` and the host. Default none: nobody is believed.
    */
   forwardedAllowIps?: readonly string[];
+  /**
+   * Which fields a trusted proxy's word is read from: `forwarded`, `x-forwarded`, or `auto`
+   * (default: `Forwarded` when present, else `X-Forwarded-*`). Name the family your proxy sets
+   * when it passes the other one through from clients (nginx with `$proxy_add_x_forwarded_for`:
+   * `x-forwarded`).
+   */
+  forwardedHeaders?: ForwardedHeaders;
   /** The `Server` header value; default `nsgi`; empty to send none. */
   serverName?: string;
   /** Sets `nsgi.multiprocess` (true when workers run the app). */
@@ -125,8 +147,16 @@ export const SERVER_DEFAULTS = Object.freeze({
   host: '127.0.0.1',
   port: 8000,
   keepAliveTimeout: 5_000,
-  headersTimeout: 60_000,
+  // A head deadline is what a slowloris client holds a connection for. At 10 s, holding all
+  // 16,384 connections (maxConnections) means opening and feeding 16,384 / 10 = 1,638 new
+  // connections every second without pause, each dropped with a 408 at its deadline however it
+  // trickles; at node:http's 60 s, 273 a second would do. An honest head (at most 16 KiB) takes
+  // well under a second even on a 2G link (50 kbit/s: about 2.6 s for the full 16 KiB). Apache's
+  // mod_reqtimeout allows 20 s, Bun about 10 s.
+  headersTimeout: 10_000,
   bodyTimeout: 30_000,
+  minBodyRate: 240,
+  minBodyRateGrace: 5_000,
   sendTimeout: 60_000,
   maxConnections: 16_384,
   closeTimeout: 30_000,
@@ -190,7 +220,10 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     keepAliveTimeout,
     headersTimeout: options.headersTimeout ?? SERVER_DEFAULTS.headersTimeout,
     bodyTimeout: options.bodyTimeout ?? SERVER_DEFAULTS.bodyTimeout,
+    minBodyRate: options.minBodyRate ?? SERVER_DEFAULTS.minBodyRate,
+    minBodyRateGrace: options.minBodyRateGrace ?? SERVER_DEFAULTS.minBodyRateGrace,
     sendTimeout: options.sendTimeout ?? SERVER_DEFAULTS.sendTimeout,
+    forwardedHeaders: options.forwardedHeaders ?? 'auto',
     trustedProxies: options.forwardedAllowIps === undefined || options.forwardedAllowIps.length === 0 ? null : trustedProxies(options.forwardedAllowIps),
     http1: new Http1Shared(limits, options.serverName ?? 'nsgi', keepAliveTimeout),
     environs: new EnvironBuilder(),
@@ -202,6 +235,9 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
       if (context.closing && context.drivers.size === 0) allGone?.();
     },
   };
+  if (!FORWARDED_HEADERS.includes(context.forwardedHeaders)) {
+    throw new TypeError(`forwardedHeaders must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(context.forwardedHeaders)}`);
+  }
   let allGone: (() => void) | null = null;
   const maxConnections = options.maxConnections ?? SERVER_DEFAULTS.maxConnections;
   const drivers = context.drivers;

@@ -76,7 +76,7 @@ import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write
 import { isThenable } from './iterators.ts';
 import { decodePath } from './environ.ts';
 import { isFieldValue, isToken } from './http1/syntax.ts';
-import { bodyAllowedForStatus } from './http1/writer.ts';
+import { FORBIDDEN_TRAILER_FIELDS, bodyAllowedForStatus } from './http1/writer.ts';
 
 /** SECTIONS maps each rule id prefix and number range to its section of protocol/SPEC.md. */
 const SECTIONS: Array<[prefix: string, from: number, to: number, section: string]> = [
@@ -277,7 +277,7 @@ class Call {
         if (this.bodyEnded) {
           throw new ValidationError('EXT-12', 'app', 'nsgi.set_trailers called after the body ended; call it before the last chunk, for instance in the generator before it returns');
         }
-        const bad = fieldProblem(fields);
+        const bad = trailerProblem(fields);
         // A throw (the right answer to bad fields) propagates as it is.
         const result: unknown = trailers(fields);
         if (bad !== null) {
@@ -876,6 +876,14 @@ function fieldProblem(fields: unknown): string | null {
     if (!isFieldValue(pair[1])) return `value ${JSON.stringify(pair[1])} of ${JSON.stringify(pair[0])} has a control character`;
   }
   return null;
+}
+
+/** trailerProblem is {@link fieldProblem} for trailers: also no field RFC 9110 §6.5.1 keeps out of them. */
+function trailerProblem(fields: unknown): string | null {
+  const bad = fieldProblem(fields);
+  if (bad !== null) return bad;
+  const forbidden = (fields as Array<[string, string]>).find(([name]) => FORBIDDEN_TRAILER_FIELDS.has(name.toLowerCase()));
+  return forbidden === undefined ? null : `${JSON.stringify(forbidden[0])} may not be a trailer field`;
 }
 
 // ---- small helpers ---------------------------------------------------------------------------

@@ -36,13 +36,18 @@
  * message above `maxPayload`, bad framing) into a line on `nsgi.errors` and a close, never an
  * uncaught exception; when `nsgi.signal` fires because the server is shutting down, the socket is
  * closed with 1001 (Going Away); with `heartbeatMs`, a ping goes out every interval and a peer that
- * has not answered the previous one is terminated. Every timer and listener comes off on `close`.
+ * has not answered the previous one is terminated. A peer that does not read what it is sent is
+ * closed with 1008 (Policy Violation) once more than `maxBufferedBytes` wait for it or once it has
+ * taken nothing for `sendStallMs`, and destroyed a moment later if the close frame cannot reach
+ * it either. Every timer and listener comes off on `close`.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import * as wsModule from 'ws';
 import { WebSocketServer, type PerMessageDeflateOptions, type WebSocket } from 'ws';
 import type { App, Body, Environ, HeaderList, StartResponse } from '../protocol/nsgi.ts';
 import { corkEachRead } from './cork.ts';
+import { watchSendStall } from './send-stall.ts';
 
 /** WebSocket is `ws`'s socket class, the type of what {@link OnConnection} receives. */
 export type { WebSocket } from 'ws';
@@ -52,6 +57,30 @@ export const DEFAULT_WEBSOCKET_MAX_PAYLOAD = 1024 * 1024;
 
 /** CLOSE_GOING_AWAY is the close code sent when the server shuts down (RFC 6455 §7.4.1). */
 export const CLOSE_GOING_AWAY = 1001;
+
+/**
+ * CLOSE_POLICY_VIOLATION is the close code sent to a peer that does not read what it is sent
+ * (RFC 6455 §7.4.1): its send buffer went over `maxBufferedBytes`, or it took nothing for
+ * `sendStallMs`.
+ */
+export const CLOSE_POLICY_VIOLATION = 1008;
+
+/**
+ * DEFAULT_WEBSOCKET_MAX_BUFFERED is the most bytes queued for one peer, unless `maxBufferedBytes`
+ * says otherwise: 4 MiB, four messages of the default `maxPayload`. Without a bound, a client that
+ * floods an echo and reads nothing makes the server queue every reply: hundreds of MiB in seconds.
+ */
+export const DEFAULT_WEBSOCKET_MAX_BUFFERED = 4 * 1024 * 1024;
+
+/**
+ * DEFAULT_WEBSOCKET_SEND_STALL_MS is how long a peer may take nothing of what is queued for it,
+ * unless `sendStallMs` says otherwise: 30 s, half the server's own send timeout, so that the peer
+ * gets a close frame it could still read before the server drops the connection.
+ */
+export const DEFAULT_WEBSOCKET_SEND_STALL_MS = 30_000;
+
+/** DROP_GRACE_MS is how long a peer closed for not reading has to take its close frame before the socket is destroyed. */
+const DROP_GRACE_MS = 1000;
 
 /** WebSocketOptions configures {@link acceptWebSocket} and {@link websocketApp}. Every field is optional. */
 export interface WebSocketOptions {
@@ -81,6 +110,27 @@ export interface WebSocketOptions {
    * costs at most two intervals. 0 or absent: no heartbeat.
    */
   heartbeatMs?: number;
+  /**
+   * The most bytes that may wait to be sent to one peer (`ws.bufferedAmount`) before the socket is
+   * closed with 1008; default 4 MiB. An app that sends faster than its peer reads should wait, as
+   * the demo's echo does (see examples/demo.ts); this bound is for the peer that never reads.
+   */
+  maxBufferedBytes?: number;
+  /**
+   * Milliseconds a peer may take nothing of what is queued for it before the socket is closed
+   * with 1008; default 30 s. A peer that reads slowly but steadily is never cut, and nothing is
+   * timed while nothing is queued. 0 turns the rule off (the server's send timeout still applies).
+   */
+  sendStallMs?: number;
+  /**
+   * The origins allowed to open a WebSocket here, as browsers write them in the `Origin` field
+   * (`https://example.com`, scheme and host and any port, no path); a handshake from any other
+   * origin gets `403 Forbidden`. Off by default: every origin is accepted. A browser sends the
+   * user's cookies with a WebSocket handshake from any site, so an endpoint that authenticates by
+   * cookie must set this (cross-site WebSocket hijacking). A handshake without `Origin` comes from
+   * a client that is not a browser and is accepted.
+   */
+  allowedOrigins?: readonly string[];
 }
 
 /** WebSocketAppOptions configures {@link websocketApp}. */
@@ -184,6 +234,10 @@ function accept(environ: Environ, startResponse: StartResponse, onConnection: On
     const extra: HeaderList = problem.includes('Sec-WebSocket-Version') ? [['Sec-WebSocket-Version', '13']] : [];
     return plain(startResponse, '400 Bad Request', `Bad WebSocket handshake: ${problem}\n`, extra);
   }
+  const origin = environ.HTTP_ORIGIN;
+  if (options.allowedOrigins !== undefined && origin !== undefined && !options.allowedOrigins.includes(origin)) {
+    return plain(startResponse, '403 Forbidden', `WebSocket connections from origin ${JSON.stringify(origin)} are not allowed\n`, []);
+  }
   const signal = environ['nsgi.signal'];
   if (signal.aborted) return plain(startResponse, '503 Service Unavailable', 'The server is shutting down\n', []);
 
@@ -195,6 +249,7 @@ function accept(environ: Environ, startResponse: StartResponse, onConnection: On
   const headBuffer = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
   server.handleUpgrade(request, socket, headBuffer, (ws) => {
     watch(ws, environ, options.heartbeatMs ?? 0);
+    limitSending(ws, socket, environ, options);
     // The replies to one read leave in one write; see cork.ts.
     corkEachRead(socket);
     // The server hands the socket over paused (UPG-4); ws's reader is attached now.
@@ -246,6 +301,38 @@ function watch(ws: WebSocket, environ: Environ, heartbeatMs: number): void {
   });
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
+}
+
+/**
+ * limitSending closes, with 1008, a socket whose peer does not read what it is sent: once more
+ * than `maxBufferedBytes` wait for it (checked on every send, so a burst cannot outrun the
+ * bound), or once it has taken nothing for `sendStallMs`. The close frame itself may never get
+ * through to such a peer, so the socket is destroyed if it is still open a moment later.
+ */
+function limitSending(ws: WebSocket, socket: Socket, environ: Environ, options: WebSocketOptions): void {
+  const maxBuffered = options.maxBufferedBytes ?? DEFAULT_WEBSOCKET_MAX_BUFFERED;
+  let dropping = false;
+  const drop = (why: string): void => {
+    if (dropping) return;
+    dropping = true;
+    stopStallWatch();
+    environ['nsgi.errors'].write(`websocket: ${environ.REQUEST_URI}: closing with ${CLOSE_POLICY_VIOLATION}: ${why}`);
+    ws.close(CLOSE_POLICY_VIOLATION, 'peer does not read');
+    // Stop reading too: a peer that floods must not go on costing parsing and app work.
+    ws.pause();
+    const grace = setTimeout(() => ws.terminate(), DROP_GRACE_MS).unref();
+    ws.once('close', () => clearTimeout(grace));
+  };
+  const stopStallWatch = watchSendStall(socket, options.sendStallMs ?? DEFAULT_WEBSOCKET_SEND_STALL_MS, () =>
+    drop(`it took nothing of its ${ws.bufferedAmount} queued bytes for ${options.sendStallMs ?? DEFAULT_WEBSOCKET_SEND_STALL_MS} ms`),
+  );
+  ws.once('close', stopStallWatch);
+  const send = ws.send;
+  // Only this socket's send is wrapped: the check must follow every send the app makes.
+  ws.send = function sendWithinBound(this: WebSocket, ...args: Parameters<WebSocket['send']>): void {
+    (send as (...a: unknown[]) => void).apply(this, args);
+    if (!dropping && ws.bufferedAmount > maxBuffered) drop(`${ws.bufferedAmount} bytes queued for it, over the bound of ${maxBuffered}`);
+  } as WebSocket['send'];
 }
 
 /** refuseNonUpgrade answers a request that is not a WebSocket handshake. */

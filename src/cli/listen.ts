@@ -47,9 +47,11 @@ export function serveOptions(command: ServeCommand, stdout: TextSink): ServeOpti
   if (command.maxBodySize !== undefined) options.maxBodySize = command.maxBodySize;
   if (command.bodyTimeout !== undefined) options.bodyTimeout = command.bodyTimeout;
   if (command.sendTimeout !== undefined) options.sendTimeout = command.sendTimeout;
+  if (command.minBodyRate !== undefined) options.minBodyRate = command.minBodyRate;
   if (command.maxConnections !== undefined) options.maxConnections = command.maxConnections;
   if (command.broker !== undefined) options.broker = command.broker;
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
+  if (command.forwardedHeaders !== undefined) options.forwardedHeaders = command.forwardedHeaders;
   if (command.workers > 1) options.multiprocess = true;
   return options;
 }

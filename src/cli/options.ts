@@ -7,6 +7,7 @@
 
 import { SERVER_DEFAULTS } from '../server.ts';
 import { INTERFACES, type AppInterface } from '../adapters/interface.ts';
+import { FORWARDED_HEADERS, type ForwardedHeaders } from '../forwarded.ts';
 import { ACCESS_LOG_FORMATS, type AccessLogFormat } from '../access-log.ts';
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS, isLogLevel, type LogLevel } from '../log.ts';
 import { CliError } from './errors.ts';
@@ -54,9 +55,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'interface', value: 'KIND', help: 'what the export is: auto (default), nsgi, fetch (a Request -> Response handler, or an object with fetch), node (a (req, res) listener such as Express)' },
   { name: 'workers', short: 'w', value: 'N', help: 'run N worker processes sharing the port (default 1: no workers)' },
   { name: 'forwarded-allow-ips', value: 'LIST', help: 'comma-separated proxy IPs/subnets (or *) whose Forwarded/X-Forwarded-* are believed (default: none)' },
+  { name: 'forwarded-headers', value: 'WHICH', help: 'fields a trusted proxy is read from: forwarded, x-forwarded, or auto (default: Forwarded when present)' },
   { name: 'keep-alive-timeout', value: 'SECONDS', help: `close a keep-alive connection idle this long (default ${SERVER_DEFAULTS.keepAliveTimeout / 1000})` },
   { name: 'headers-timeout', value: 'SECONDS', help: `answer 408 and close if a request head takes longer (default ${SERVER_DEFAULTS.headersTimeout / 1000})` },
   { name: 'body-timeout', value: 'SECONDS', help: `fail a request body with 408 after this long without a byte (default ${SERVER_DEFAULTS.bodyTimeout / 1000})` },
+  { name: 'min-body-rate', value: 'BYTES', help: `fail a request body with 408 if it averages under BYTES per second after ${SERVER_DEFAULTS.minBodyRateGrace / 1000} s (default ${SERVER_DEFAULTS.minBodyRate}; 0: off)` },
   { name: 'send-timeout', value: 'SECONDS', help: `drop a client that reads nothing of its response this long (default ${SERVER_DEFAULTS.sendTimeout / 1000})` },
   { name: 'graceful-timeout', value: 'SECONDS', help: `on SIGTERM/SIGINT, let in-flight responses finish this long (default ${SHUTDOWN_TIMEOUT_MS / 1000})` },
   { name: 'max-connections', value: 'N', help: `answer 503 to connections beyond N open at once (default ${SERVER_DEFAULTS.maxConnections})` },
@@ -110,8 +113,12 @@ export interface ServeCommand {
   readonly workers: number;
   /** Proxy addresses whose forwarding fields are believed. */
   readonly forwardedAllowIps: readonly string[];
+  /** Which forwarding fields a trusted proxy is read from, when given. */
+  readonly forwardedHeaders?: ForwardedHeaders;
   /** The body inactivity timeout in milliseconds, when given. */
   readonly bodyTimeout?: number;
+  /** The slowest average request body rate in bytes per second, when given. */
+  readonly minBodyRate?: number;
   /** The send stall timeout in milliseconds, when given. */
   readonly sendTimeout?: number;
   /** The most connections open at once, when given. */
@@ -206,6 +213,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
   const maxBody = values.get('max-body-size');
   const bodyTimeout = values.get('body-timeout');
   const sendTimeout = values.get('send-timeout');
+  const minBodyRate = values.get('min-body-rate');
   const maxConnections = values.get('max-connections');
   const graceful = values.get('graceful-timeout');
   const iface = values.get('interface') ?? 'auto';
@@ -226,6 +234,10 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     if (entry !== '*' && !/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(entry)) {
       throw new CliError(`${label('forwarded-allow-ips')}: ${JSON.stringify(entry)} is not an IP address, a subnet or *`);
     }
+  }
+  const forwardedHeaders = values.get('forwarded-headers');
+  if (forwardedHeaders !== undefined && !(FORWARDED_HEADERS as readonly string[]).includes(forwardedHeaders)) {
+    throw new CliError(`${label('forwarded-headers')} must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(forwardedHeaders)}`);
   }
   const uds = values.get('uds');
   const udsMode = values.get('uds-mode');
@@ -265,6 +277,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(maxBody !== undefined && { maxBodySize: parseByteCount(label('max-body-size'), maxBody) }),
     ...(bodyTimeout !== undefined && { bodyTimeout: parseSeconds(label('body-timeout'), bodyTimeout) }),
     ...(sendTimeout !== undefined && { sendTimeout: parseSeconds(label('send-timeout'), sendTimeout) }),
+    ...(minBodyRate !== undefined && { minBodyRate: parseByteCount(label('min-body-rate'), minBodyRate) }),
     ...(maxConnections !== undefined && { maxConnections: parseCount(label('max-connections'), maxConnections) }),
     ...(uds !== undefined && { uds }),
     ...(udsMode !== undefined && { udsMode: parseInt(udsMode, 8) }),
@@ -278,6 +291,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(iface !== 'auto' && { interface: iface as AppInterface }),
     workers,
     forwardedAllowIps: forwarded,
+    ...(forwardedHeaders !== undefined && { forwardedHeaders: forwardedHeaders as ForwardedHeaders }),
     gracefulTimeout: graceful === undefined ? SHUTDOWN_TIMEOUT_MS : parseSeconds(label('graceful-timeout'), graceful),
     ...(logLevel !== undefined && { logLevel }),
     ...(values.has('reload') && { reload: true }),

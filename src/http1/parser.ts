@@ -314,6 +314,10 @@ export class RequestParser {
       const lf = buf.indexOf(LF, this.scan);
       if (lf === -1) return this.awaitLine();
       if (lf === this.lineStart || buf[lf - 1] !== CR) {
+        // A bare CR earlier in the line was refused the moment its next byte arrived when the
+        // line came in pieces; the verdict must not depend on how the bytes were split.
+        const cr = bareCR(buf, this.lineStart, lf);
+        if (cr !== -1) this.refuseBareCR(buf, cr);
         fail('NSGI_BARE_LF', 400, 'line ends in a bare LF; HTTP/1.1 lines end in CRLF');
       }
       const start = this.lineStart;
@@ -325,16 +329,35 @@ export class RequestParser {
       } else if (end === start) {
         return this.finishHead();
       } else {
-        this.headerBytes += end - start + 2;
-        if (this.headerBytes > this.limits.maxHeaderSize) {
-          fail('NSGI_HEADERS_TOO_LARGE', 431, `header block exceeds ${this.limits.maxHeaderSize} bytes`);
-        }
-        if (this.headers.length >= this.limits.maxHeaderCount) {
-          fail('NSGI_TOO_MANY_HEADERS', 431, `more than ${this.limits.maxHeaderCount} header fields`);
-        }
-        this.headers.push(parseField(buf, start, end));
+        this.fieldLine(buf, start, end);
       }
     }
+  }
+
+  /** fieldLine takes one header field line, within the header block's limits. */
+  private fieldLine(buf: Buffer, start: number, end: number): void {
+    this.headerBytes += end - start + 2;
+    if (this.headerBytes > this.limits.maxHeaderSize) {
+      fail('NSGI_HEADERS_TOO_LARGE', 431, `header block exceeds ${this.limits.maxHeaderSize} bytes`);
+    }
+    if (this.headers.length >= this.limits.maxHeaderCount) {
+      fail('NSGI_TOO_MANY_HEADERS', 431, `more than ${this.limits.maxHeaderCount} header fields`);
+    }
+    this.headers.push(parseField(buf, start, end));
+  }
+
+  /**
+   * refuseBareCR refuses the head line holding a CR that is followed by neither LF nor the line's
+   * end. A CR is allowed in a head only as the first half of a line end (RFC 9112 §2.2), so the
+   * line can never become valid; waiting for its LF would let the request hold its connection
+   * until the head deadline. The line up to the byte after the CR is judged as a whole line would
+   * be, so the status and code are the same however the bytes were split.
+   */
+  private refuseBareCR(buf: Buffer, cr: number): never {
+    const start = this.lineStart;
+    if (this.version === '') this.parseRequestLine(buf, start, cr + 2);
+    else this.fieldLine(buf, start, cr + 2);
+    fail('NSGI_BARE_CR', 400, 'request head contains a CR not followed by LF');
   }
 
   /**
@@ -344,6 +367,8 @@ export class RequestParser {
    */
   private awaitLine(): NeedData {
     const buf = this.buf;
+    const cr = bareCR(buf, Math.max(this.lineStart, this.scan - 1), buf.length);
+    if (cr !== -1) this.refuseBareCR(buf, cr);
     if (this.version === '' && this.lineStage < 2) this.checkRequestLinePrefix(buf);
     const pending = unfinishedLineLength(buf, this.lineStart);
     if (this.version === '') {
@@ -591,35 +616,63 @@ export class RequestParser {
     for (;;) {
       const lf = buf.indexOf(LF, this.scan);
       if (lf === -1) {
+        const cr = bareCR(buf, Math.max(this.lineStart, this.scan - 1), buf.length);
+        if (cr !== -1) this.refuseBareCRInTrailers(buf, cr);
         if (this.headerBytes + unfinishedLineLength(buf, this.lineStart) > this.limits.maxHeaderSize) {
           fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
         }
         this.scan = buf.length;
         return NEED_DATA;
       }
-      if (lf === this.lineStart || buf[lf - 1] !== CR) fail('NSGI_BARE_LF', 400, 'trailer line ends in a bare LF');
+      if (lf === this.lineStart || buf[lf - 1] !== CR) {
+        const cr = bareCR(buf, this.lineStart, lf);
+        if (cr !== -1) this.refuseBareCRInTrailers(buf, cr);
+        fail('NSGI_BARE_LF', 400, 'trailer line ends in a bare LF');
+      }
       const start = this.lineStart;
       const end = lf - 1;
       this.lineStart = this.scan = this.pos = lf + 1;
       if (end === start) {
         return this.end(this.trailers !== null ? { kind: 'end', trailers: this.trailers } : END_NO_TRAILERS);
       }
-      this.headerBytes += end - start + 2;
-      if (this.headerBytes > this.limits.maxHeaderSize) {
-        fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
-      }
-      const trailers = (this.trailers ??= []);
-      if (trailers.length >= this.limits.maxHeaderCount) {
-        fail('NSGI_TOO_MANY_TRAILERS', 431, `more than ${this.limits.maxHeaderCount} trailer fields`);
-      }
-      trailers.push(parseField(buf, start, end, 'trailer'));
+      this.trailerLine(buf, start, end);
     }
+  }
+
+  /** trailerLine takes one trailer field line, within the trailer section's limits. */
+  private trailerLine(buf: Buffer, start: number, end: number): void {
+    this.headerBytes += end - start + 2;
+    if (this.headerBytes > this.limits.maxHeaderSize) {
+      fail('NSGI_TRAILERS_TOO_LARGE', 431, `trailer section exceeds ${this.limits.maxHeaderSize} bytes`);
+    }
+    const trailers = (this.trailers ??= []);
+    if (trailers.length >= this.limits.maxHeaderCount) {
+      fail('NSGI_TOO_MANY_TRAILERS', 431, `more than ${this.limits.maxHeaderCount} trailer fields`);
+    }
+    trailers.push(parseField(buf, start, end, 'trailer'));
+  }
+
+  /** refuseBareCRInTrailers is {@link refuseBareCR} for the trailer section. */
+  private refuseBareCRInTrailers(buf: Buffer, cr: number): never {
+    this.trailerLine(buf, this.lineStart, cr + 2);
+    fail('NSGI_BARE_CR', 400, 'trailer section contains a CR not followed by LF');
   }
 }
 
 /** beginsWithHead tells whether the line from `start` begins with the method HEAD and its space. */
 function beginsWithHead(buf: Buffer, start: number, end: number): boolean {
   return end - start > 4 && buf[start] === 0x48 && buf[start + 1] === 0x45 && buf[start + 2] === 0x41 && buf[start + 3] === 0x44 && buf[start + 4] === SP;
+}
+
+/**
+ * bareCR finds, between `from` and `to`, a CR followed by a byte other than LF, or returns -1. A
+ * CR that is the last byte before `to` may yet be followed by its LF, so it is not counted.
+ */
+function bareCR(buf: Buffer, from: number, to: number): number {
+  for (let i = buf.indexOf(CR, from); i !== -1 && i + 1 < to; i = buf.indexOf(CR, i + 1)) {
+    if (buf[i + 1] !== LF) return i;
+  }
+  return -1;
 }
 
 /** unfinishedLineLength is the length of a line still arriving, not counting a CR that may end it. */

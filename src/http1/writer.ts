@@ -215,6 +215,35 @@ function prepareFresh(headers: unknown[]): PreparedHeaders {
 }
 
 /**
+ * FORBIDDEN_TRAILER_FIELDS are the fields, in lower case, that a response never carries in its
+ * trailer section. RFC 9110 §6.5.1 forbids in trailers the fields that frame the message
+ * (Content-Length, Transfer-Encoding, Trailer), route it (Host), authenticate (Authorization,
+ * the -Authenticate challenges, Authentication-Info, and the cookies that carry sessions), or
+ * decide how the content is handled (Content-Type, Content-Encoding, Content-Range): a recipient
+ * that has already acted on the head would read them too late, or, merging them into the head,
+ * would let a streamed body rewrite its own framing or credentials.
+ */
+export const FORBIDDEN_TRAILER_FIELDS: ReadonlySet<string> = new Set([
+  'content-length', 'transfer-encoding', 'trailer', 'host',
+  'authorization', 'proxy-authorization', 'www-authenticate', 'proxy-authenticate',
+  'authentication-info', 'proxy-authentication-info', 'set-cookie', 'cookie',
+  'content-type', 'content-encoding', 'content-range',
+]);
+
+/**
+ * checkTrailerFields refuses, with a TypeError naming it, a field of {@link FORBIDDEN_TRAILER_FIELDS}
+ * in a trailer list already checked as headers are (SPEC EXT-11), so that the app learns of it
+ * where it called `set_trailers`.
+ */
+export function checkTrailerFields(trailers: ReadonlyArray<readonly [string, string]>): void {
+  for (const [name] of trailers) {
+    if (FORBIDDEN_TRAILER_FIELDS.has(name.toLowerCase())) {
+      throw new TypeError(`trailer field ${JSON.stringify(name)} is not allowed in a trailer section: it frames, routes, authenticates or describes the response, so it belongs in the head (SPEC EXT-11, RFC 9110 §6.5.1)`);
+    }
+  }
+}
+
+/**
  * checkHeaderList checks an app's header list like {@link prepareHeaders} and returns the fields
  * to send as a list, for servers that set headers one by one (the node:http adapter) rather than
  * writing a head.

@@ -115,8 +115,8 @@ describe('from a trusted proxy (127.0.0.1)', () => {
     expect(seen['nsgi.url_scheme']).toBe('https');
   });
 
-  it('X-Forwarded-* win over a Forwarded the client sent through a proxy that sets only X-Forwarded-*', async () => {
-    const seen = await through(trusted, [
+  it('with forwardedHeaders "x-forwarded", X-Forwarded-* win over a Forwarded the client sent through a proxy that sets only X-Forwarded-*', async () => {
+    const seen = await through({ ...trusted, forwardedHeaders: 'x-forwarded' }, [
       'X-Forwarded-For: 198.51.100.7',
       'Forwarded: for=203.0.113.9;proto=https;host=admin.internal',
     ]);

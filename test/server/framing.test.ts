@@ -344,13 +344,18 @@ describe('trailers (nsgi.set_trailers)', () => {
     expect(res.text.endsWith('5\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n')).toBe(true);
   });
 
-  it('EXT-14: a Content-Length sent as a trailer changes nothing of the framing already sent', async () => {
+  it('EXT-11: a Content-Length trailer is refused with a TypeError, and the framing already sent stands', async () => {
+    const refusals: string[] = [];
     const { port } = await startServer((environ, startResponse) => {
       startResponse('200 OK', [['Content-Type', 'text/plain']]);
       const setTrailers = environ['nsgi.set_trailers']!;
       return (function* () {
         yield 'hello, ';
-        setTrailers([['Content-Length', '2']]);
+        try {
+          setTrailers([['Content-Length', '2']]);
+        } catch (err) {
+          refusals.push(`${(err as Error).name}: ${(err as Error).message}`);
+        }
         yield 'world';
       })();
     });
@@ -360,5 +365,23 @@ describe('trailers (nsgi.set_trailers)', () => {
     expect(header(first!, 'content-length')).toBeUndefined();
     expect(first!.body.toString()).toBe('hello, world');
     expect(second!.body.toString()).toBe('hello, world');
+    expect(refusals).toHaveLength(2);
+    expect(refusals[0]).toMatch(/^TypeError: trailer field "Content-Length" is not allowed/);
+    expect(res.text).not.toContain('Content-Length: 2');
+  });
+
+  it('EXT-14: a caching field an app should not send as a trailer is not refused, and changes nothing of the head', async () => {
+    const { port } = await startServer((environ, startResponse) => {
+      startResponse('200 OK', [['Content-Type', 'text/plain'], ['Cache-Control', 'max-age=60']]);
+      const setTrailers = environ['nsgi.set_trailers']!;
+      return (function* () {
+        yield 'body';
+        expect(setTrailers([['Cache-Control', 'no-store']])).toBe(true);
+      })();
+    });
+    const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\nConnection: close\n\n');
+    const [response] = finalResponses(res.data);
+    expect(header(response!, 'cache-control')).toBe('max-age=60');
+    expect(res.text).toContain('\r\n0\r\nCache-Control: no-store\r\n\r\n');
   });
 });
