@@ -175,11 +175,10 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
       const name = field.toLowerCase();
       if (CONNECTION_FIELDS.has(name)) continue;
       const prev = out[name];
+      // A repeated field stays separate field lines, in order (SR-8). The compatibility API takes
+      // the head as an object, so lines of different names are grouped by name.
       if (prev === undefined) out[name] = value;
-      // Set-Cookie cannot be combined (RFC 9110 §5.3); other repeated fields can, and node:http2
-      // refuses a list for the fields it allows once.
-      else if (name === 'set-cookie') out[name] = Array.isArray(prev) ? [...prev, value] : [prev, value];
-      else out[name] = `${prev as string}, ${value}`;
+      else out[name] = Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
     if (out['content-length'] === undefined && head.contentLength >= 0) out['content-length'] = String(head.contentLength);
     this.res.writeHead(head.status, out);
