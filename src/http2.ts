@@ -10,6 +10,7 @@
 import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { App, ErrorStream } from '../protocol/nsgi.ts';
+import type { AccessEntry } from './access-log.ts';
 import { toHttp2Listener, type Http2Exchanges } from './adapters/node-http2.ts';
 import { ServerClosingError } from './errors.ts';
 
@@ -25,6 +26,8 @@ export interface Http2FrontOptions {
   readonly maxHeaderCount: number;
   /** Largest header block in bytes, advertised as SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2). */
   readonly maxHeaderSize: number;
+  /** Writes an access log line per response, when there is an access log. */
+  readonly accessLog?: (entry: AccessEntry) => void;
 }
 
 /**

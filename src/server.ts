@@ -203,7 +203,14 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   const maxConnections = options.maxConnections ?? SERVER_DEFAULTS.maxConnections;
   const drivers = context.drivers;
   const h2 = options.tls !== undefined && options.http2 !== false
-    ? new Http2Front(app, { errors: context.errors, scriptName, multiprocess: context.multiprocess, maxHeaderCount: limits.maxHeaderCount, maxHeaderSize: limits.maxHeaderSize })
+    ? new Http2Front(app, {
+        errors: context.errors,
+        scriptName,
+        multiprocess: context.multiprocess,
+        maxHeaderCount: limits.maxHeaderCount,
+        maxHeaderSize: limits.maxHeaderSize,
+        ...(context.accessLog !== undefined && { accessLog: (entry: AccessEntry) => context.accessLog!(context.accessLogFormat(entry)) }),
+      })
     : null;
   const accept = (socket: net.Socket): void => {
     if (h2 !== null && (socket as tls.TLSSocket).alpnProtocol === 'h2') {

@@ -26,6 +26,7 @@ import type { App, Chunk } from '../../protocol/nsgi.ts';
 import { ResponseCycle } from '../cycle.ts';
 import { ClientGoneError } from '../errors.ts';
 import { checkHeaderList, type BodyRule, type Status } from '../http1/writer.ts';
+import type { AccessEntry } from '../access-log.ts';
 import type { ResponseSink } from '../sink.ts';
 import { NodeInput, ResponseWrites, connectionInfo, type NodeRequest, type NodeSettings } from './node-exchange.ts';
 import { settingsOf, type NodeListenerOptions } from './node-http.ts';
@@ -36,6 +37,12 @@ export type Http2Listener = (req: Http2ServerRequest, res: Http2ServerResponse) 
 
 /** Http2Exchanges is every h2 response under way of one server, so that its close() can reach them. */
 export type Http2Exchanges = Set<Http2Sink>;
+
+/** Http2ListenerOptions configures {@link toHttp2Listener}. */
+export interface Http2ListenerOptions extends NodeListenerOptions {
+  /** Receives one entry per finished, cut or abandoned response, for an access log. */
+  accessLog?: (entry: AccessEntry) => void;
+}
 
 /**
  * CONNECTION_FIELDS are the response fields RFC 9113 §8.2.2 forbids in HTTP/2: they describe a
@@ -52,9 +59,10 @@ const CONNECTION_FIELDS = new Set(['connection', 'keep-alive', 'proxy-connection
  * server.listen(8443);
  * ```
  */
-export function toHttp2Listener(app: App, options: NodeListenerOptions = {}, exchanges?: Http2Exchanges): Http2Listener {
+export function toHttp2Listener(app: App, options: Http2ListenerOptions = {}, exchanges?: Http2Exchanges): Http2Listener {
   const settings = settingsOf('toHttp2Listener', app, options);
-  return (req, res) => serveHttp2Request(settings, req, res, exchanges);
+  const log = options.accessLog;
+  return (req, res) => serveHttp2Request(settings, req, res, exchanges, log);
 }
 
 /** describeHttp2Request describes an h2 request from its raw header list, pseudo-headers taken apart (RFC 9113 §8.3.1). */
@@ -97,7 +105,13 @@ export function describeHttp2Request(req: Http2ServerRequest): NodeRequest {
 }
 
 /** serveHttp2Request answers one h2 request. */
-function serveHttp2Request(settings: NodeSettings, req: Http2ServerRequest, res: Http2ServerResponse, exchanges: Http2Exchanges | undefined): void {
+function serveHttp2Request(
+  settings: NodeSettings,
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
+  exchanges: Http2Exchanges | undefined,
+  log: ((entry: AccessEntry) => void) | undefined,
+): void {
   const request = describeHttp2Request(req);
   const sink = new Http2Sink(res, settings, request, exchanges);
   const cycle = sink.cycle;
@@ -112,6 +126,7 @@ function serveHttp2Request(settings: NodeSettings, req: Http2ServerRequest, res:
     res.stream.close(http2.constants.NGHTTP2_CANCEL);
     return;
   }
+  if (log !== undefined) sink.logTo(log, info.remoteAddress);
   const environ = settings.environs.build(request, info, input, cycle);
   cycle.run(settings.app, environ);
   if (!cycle.finished) {
@@ -127,16 +142,28 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
   /** The request's `nsgi.input`, told when the response is complete (IN-8). */
   input: NodeInput | null = null;
   private readonly writes: ResponseWrites;
+  private log: ((entry: AccessEntry) => void) | null = null;
+  private remoteAddress = '';
+  private start = 0;
+  private status = 0;
+  private bodyBytes = 0;
 
   constructor(
     readonly res: Http2ServerResponse,
     settings: NodeSettings,
-    request: NodeRequest,
+    private readonly request: NodeRequest,
     private readonly exchanges: Http2Exchanges | undefined,
   ) {
     this.writes = new ResponseWrites(res, res);
     this.heads = settings.heads;
     this.cycle = new ResponseCycle(this, request, settings.errors);
+  }
+
+  /** logTo has the response, once done, reported to `log` as an access log entry. */
+  logTo(log: (entry: AccessEntry) => void, remoteAddress: string): void {
+    this.log = log;
+    this.remoteAddress = remoteAddress;
+    this.start = Date.now();
   }
 
   get gone(): boolean {
@@ -181,6 +208,7 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
       else out[name] = Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
     if (out['content-length'] === undefined && head.contentLength >= 0) out['content-length'] = String(head.contentLength);
+    this.status = head.status;
     this.res.writeHead(head.status, out);
     // The compatibility API holds the head until the first write or end(), as node:http does;
     // flushHeaders() (present, though @types/node does not declare it) sends it now.
@@ -188,6 +216,7 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
   }
 
   data(chunk: Chunk): boolean {
+    this.bodyBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     return this.writes.data(chunk);
   }
 
@@ -204,6 +233,7 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
   failBeforeHead(_err: unknown, isHead: boolean): void {
     this.input?.responseEnded();
     const body = 'Internal Server Error\n';
+    this.status = 500;
     this.res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
     if (isHead) this.res.end();
     else this.res.end(body);
@@ -216,5 +246,7 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
 
   done(): void {
     this.exchanges?.delete(this);
+    const request = this.request;
+    this.log?.({ remoteAddress: this.remoteAddress, request, reachedApp: true, status: this.status, bodyBytes: this.bodyBytes, start: this.start });
   }
 }

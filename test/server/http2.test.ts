@@ -327,6 +327,15 @@ describe('HTTP/2 over TLS', () => {
     expect((await request(first, { ':path': '/' })).headers[':status']).toBe(200);
   });
 
+  it('writes an access log line per h2 response, protocol HTTP/2', async () => {
+    const lines: string[] = [];
+    const { port } = await startServer(environApp, { ...tlsOptions(), accessLog: (line) => void lines.push(line) });
+    const session = await connect(port);
+    const r = await request(session, { ':path': '/logged?a=1', 'user-agent': 'h2-test' });
+    await waitUntil(() => lines.length === 1, 'the access log line');
+    expect(lines[0]).toMatch(new RegExp(`^127\\.0\\.0\\.1 - - \\[[^\\]]+\\] "GET /logged\\?a=1 HTTP/2" 200 ${r.body.length} "-" "h2-test" \\d+ms$`));
+  });
+
   it('answers curl --http2', async () => {
     const { port } = await startServer(environApp, tlsOptions());
     const r = await curl(['--http2', '--cacert', cert.certfile, '-w', '\n%{http_version}', `https://localhost:${port}/curl?q=1`]);
