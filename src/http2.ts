@@ -26,6 +26,8 @@ export interface Http2FrontOptions {
   readonly maxHeaderCount: number;
   /** Largest header block in bytes, advertised as SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2). */
   readonly maxHeaderSize: number;
+  /** Largest request body in bytes (413 for a larger declared length). */
+  readonly maxBodySize: number;
   /** Writes an access log line per response, when there is an access log. */
   readonly accessLog?: (entry: AccessEntry) => void;
 }

@@ -209,6 +209,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         multiprocess: context.multiprocess,
         maxHeaderCount: limits.maxHeaderCount,
         maxHeaderSize: limits.maxHeaderSize,
+        maxBodySize: limits.maxBodySize,
         ...(context.accessLog !== undefined && { accessLog: (entry: AccessEntry) => context.accessLog!(context.accessLogFormat(entry)) }),
       })
     : null;

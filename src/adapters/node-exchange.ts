@@ -311,9 +311,14 @@ export class NodeInput extends InputBase {
     private readonly sink: { firstRead(): void },
     /** False when the head says there is no body: nothing can be left unread. */
     private readonly hasBody: boolean,
+    /** The most body bytes allowed, for a body whose length was not declared up front; the read beyond fails with this error. */
+    private readonly limit?: { readonly maxBytes: number; exceeded(): Error },
   ) {
     super();
   }
+
+  /** Body bytes read so far, counted only under a limit. */
+  private bytesRead = 0;
 
   protected iterate(): AsyncIterator<Uint8Array> {
     return {
@@ -322,6 +327,7 @@ export class NodeInput extends InputBase {
         try {
           const r = await this.open().next();
           if (r.done && this.discarded) throw inputAfterResponse();
+          if (this.limit !== undefined && !r.done && (this.bytesRead += r.value.length) > this.limit.maxBytes) throw this.limit.exceeded();
           return r;
         } catch (err) {
           // IN-9: a client that left mid-body fails the read with an Error.

@@ -24,7 +24,7 @@ import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:h
 import type { Socket } from 'node:net';
 import type { App, Chunk } from '../../protocol/nsgi.ts';
 import { ResponseCycle } from '../cycle.ts';
-import { ClientGoneError } from '../errors.ts';
+import { ClientGoneError, ProtocolError } from '../errors.ts';
 import { checkHeaderList, type BodyRule, type Status } from '../http1/writer.ts';
 import type { AccessEntry } from '../access-log.ts';
 import type { ResponseSink } from '../sink.ts';
@@ -42,6 +42,8 @@ export type Http2Exchanges = Set<Http2Sink>;
 export interface Http2ListenerOptions extends NodeListenerOptions {
   /** Receives one entry per finished, cut or abandoned response, for an access log. */
   accessLog?: (entry: AccessEntry) => void;
+  /** Largest request body in bytes: a larger declared length gets 413, a longer body a reset stream. Default unlimited. */
+  maxBodySize?: number;
 }
 
 /**
@@ -62,7 +64,25 @@ const CONNECTION_FIELDS = new Set(['connection', 'keep-alive', 'proxy-connection
 export function toHttp2Listener(app: App, options: Http2ListenerOptions = {}, exchanges?: Http2Exchanges): Http2Listener {
   const settings = settingsOf('toHttp2Listener', app, options);
   const log = options.accessLog;
-  return (req, res) => serveHttp2Request(settings, req, res, exchanges, log);
+  const maxBodySize = options.maxBodySize ?? Infinity;
+  return (req, res) => {
+    if (maxBodySize !== Infinity && refuseTooLarge(req, res, maxBodySize)) return;
+    serveHttp2Request(settings, req, res, exchanges, log, maxBodySize);
+  };
+}
+
+/**
+ * refuseTooLarge answers 413 to a request whose declared length exceeds `maxBodySize`, before
+ * the app runs, as the HTTP/1.1 server does, and resets the stream so the body is never sent
+ * (RFC 9113 §8.1 lets a response complete before its request).
+ */
+function refuseTooLarge(req: Http2ServerRequest, res: Http2ServerResponse, maxBodySize: number): boolean {
+  const declared = req.headers['content-length'];
+  if (declared === undefined || !(Number(declared) > maxBodySize)) return false;
+  const body = `Content-Length ${declared} exceeds the limit of ${maxBodySize} bytes\n`;
+  res.writeHead(413, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) });
+  res.end(body, () => res.stream.close(http2.constants.NGHTTP2_NO_ERROR));
+  return true;
 }
 
 /** describeHttp2Request describes an h2 request from its raw header list, pseudo-headers taken apart (RFC 9113 §8.3.1). */
@@ -111,13 +131,23 @@ function serveHttp2Request(
   res: Http2ServerResponse,
   exchanges: Http2Exchanges | undefined,
   log: ((entry: AccessEntry) => void) | undefined,
+  maxBodySize: number,
 ): void {
   const request = describeHttp2Request(req);
   const sink = new Http2Sink(res, settings, request, exchanges);
   const cycle = sink.cycle;
   // A stream whose HEADERS frame ended it has no body; any other may, with or without a length.
   const hasBody = !(req.stream as unknown as { endAfterHeaders?: boolean }).endAfterHeaders;
-  const input = new NodeInput(req, sink, hasBody);
+  // A body without a declared length is counted as it is read; past the limit its stream is
+  // reset (CANCEL) and the app's read fails with the 413 the HTTP/1.1 server would answer.
+  const limit = maxBodySize === Infinity ? undefined : {
+    maxBytes: maxBodySize,
+    exceeded: () => {
+      res.stream.close(http2.constants.NGHTTP2_CANCEL);
+      return new ProtocolError('NSGI_BODY_TOO_LARGE', 413, `request body exceeds the limit of ${maxBodySize} bytes`);
+    },
+  };
+  const input = new NodeInput(req, sink, hasBody, limit);
   sink.input = input;
   const socket = req.stream.session?.socket as Socket | undefined;
   const info = socket === undefined ? null : connectionInfo(settings, socket);

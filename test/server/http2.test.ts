@@ -168,6 +168,38 @@ describe('HTTP/2 over TLS', () => {
     expect(without.body.toString()).toBe(`${data.length} ${sha256(data)}`);
   });
 
+  it('refuses a body over maxBodySize: 413 for a declared length, a reset stream and a failed read for an undeclared one', async () => {
+    const reads: string[] = [];
+    const app: App = async function* (environ: Environ, startResponse) {
+      let n = 0;
+      try {
+        for await (const part of environ['nsgi.input']) n += part.length;
+        reads.push(`read ${n}`);
+      } catch (err) {
+        reads.push(`${(err as { status?: number }).status} after ${n}`);
+        throw err;
+      }
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      yield String(n);
+    };
+    const { port } = await startServer(app, { ...tlsOptions(), maxBodySize: 1024, errors: { write: () => {} } });
+    const session = await connect(port);
+    const declared = await request(session, { ':method': 'POST', ':path': '/', 'content-length': '2048' }, Buffer.alloc(2048));
+    expect(declared.headers[':status']).toBe(413);
+    expect(declared.body.toString()).toBe('Content-Length 2048 exceeds the limit of 1024 bytes\n');
+    expect(reads).toEqual([]);
+    const undeclared = session.request({ ':method': 'POST', ':path': '/' });
+    undeclared.on('error', () => {});
+    undeclared.resume();
+    undeclared.end(Buffer.alloc(4096));
+    await new Promise((resolve) => undeclared.once('close', resolve));
+    expect(undeclared.rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+    await waitUntil(() => reads.length === 1, 'the app to see its read fail');
+    expect(reads[0]).toMatch(/^413 after \d+$/);
+    const small = await request(session, { ':method': 'POST', ':path': '/' }, Buffer.alloc(1000));
+    expect(small.body.toString()).toBe('1000');
+  });
+
   it('BODY-12: pulls no more of a body than the stream can take while the client does not read', async () => {
     let pulled = 0;
     const CHUNK = 64 * 1024;
