@@ -1,22 +1,29 @@
 /**
  * chat: a chat room over long polling, with a {@link Topic} as its message log.
  *
- *   POST /send          publishes a message: JSON `{"name": "...", "text": "..."}` or plain text
- *                       (at most 4 KiB); answers `{"id": n}`
- *   GET  /poll?since=N  answers the messages numbered above N at once, or waits for the next one
- *                       up to 25 s and then answers 204 No Content; poll again with the `lastId`
- *                       of the answer
+ *   POST /send           publishes a message: JSON `{"name": "...", "text": "..."}` or plain text
+ *                        (at most 4 KiB); answers `{"id": "..."}`
+ *   GET  /poll?since=ID  answers the messages after ID (`0` for all kept) at once, or waits for
+ *                        the next one up to 25 s and then answers 204 No Content; poll again with
+ *                        the `lastId` of the answer
+ *
+ * The room lives on the process's broker, so it is one room however it is served: one process,
+ * `nsgi --workers 2` (the primary keeps the log), or several instances with `--broker
+ * redis://...`. Every poller sees every message once, in one order, with one id sequence;
+ * `missed: true` says that messages after the poller's id are no longer kept.
  *
  * The wait honours `nsgi.signal`: a client that leaves, or a server that shuts down, ends it at
  * once, and the topic forgets the waiter (`topic.waiterCount`). The body is read from `nsgi.input`
  * chunk by chunk and refused with 413 as soon as it passes the limit, without reading the rest.
  *
- *   node bin/nsgi.js examples/chat.ts
+ *   node bin/nsgi.js examples/chat.ts --workers 2
  *   curl -N 'http://127.0.0.1:8000/poll?since=0' &
  *   curl -d 'hello' http://127.0.0.1:8000/send
  */
 
 import type { App, Body, Environ, StartResponse } from '../protocol/nsgi.ts';
+import { isCursor } from '../src/broker/ids.ts';
+import { BrokerError, type Broker } from '../src/broker/types.ts';
 import { Topic } from '../src/helpers/longpoll.ts';
 
 /** POLL_TIMEOUT_MS is how long a poll waits for a message before answering 204: 25 s, below common 30 s proxy timeouts. */
@@ -39,6 +46,10 @@ export interface ChatOptions {
   pollTimeoutMs?: number;
   /** Largest accepted body of POST /send; default {@link MAX_MESSAGE_BYTES}. */
   maxMessageBytes?: number;
+  /** The room's topic name; rooms of one name share their messages in every process. */
+  name?: string;
+  /** The broker; default: the process's. */
+  broker?: Broker;
 }
 
 /** Chat is one chat room: its app and the topic behind it. */
@@ -49,7 +60,7 @@ export interface Chat {
 
 /** createChat makes a chat room with its own message log. */
 export function createChat(options: ChatOptions = {}): Chat {
-  const topic = new Topic<Message>({ capacity: 500 });
+  const topic = new Topic<Message>({ capacity: 500, ...(options.name !== undefined && { name: options.name }), ...(options.broker !== undefined && { broker: options.broker }) });
   const pollTimeoutMs = options.pollTimeoutMs ?? POLL_TIMEOUT_MS;
   if (typeof pollTimeoutMs !== 'number' || !(pollTimeoutMs >= 0)) throw new RangeError(`pollTimeoutMs must be milliseconds, 0 or more, got ${String(pollTimeoutMs)}`);
   const maxBytes = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
@@ -73,18 +84,26 @@ export function createChat(options: ChatOptions = {}): Chat {
     if (body === undefined) return text(startResponse, '413 Content Too Large', `A message is at most ${maxBytes} bytes\n`);
     const message = parseMessage(environ.CONTENT_TYPE ?? '', body);
     if (typeof message === 'string') return text(startResponse, '400 Bad Request', `${message}\n`);
-    const id = topic.publish({ ...message, at: new Date().toISOString() });
+    let id: string;
+    try {
+      id = await topic.publish({ ...message, at: new Date().toISOString() });
+    } catch (err) {
+      if (err instanceof BrokerError) return unavailable(startResponse, err);
+      throw err;
+    }
     return json(startResponse, '200 OK', { id });
   }
 
   async function poll(environ: Environ, startResponse: StartResponse): Promise<Body> {
     const asked = new URLSearchParams(environ.QUERY_STRING).get('since') ?? '0';
-    if (!/^\d{1,15}$/.test(asked)) return text(startResponse, '400 Bad Request', `since must be a message number, got ${JSON.stringify(asked)}\n`);
+    if (!isCursor(asked)) return text(startResponse, '400 Bad Request', `since must be 0 or the lastId of an answer, got ${JSON.stringify(asked)}\n`);
     const signal = environ['nsgi.signal'];
     let result;
     try {
-      result = await topic.waitFor(Number(asked), { timeoutMs: pollTimeoutMs, signal });
+      result = await topic.waitFor(asked, { timeoutMs: pollTimeoutMs, signal });
     } catch (err) {
+      // The broker lost its connection (Redis down): the client retries after a second.
+      if (err instanceof BrokerError) return unavailable(startResponse, err);
       if (!signal.aborted) throw err;
       // The client left (nobody reads this) or the server is closing: tell it to come back.
       startResponse('503 Service Unavailable', [['Retry-After', '1'], ['Content-Length', '0']]);
@@ -140,14 +159,19 @@ function parseMessage(contentType: string, body: Uint8Array): { name: string; te
   return { name, text: said };
 }
 
+/** unavailable answers 503 for a broker that cannot serve now; the poller's next try may reach it. */
+function unavailable(startResponse: StartResponse, err: BrokerError): Body {
+  return text(startResponse, '503 Service Unavailable', `The message log is unavailable: ${err.message}\n`, [['Retry-After', '1']]);
+}
+
 function methodNotAllowed(startResponse: StartResponse, allow: string): Body {
   const message = `Method not allowed; use ${allow}\n`;
   startResponse('405 Method Not Allowed', [['Allow', allow], ['Content-Type', 'text/plain; charset=utf-8'], ['Content-Length', String(Buffer.byteLength(message))]]);
   return [message];
 }
 
-function text(startResponse: StartResponse, status: string, message: string): Body {
-  startResponse(status, [['Content-Type', 'text/plain; charset=utf-8'], ['Content-Length', String(Buffer.byteLength(message))]]);
+function text(startResponse: StartResponse, status: string, message: string, extra: Array<[string, string]> = []): Body {
+  startResponse(status, [['Content-Type', 'text/plain; charset=utf-8'], ['Content-Length', String(Buffer.byteLength(message))], ...extra]);
   return [message];
 }
 
@@ -158,7 +182,7 @@ function json(startResponse: StartResponse, status: string, value: unknown): Bod
 }
 
 /** chat is the room `app` serves. */
-export const chat: Chat = createChat();
+export const chat: Chat = createChat({ name: 'chat' });
 
 /** app is the chat room, for `nsgi examples/chat.ts`. */
 export const app: App = chat.app;

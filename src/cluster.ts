@@ -16,12 +16,19 @@
  * A worker that loses its primary (even to `kill -9`) stops accepting and drains within the
  * graceful timeout instead of exiting at once as node:cluster would ({@link prepareWorker}).
  *
+ * The primary also keeps the stream log the workers share (the cluster broker,
+ * `src/broker/cluster.ts`), so topics, SSE feeds and WebSocket rooms see one order across workers,
+ * and a worker started after a crash or a reload finds the log as it was.
+ *
  * For development, `--reload` watches directories with Node's own recursive `fs.watch` and
  * reloads on a change exactly as SIGHUP does.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { watch, type FSWatcher } from 'node:fs';
 import type { Logger } from './log.ts';
+import { startBrokerRelay } from './broker/cluster.ts';
+// The exit codes a worker uses for mistakes in the command line or the app module.
+import { EXIT_FAILURE, EXIT_USAGE } from './cli/errors.ts';
 
 /** isWorker tells whether this process is a worker forked by {@link runWorkers}. */
 export function isWorker(): boolean {
@@ -72,10 +79,6 @@ const WATCH_IGNORED = /(^|[\/])(node_modules|\.[^\/]*)([\/]|$)/;
  */
 const WATCH_EXTENSIONS = /\.(?:[cm]?[jt]s|[jt]sx|json)$/;
 
-/** Exit codes a worker uses for mistakes in the command line or the app module (src/cli.ts). */
-const EXIT_USAGE = 2;
-const EXIT_FAILURE = 1;
-
 /** What the primary knows of one worker. */
 interface WorkerState {
   readonly born: number;
@@ -113,6 +116,7 @@ class Supervisor {
   private readonly watchers: FSWatcher[] = [];
   private watchTimer: NodeJS.Timeout | null = null;
   private readonly log: Logger;
+  private stopRelay: (() => void) | null = null;
 
   constructor(
     private readonly options: WorkerOptions,
@@ -128,6 +132,7 @@ class Supervisor {
     // to a worker as it exits would be lost, and a reload retires workers all the time. Connections
     // wait in the kernel's queue for whichever worker accepts next.
     cluster.schedulingPolicy = cluster.SCHED_NONE;
+    this.stopRelay = startBrokerRelay();
     cluster.on('listening', this.onListening);
     cluster.on('exit', this.onExit);
     cluster.on('message', this.onMessage);
@@ -353,6 +358,7 @@ class Supervisor {
     if (this.killTimer !== null) clearTimeout(this.killTimer);
     if (this.watchTimer !== null) clearTimeout(this.watchTimer);
     for (const watcher of this.watchers) watcher.close();
+    this.stopRelay?.();
     cluster.off('listening', this.onListening);
     cluster.off('exit', this.onExit);
     cluster.off('message', this.onMessage);

@@ -48,3 +48,12 @@ export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListe
 export { fromNodeListener, type NodeRequestListener } from './adapters/node-listener.ts';
 export * as testing from './testing.ts';
 export type { TestRequest, TestResponse, TestStream } from './testing.ts';
+export { BEGINNING, BrokerError, type Broker, type BrokerEntry, type BrokerKind, type BrokerWaitOptions, type PublishOptions, type ReadResult } from './broker/types.ts';
+export { MemoryBroker, DEFAULT_BROKER_CAPACITY, type MemoryBrokerOptions } from './broker/memory.ts';
+export { ClusterBroker, startBrokerRelay, CLUSTER_REQUEST_TIMEOUT_MS, type BrokerRelayOptions, type ClusterBrokerOptions } from './broker/cluster.ts';
+export { RedisBroker, type RedisBrokerOptions } from './broker/redis.ts';
+export { defaultBroker, createBroker, useBroker, BROKER_ENV } from './broker/default.ts';
+export { isCursor, LATEST } from './broker/ids.ts';
+export { sseTopic, topicEvents, DEFAULT_SSE_RETRY_MS, SSE_MISSED_EVENT, type SseTopicOptions } from './helpers/sse.ts';
+export { WebSocketTopics, CLOSE_TRY_AGAIN_LATER, DEFAULT_TOPIC_SOCKET_BUFFER, type SlowSocketPolicy, type WebSocketTopicsOptions, type WebSocketTopicsStats } from './websocket-topics.ts';
+export { type Since } from './helpers/longpoll.ts';

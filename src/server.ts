@@ -17,6 +17,8 @@ import { Http1Shared } from './http1/shared.ts';
 import { OVERLOADED_RESPONSE } from './http1/writer.ts';
 import { ALPN_PROTOCOLS, Http2Front } from './http2.ts';
 import { handshakeLogger, type TlsOptions } from './tls.ts';
+import { serveBroker } from './broker/default.ts';
+import type { Broker } from './broker/types.ts';
 
 /** ServerContext is what every driver of one server shares: the app, the settings and the caches. */
 export interface ServerContext extends DeadlineTimes {
@@ -112,6 +114,13 @@ export interface ServeOptions {
   serverName?: string;
   /** Sets `nsgi.multiprocess` (true when workers run the app). */
   multiprocess?: boolean;
+  /**
+   * The stream broker of the process (topics, SSE topic streams, WebSocket topics): a `Broker`,
+   * or `memory`, `cluster`, `redis://host:port/db`. It must be reachable before the server
+   * listens, else `serve` rejects with its `BrokerError`; one opened from a string closes with
+   * the server. Default: `NSGI_BROKER`, else cluster in a node:cluster worker, else memory.
+   */
+  broker?: Broker | string;
 }
 
 /**
@@ -252,12 +261,16 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     options.path !== undefined ? { path: options.path }
     : options.fd !== undefined ? { fd: options.fd }
     : { host: options.host ?? SERVER_DEFAULTS.host, port: options.port ?? SERVER_DEFAULTS.port };
+  const releaseBroker = options.broker === undefined ? null : await serveBroker(options.broker);
   await new Promise<void>((resolve, reject) => {
     netServer.once('error', reject);
     netServer.listen(target as net.ListenOptions, () => {
       netServer.off('error', reject);
       resolve();
     });
+  }).catch(async (err: unknown) => {
+    await releaseBroker?.();
+    throw err;
   });
   netServer.on('error', (err) => context.errors.write(`nsgi: server error: ${err.message}`));
   const address = netServer.address();
@@ -295,7 +308,9 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         netServer.close(() => {
           clearTimeout(deadline);
           if (drivers.size === 0) allGone?.();
-          void gone.then(() => waitBounded([...context.returning], RETURN_WAIT_MS)).then(resolve);
+          void gone.then(() => waitBounded([...context.returning], RETURN_WAIT_MS))
+            .then(() => releaseBroker?.())
+            .then(() => resolve(), () => resolve());
         });
         for (const driver of drivers) driver.shutdown();
         h2?.close();

@@ -1,13 +1,15 @@
 /**
- * Long polling: a {@link Topic} keeps the latest items published to it, numbered 1, 2, 3, ...,
- * and lets a request wait for the ones after a number it already has, until one is published,
- * a timeout passes, or `nsgi.signal` fires.
+ * Long polling: a {@link Topic} is a named, bounded log of items on the process's broker
+ * (`src/broker/`), and lets a request wait for the items after an id it already has, until one is
+ * published, a timeout passes, or `nsgi.signal` fires. On the memory broker that is one process;
+ * under `nsgi --workers N` the cluster broker gives every worker one order and one id sequence;
+ * on Redis, every instance sharing it, across restarts.
  *
  * ```ts
- * const topic = new Topic<string>();
+ * const topic = new Topic<string>({ name: 'news' });
  *
  * const poll: App = async (environ, startResponse) => {
- *   const since = Number(new URLSearchParams(environ.QUERY_STRING).get('since') ?? 0);
+ *   const since = new URLSearchParams(environ.QUERY_STRING).get('since') ?? undefined;
  *   const result = await topic.waitFor(since, { timeoutMs: 25_000, signal: environ['nsgi.signal'] });
  *   if (result === 'timeout') {
  *     startResponse('204 No Content', []);
@@ -18,161 +20,126 @@
  * };
  * ```
  *
- * Nothing grows with abandoned clients: a waiter is one entry in a set, one timer and one abort
- * listener, and all three are removed the moment it is answered, times out, or its signal fires
- * (the client left, the server is closing). {@link Topic.waiterCount} shows it.
+ * Ids are the broker's: opaque strings that sort in publishing order. Items cross processes as
+ * JSON, so a value must survive `JSON.stringify`. Nothing grows with abandoned clients: a waiter
+ * is one entry in a set, one timer and one abort listener, all removed the moment it is answered,
+ * times out, or its signal fires; {@link Topic.waiterCount} shows it.
  */
+import { defaultBroker } from '../broker/default.ts';
+import { BEGINNING, type Broker, type BrokerWaitOptions, type ReadResult } from '../broker/types.ts';
 
 /** DEFAULT_TOPIC_CAPACITY is how many of the latest items a topic keeps for late pollers. */
 export const DEFAULT_TOPIC_CAPACITY = 1000;
 
-/** Entry is one published item with its number. */
+/** Entry is one published item with its id. */
 export interface Entry<T> {
-  /** The item's number: 1 for the first one published, then one more each time. */
-  readonly id: number;
+  /** The item's id, from the broker: unique, and sorting as a string in publishing order. */
+  readonly id: string;
   readonly value: T;
 }
 
 /** PollResult is what a poll returns when there is something new. */
 export interface PollResult<T> {
-  /** The kept items numbered above the poll's `since`, oldest first; never empty from waitFor. */
+  /** The kept items after the poll's `since`, oldest first; never empty from waitFor. */
   readonly items: Array<Entry<T>>;
-  /** The number of the latest item; the client's next `since`. */
-  readonly lastId: number;
+  /** The id of the latest item (`'0'` before the first); the client's next `since`. */
+  readonly lastId: string;
   /**
    * True when items the poller had not seen were dropped to keep the topic within its capacity
-   * (the poller fell too far behind), so `items` does not start right after `since`.
+   * or age (the poller fell too far behind, or its id is from a run whose items are gone), so
+   * `items` does not start right after `since`.
    */
   readonly missed: boolean;
 }
 
-/** MAX_TIMER_MS is the longest delay a Node timer keeps. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * Since is where a poll starts: an id the topic answered, or `'0'`, `''`, `0` or undefined for
+ * the oldest kept item.
+ */
+export type Since = string | number | undefined;
 
-/** WaitOptions bounds a {@link Topic.waitFor}. */
-export interface WaitOptions {
-  /**
-   * Milliseconds to wait for a new item before resolving `'timeout'`; `Infinity` (or anything
-   * above the 24.8 days a timer can hold) waits until an item comes or the signal aborts.
-   */
-  timeoutMs: number;
-  /** Stops the wait at once when aborted; pass `environ['nsgi.signal']`. */
-  signal?: AbortSignal;
-}
+/** WaitOptions bounds a {@link Topic.waitFor}: `timeoutMs` (`Infinity` for none) and the `signal` that stops it. */
+export type WaitOptions = BrokerWaitOptions;
 
 /** TopicOptions configures a {@link Topic}. */
 export interface TopicOptions {
+  /**
+   * The topic's name on the broker; topics of the same name share one log in every process. The
+   * default, `topic-1`, `topic-2`, ... in order of construction, matches across workers that run
+   * the same code, but an explicit name is safer.
+   */
+  name?: string;
   /** How many of the latest items to keep for pollers that are behind; default 1000. */
   capacity?: number;
+  /** How long an item is kept at most, in milliseconds; default: no age limit. */
+  maxAgeMs?: number;
+  /** The broker; default: the process's ({@link defaultBroker}), chosen at first use. */
+  broker?: Broker;
 }
 
-interface Waiter<T> {
-  since: number;
-  resolve(result: PollResult<T> | 'timeout'): void;
-  reject(reason: unknown): void;
-  timer: NodeJS.Timeout | null;
-  signal: AbortSignal | undefined;
-  onAbort: () => void;
-}
+let unnamed = 0;
 
-/** Topic is a numbered, bounded log of items that pollers can wait on. */
+/** Topic is a named, bounded log of items that pollers can wait on. */
 export class Topic<T> {
+  /** The topic's name on the broker. */
+  readonly name: string;
   private readonly capacity: number;
-  private readonly entries: Array<Entry<T>> = [];
-  private last = 0;
-  private readonly waiters = new Set<Waiter<T>>();
+  private readonly maxAgeMs: number | undefined;
+  private readonly given: Broker | undefined;
 
   constructor(options: TopicOptions = {}) {
     const capacity = options.capacity ?? DEFAULT_TOPIC_CAPACITY;
     if (!Number.isSafeInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a whole number above 0, got ${capacity}`);
     this.capacity = capacity;
+    this.maxAgeMs = options.maxAgeMs;
+    this.name = options.name ?? `topic-${++unnamed}`;
+    this.given = options.broker;
   }
 
-  /** lastId is the number of the latest item, 0 before the first. */
-  get lastId(): number {
-    return this.last;
+  /** broker is the broker this topic lives on. */
+  get broker(): Broker {
+    return this.given ?? defaultBroker();
   }
 
-  /** waiterCount is how many polls are waiting now. */
+  /** waiterCount is how many polls of this process are waiting now. */
   get waiterCount(): number {
-    return this.waiters.size;
+    return this.broker.waiting(this.name);
   }
 
-  /** publish adds `value` as the next item, answers every waiting poll, and returns the item's number. */
-  publish(value: T): number {
-    const id = ++this.last;
-    this.entries.push({ id, value });
-    if (this.entries.length > this.capacity) this.entries.splice(0, this.entries.length - this.capacity);
-    const waiters = [...this.waiters];
-    this.waiters.clear();
-    for (const waiter of waiters) {
-      this.release(waiter);
-      waiter.resolve(this.since(waiter.since));
-    }
-    return id;
+  /** publish adds `value` as the next item, answers every waiting poll in every process, and resolves with its id. */
+  async publish(value: T): Promise<string> {
+    const data = JSON.stringify(value);
+    if (data === undefined) throw new TypeError(`a topic item must be JSON-serialisable, got ${typeof value}`);
+    return this.broker.publish(this.name, data, { capacity: this.capacity, ...(this.maxAgeMs !== undefined && { maxAgeMs: this.maxAgeMs }) });
   }
 
   /**
-   * since returns the kept items numbered above `since`, at once, possibly none. A `since` above
-   * the latest number (a client that polled a previous run of the server) counts as the latest,
-   * so the client is not stuck waiting for numbers that will never come back around.
+   * since answers the kept items after `since`, at once, possibly none. A `since` beyond the
+   * latest id (a client of a run that numbered further) counts as the latest, so the client is
+   * not stuck waiting for ids that will never come around.
    */
-  since(since: number): PollResult<T> {
-    const after = this.clamp(since);
-    const entries = this.entries;
-    // Numbers are consecutive, so the first wanted item's index is a subtraction away.
-    const first = entries.length === 0 ? 0 : Math.max(0, after + 1 - entries[0]!.id);
-    const missed = entries.length > 0 && entries[0]!.id > after + 1;
-    return { items: entries.slice(first), lastId: this.last, missed };
+  async since(since?: Since): Promise<PollResult<T>> {
+    return toPoll<T>(await this.broker.read(this.name, cursorOf(since)));
   }
 
   /**
-   * waitFor resolves with the items numbered above `since` as soon as there are any (at once if
-   * there already are), or with `'timeout'` after `timeoutMs`. When `signal` aborts it rejects
-   * with the signal's reason, and the waiter is gone before the rejection is seen.
+   * waitFor resolves with the items after `since` as soon as there are any (at once if there
+   * already are), or with `'timeout'` after `timeoutMs`. When `signal` aborts it rejects with
+   * the signal's reason, and the waiter is gone before the rejection is seen; a broker that lost
+   * its connection rejects with a `BrokerError`.
    */
-  waitFor(since: number, options: WaitOptions): Promise<PollResult<T> | 'timeout'> {
-    const { signal, timeoutMs } = options;
-    // A negative time left (a deadline already past) times out at once, as setTimeout would.
-    if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs)) {
-      return Promise.reject(new RangeError(`timeoutMs must be a number of milliseconds (Infinity: no timeout), got ${String(timeoutMs)}`));
-    }
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    const now = this.since(since);
-    if (now.items.length > 0) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter<T> = {
-        since: this.clamp(since),
-        resolve,
-        reject,
-        signal,
-        // Node's timers hold at most 2^31 - 1 ms and fire at once beyond it; a longer wait has none.
-        timer:
-          timeoutMs > MAX_TIMER_MS
-            ? null
-            : setTimeout(() => {
-                this.waiters.delete(waiter);
-                this.release(waiter);
-                resolve('timeout');
-              }, timeoutMs),
-        onAbort: () => {
-          this.waiters.delete(waiter);
-          this.release(waiter);
-          reject(signal!.reason);
-        },
-      };
-      signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      this.waiters.add(waiter);
-    });
+  async waitFor(since: Since, options: WaitOptions): Promise<PollResult<T> | 'timeout'> {
+    const result = await this.broker.wait(this.name, cursorOf(since), options);
+    return result === 'timeout' ? result : toPoll<T>(result);
   }
+}
 
-  private clamp(since: number): number {
-    if (!Number.isFinite(since) || since < 0) return 0;
-    return Math.min(Math.floor(since), this.last);
-  }
+function cursorOf(since: Since): string {
+  if (since === undefined || since === 0) return BEGINNING;
+  if (typeof since === 'number') throw new TypeError(`since must be an id the topic answered (a string), got the number ${since}`);
+  return since;
+}
 
-  private release(waiter: Waiter<T>): void {
-    if (waiter.timer !== null) clearTimeout(waiter.timer);
-    waiter.signal?.removeEventListener('abort', waiter.onAbort);
-  }
+function toPoll<T>(result: ReadResult): PollResult<T> {
+  return { items: result.entries.map(({ id, data }) => ({ id, value: JSON.parse(data) as T })), lastId: result.lastId, missed: result.missed };
 }

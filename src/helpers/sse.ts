@@ -28,8 +28,17 @@
  *   next event is abandoned at once and the source's iterator is closed (its `return()` called).
  *   An async generator runs its `finally` only once the `await` it is parked on settles, so a
  *   source that waits long should pass `environ['nsgi.signal']` to its waits as well.
+ *
+ * A topic of the broker (`src/broker/`) streams with {@link sseTopic} / {@link topicEvents}: each
+ * entry is an event whose `id:` is the broker's id, so a client that reconnects with
+ * `Last-Event-ID`, to this process or any other on the same broker, gets exactly the entries after
+ * the last one it saw (on Redis, across restarts too), and hears `missed` when they are no longer
+ * kept. The stream starts with `retry:`, telling the client how soon to come back.
  */
 import type { App, Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
+import { defaultBroker } from '../broker/default.ts';
+import { isCursor, LATEST } from '../broker/ids.ts';
+import { BEGINNING, BrokerError, type Broker } from '../broker/types.ts';
 
 /** DEFAULT_SSE_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
 export const DEFAULT_SSE_HEARTBEAT_MS = 15_000;
@@ -91,6 +100,90 @@ export function sseResponse(environ: Environ, startResponse: StartResponse, sour
   write.flushHead();
   if (environ.REQUEST_METHOD === 'HEAD') return [];
   return frames(source, environ, options.heartbeatMs ?? DEFAULT_SSE_HEARTBEAT_MS);
+}
+
+/** DEFAULT_SSE_RETRY_MS is the reconnection delay a topic stream asks of its clients: 2 s, soon enough not to lose the thread, slow enough not to stampede a restarting server. */
+export const DEFAULT_SSE_RETRY_MS = 2000;
+
+/** SSE_MISSED_EVENT is the event type a topic stream sends when entries after the client's id are gone. */
+export const SSE_MISSED_EVENT = 'missed';
+
+/** SseTopicOptions configures {@link sseTopic} and {@link topicEvents}. */
+export interface SseTopicOptions extends SseOptions {
+  /** The broker; default: the process's. */
+  broker?: Broker;
+  /** The `retry:` sent first, in milliseconds; default {@link DEFAULT_SSE_RETRY_MS}. */
+  retryMs?: number;
+  /** The event type of every entry; default none (the client's `message`). */
+  event?: string;
+  /**
+   * Where a client without `Last-Event-ID` starts: `'latest'` (default) with the next entry
+   * published, `'beginning'` with the oldest kept one.
+   */
+  from?: 'latest' | 'beginning';
+  /**
+   * What to send when entries after the client's id are gone (or its `Last-Event-ID` is not an id
+   * of this broker): by default an event of type {@link SSE_MISSED_EVENT} with empty data. An
+   * app that can, sends a snapshot here instead.
+   */
+  onMissed?: (environ: Environ) => SseMessage | readonly SseMessage[] | undefined;
+}
+
+/**
+ * sseTopic makes an app that streams the broker topic `topic` (or the one it names for the
+ * request) to every client, with replay from `Last-Event-ID`; see {@link topicEvents}.
+ */
+export function sseTopic(topic: string | ((environ: Environ) => string), options: SseTopicOptions = {}): App {
+  return sse((environ) => topicEvents(environ, typeof topic === 'string' ? topic : topic(environ), options), options);
+}
+
+/**
+ * topicEvents yields the entries of a broker topic as events: first `retry:`, then, from the
+ * client's `Last-Event-ID` (or as `from` says), each entry with its broker id as `id:`, the
+ * missed notice where entries are gone, until the client leaves. When the broker fails (Redis
+ * lost), the stream ends after a line on `nsgi.errors`; the client reconnects after `retry` and
+ * resumes from its last id once the broker is back.
+ */
+export async function* topicEvents(environ: Environ, topic: string, options: SseTopicOptions = {}): AsyncGenerator<SseMessage> {
+  const broker = options.broker ?? defaultBroker();
+  const signal = environ['nsgi.signal'];
+  yield { retry: options.retryMs ?? DEFAULT_SSE_RETRY_MS };
+  const sent = lastEventId(environ);
+  let cursor: string;
+  // A client that brought no id asked for nothing it could have missed.
+  let fresh = true;
+  try {
+    if (sent !== undefined && sent !== '' && isCursor(sent)) {
+      cursor = sent;
+      fresh = false;
+    } else {
+      // No id, or one this broker never made (garbled, or from another system): start afresh, and
+      // if the client claimed a position, tell it the thread is broken.
+      if (sent !== undefined && sent !== '') yield* missedNotice(environ, options);
+      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(topic, LATEST)).lastId;
+    }
+    for (;;) {
+      const result = await broker.wait(topic, cursor, { timeoutMs: Infinity, signal });
+      if (result === 'timeout') continue;
+      if (result.missed && !fresh) yield* missedNotice(environ, options);
+      fresh = false;
+      for (const entry of result.entries) {
+        yield options.event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event: options.event, data: entry.data };
+      }
+      cursor = result.lastId;
+    }
+  } catch (err) {
+    if (signal.aborted) return;
+    if (!(err instanceof BrokerError)) throw err;
+    environ['nsgi.errors'].write(`sse: the stream of topic ${JSON.stringify(topic)} ends: ${err.message}`);
+  }
+}
+
+function missedNotice(environ: Environ, options: SseTopicOptions): Iterable<SseMessage> {
+  if (options.onMissed === undefined) return [{ event: SSE_MISSED_EVENT, data: '' }];
+  const made = options.onMissed(environ);
+  if (made === undefined) return [];
+  return typeof made === 'string' || !Array.isArray(made) ? [made as SseMessage] : (made as readonly SseMessage[]);
 }
 
 /** lastEventId is the client's `Last-Event-ID` (the id of the last event it saw before reconnecting), if it sent one. */

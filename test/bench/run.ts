@@ -13,7 +13,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseServerSpec, startExternal, type ExternalServer } from './lib/external.ts';
-import { SERVER_LABELS, SERVER_ORDER, addServer, type ScenarioResult, type ServerId } from './lib/model.ts';
+import { writeFileSet, type FileSet } from './lib/file-set.ts';
+import { SCENARIO_STARTED, SERVER_LABELS, SERVER_ORDER, addServer, type ScenarioResult, type ServerId } from './lib/model.ts';
 import { checkRoute, type Route } from './lib/preflight.ts';
 import { decidePinning, openFileLimit, pinSelf, pinned, startServer, type RunningServer } from './lib/proc.ts';
 import { RECORD_VERSION, loadRecord, saveRecord, toRecordResults, versions } from './lib/record.ts';
@@ -22,8 +23,10 @@ import { sweepChartSvg } from './lib/sweep-chart.ts';
 import { LATENCY_SCENARIOS } from './latency.ts';
 import { sweepScenario } from './sweep.ts';
 import { wrkVersion } from './lib/wrk.ts';
+import { DEFAULT_FANOUT_CLIENTS, fanoutTable, runFanout, type FanoutRow } from './fanout.ts';
 import { parserTable, runParserBench, type ParserRow } from './parser.ts';
 import { SCENARIOS, SKIPPED_SCENARIOS, type Context, type Scenario } from './scenarios.ts';
+import { FILE_ROOT_ENV } from './servers/routes.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BENCH = fileURLToPath(new URL('./', import.meta.url));
@@ -33,6 +36,9 @@ const CHART = `${ROOT}BENCHMARKS.svg`;
 const SWEEP_CHART = `${ROOT}BENCHMARKS-sweep.svg`;
 const RECORD = `${ROOT}BENCHMARKS.json`;
 const RESULTS = `${BENCH}results/`;
+/** FILE_SIZE and QUICK_FILE_SIZE are the size of the file scenario's file in a full and in a quick run. */
+const FILE_SIZE = 1024 ** 3;
+const QUICK_FILE_SIZE = 64 * 1024 ** 2;
 
 /** ALL_SCENARIOS are every scenario the suite knows; the opt-in ones run only when asked for. */
 const ALL_SCENARIOS: Scenario[] = [...SCENARIOS, sweepScenario('sync'), sweepScenario('async'), ...LATENCY_SCENARIOS];
@@ -40,7 +46,7 @@ const ALL_SCENARIOS: Scenario[] = [...SCENARIOS, sweepScenario('sync'), sweepSce
 const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--servers server,...] [--server 'label=command'] [--sweep] [--latency] [--write]
 
   --quick          shorter runs and smaller scenarios (under 2 minutes)
-  --only LIST      run only these scenarios: ${[...ALL_SCENARIOS.map((s) => s.id), 'parser'].join(', ')}
+  --only LIST      run only these scenarios: ${[...ALL_SCENARIOS.map((s) => s.id), 'parser', 'fanout'].join(', ')}
   --servers LIST   run only these built-in servers: ${SERVER_ORDER.join(', ')}
   --server L=CMD   add a server of your own, labelled L, started by the shell command CMD with the
                    port in $PORT (repeatable); it must answer the routes in BENCHMARKS.md
@@ -48,6 +54,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--only scenario,...] [--server
   --latency        add the open-loop latency scenarios (latency-hello, latency-sse) to the run
   --rate N         the latency scenarios' requests (or new streams) per second
   --runs N         runs per figure (default 5, quick 3; at least 3 for a median worth printing)
+  --fanout-clients N  idle event streams of the fanout scenario (default ${DEFAULT_FANOUT_CLIENTS}, quick 1000)
   --write          rewrite BENCHMARKS.md even after a partial run`;
 
 interface Options {
@@ -60,10 +67,11 @@ interface Options {
   rate: number | undefined;
   runs: number;
   write: boolean;
+  fanoutClients: number;
 }
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { quick: false, only: null, servers: null, external: [], sweep: false, latency: false, rate: undefined, runs: 0, write: false };
+  const options: Options = { quick: false, only: null, servers: null, external: [], sweep: false, latency: false, rate: undefined, runs: 0, write: false, fanoutClients: 0 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -76,6 +84,7 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--only') options.only = value().split(',');
     else if (arg === '--servers') options.servers = value().split(',') as ServerId[];
     else if (arg === '--runs') options.runs = Number(value());
+    else if (arg === '--fanout-clients') options.fanoutClients = Number(value());
     else if (arg === '--server') options.external.push(parseServerSpec(value()));
     else if (arg === '--sweep') options.sweep = true;
     else if (arg === '--latency') options.latency = true;
@@ -86,12 +95,14 @@ function parseArgs(argv: string[]): Options {
     } else throw new Error(`unknown option ${arg}\n${USAGE}`);
   }
   for (const e of options.external) addServer(e.id, e.label);
-  const known = new Set<string>([...ALL_SCENARIOS.map((s) => s.id), 'parser', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
+  const known = new Set<string>([...ALL_SCENARIOS.map((s) => s.id), 'parser', 'fanout', ...SKIPPED_SCENARIOS.map(([id]) => id)]);
   for (const id of options.only ?? []) if (!known.has(id)) throw new Error(`unknown scenario ${id}\n${USAGE}`);
   for (const id of options.servers ?? []) if (!SERVER_ORDER.includes(id)) throw new Error(`unknown server ${id}\n${USAGE}`);
   // Five runs by default on a full run: on a shared machine a median of five resists one bad run.
   if (options.runs === 0) options.runs = options.quick ? 3 : 5;
   if (!Number.isInteger(options.runs) || options.runs < 1) throw new Error(`--runs needs a whole number`);
+  if (options.fanoutClients === 0) options.fanoutClients = options.quick ? 1000 : DEFAULT_FANOUT_CLIENTS;
+  if (!Number.isInteger(options.fanoutClients) || options.fanoutClients < 1) throw new Error(`--fanout-clients needs a whole number`);
   if (options.rate !== undefined && !(options.rate > 0 && options.rate <= 1_000_000)) throw new Error(`--rate needs a number of requests per second above 0`);
   return options;
 }
@@ -152,7 +163,7 @@ async function main(): Promise<void> {
     const t = `${((Date.now() - started) / 1000).toFixed(1)}s`.padStart(7);
     console.log(line.startsWith('\n') ? `\n[${t}] ${line.slice(1)}` : line.includes('\n') ? line : `[${t}] ${line}`);
   };
-  const fdLimit = raiseFileLimit((options.quick ? 1000 : 5000) * 3 + 1024);
+  const fdLimit = raiseFileLimit(Math.max((options.quick ? 1000 : 5000) * 3, options.fanoutClients * 2) + 1024);
   const pinning = decidePinning();
   pinSelf(pinning.client);
   const wrk = wrkVersion();
@@ -188,6 +199,7 @@ async function main(): Promise<void> {
     const file = `${BENCH}servers/${id}.ts`;
     return id === 'bun' ? pinned(pinning.server, bunPath as string, [file, '0']) : pinned(pinning.server, process.execPath, ['--import', 'tsx', file, '0']);
   };
+  let files: FileSet | null = null;
   const alive = new Set<RunningServer>();
   const fresh = async (id: ServerId): Promise<RunningServer> => {
     const external = options.external.find((e) => e.id === id);
@@ -199,6 +211,7 @@ async function main(): Promise<void> {
   };
   const killAll = (): void => {
     for (const s of alive) s.kill();
+    files?.remove();
   };
   process.on('exit', killAll);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -216,9 +229,20 @@ async function main(): Promise<void> {
   );
   for (const [id, why] of SKIPPED_SCENARIOS) if (wanted(id)) skip(`${id}: ${why.replace(/^skipped: /, '')}`);
 
+  // The file route's folder exists before the servers start: they read its name from the environment.
+  if (scenarios.some((s) => s.route === 'file')) {
+    const size = options.quick ? QUICK_FILE_SIZE : FILE_SIZE;
+    log(`writing the file scenario's ${size / 1024 ** 2} MiB file`);
+    files = await writeFileSet(size);
+    process.env[FILE_ROOT_ENV] = files.root;
+  }
+
+  // The servers of SCENARIO_STARTED are started by the scenarios that use them, and a server every
+  // scenario of the run leaves out is not started at all.
+  const longLived = servers.filter((id) => !SCENARIO_STARTED.includes(id) && scenarios.some((s) => s.excludes?.[id] === undefined));
   const live = new Map<ServerId, RunningServer>();
   if (scenarios.some((s) => s.memoryOnly !== true)) {
-    for (const id of servers) {
+    for (const id of longLived) {
       log(`starting ${SERVER_LABELS[id]}`);
       try {
         live.set(id, await fresh(id));
@@ -233,7 +257,9 @@ async function main(): Promise<void> {
   const routes = [...new Set(scenarios.flatMap((s) => (s.route === undefined ? [] : [s.route])))];
   if (routes.length > 0) {
     log(`checking ${routes.join(', ')} on every server`);
-    for (const id of servers) {
+    for (const id of longLived) {
+      // A route only scenarios that leave this server out use is not checked on it.
+      const routes = [...new Set(scenarios.flatMap((s) => (s.route === undefined || s.excludes?.[id] !== undefined ? [] : [s.route])))];
       let server = live.get(id) ?? null;
       const own = server === null;
       try {
@@ -261,11 +287,21 @@ async function main(): Promise<void> {
     live,
     fresh,
     progress: log,
+    cwd: ROOT,
     ...(options.rate === undefined ? {} : { rate: options.rate }),
+    ...(files === null ? {} : { files }),
   };
-  const contextFor = (s: Scenario): Context => ({ ...ctx, servers: servers.filter((id) => answersRight(id, s.route)) });
+  const takesPart = (s: Scenario, id: ServerId): boolean =>
+    SCENARIO_STARTED.includes(id) ? s.starts?.includes(id) === true : s.excludes?.[id] === undefined && answersRight(id, s.route);
+  const contextFor = (s: Scenario): Context => ({ ...ctx, servers: servers.filter((id) => takesPart(s, id)) });
   const results = scenarios.map(
-    (s): ScenarioResult => ({ id: s.id, title: s.title, metrics: s.metrics, runs: new Map(), notes: [] }),
+    (s): ScenarioResult => ({
+      id: s.id,
+      title: s.title,
+      metrics: s.metrics,
+      runs: new Map(),
+      notes: servers.flatMap((id) => (s.excludes?.[id] === undefined ? [] : [`${SERVER_LABELS[id]} takes no part: ${s.excludes[id]}`])),
+    }),
   );
   for (const [i, scenario] of scenarios.entries()) {
     if (scenario.memoryOnly === true) continue;
@@ -273,10 +309,17 @@ async function main(): Promise<void> {
     await scenario.run(contextFor(scenario), results[i]!);
   }
   for (const s of live.values()) await s.stop();
+  files?.remove();
   const memory = scenarios.filter((s) => s.memoryOnly === true);
   if (memory.length > 0) {
     log(`\n== scenarios ${memory.map((s) => s.id).join(' and ')}, at the same time (memory only, fresh processes)`);
     await Promise.all(memory.map((s) => s.run(contextFor(s), results[scenarios.indexOf(s)]!)));
+  }
+
+  let fanoutRows: FanoutRow[] = [];
+  if (wanted('fanout')) {
+    log(`\n== fanout: one publish to many idle SSE clients`);
+    fanoutRows = await runFanout({ clients: options.fanoutClients, runs: options.runs, fdLimit, pinning, log });
   }
 
   let parserRows: ParserRow[] = [];
@@ -318,11 +361,13 @@ async function main(): Promise<void> {
     'Raw samples (every run of every figure, latency histograms, versions, flags, machine): `BENCHMARKS.json`; the charts are drawn from it.',
     '',
     ...(parserRows.length > 0 ? ['### Parser micro-benchmark', '', parserTable(parserRows), ''] : []),
+    ...(fanoutRows.length > 0 ? ['### Fan-out: one publish to many idle SSE clients', '', fanoutTable(fanoutRows), ''] : []),
     ...(skipped.length + notes.length > 0 ? ['### Skipped and notes', '', ...skipped.map((s) => `- skipped: ${s}`), ...notes.map((n) => `- ${n}`), ''] : []),
   ].join('\n');
 
   log(`\n${resultsTable(results)}\n\nTargets: ${targets.summary}\n${targets.table}`);
   if (parserRows.length > 0) log(`\n${parserTable(parserRows)}`);
+  if (fanoutRows.length > 0) log(`\n${fanoutTable(fanoutRows)}`);
   log(`\nfinished in ${seconds.toFixed(1)} s; load average now ${fmtLoad(loadAfter)}`);
 
   // The raw samples first; the charts are drawn from the file, as `test/bench/chart.ts` redraws them.
@@ -339,7 +384,13 @@ async function main(): Promise<void> {
     versions: versions(ROOT, { wrk, bun }),
     pinning: pinning.note,
     load: { before: loadBefore, after: loadAfter },
-    servers: servers.map((id) => ({ id, label: SERVER_LABELS[id]!, command: options.external.find((e) => e.id === id)?.command ?? command(id).flat().join(' ') })),
+    servers: servers.map((id) => ({
+      id,
+      label: SERVER_LABELS[id]!,
+      command: SCENARIO_STARTED.includes(id)
+        ? 'started by the scenarios that use it (lib/nginx.ts)'
+        : (options.external.find((e) => e.id === id)?.command ?? command(id).flat().join(' ')),
+    })),
     results: toRecordResults(results),
   });
   const saved = loadRecord(recordFile).results;

@@ -4,9 +4,12 @@
  * fresh server process for every run, since RSS never shrinks back.
  */
 import { closeAbruptly, download, openEventStreams, slowRead } from './lib/clients.ts';
-import type { Metric, ScenarioResult, ServerId } from './lib/model.ts';
-import type { Route } from './lib/preflight.ts';
+import { DATA_FILE, type FileSet } from './lib/file-set.ts';
+import { SERVER_LABELS, type Metric, type ScenarioResult, type ServerId } from './lib/model.ts';
+import { startNginx } from './lib/nginx.ts';
+import { checkRoute, type Route } from './lib/preflight.ts';
 import { cpuSeconds, rssBytes, sleep, type Pinning, type RunningServer } from './lib/proc.ts';
+import { ratioSummary } from './lib/report.ts';
 import { fmt } from './lib/stats.ts';
 import { runWrk } from './lib/wrk.ts';
 import { runEcho } from './lib/ws-client.ts';
@@ -30,6 +33,10 @@ export interface Context {
   progress(line: string): void;
   /** `--rate`: the open-loop latency scenarios' requests (or streams) per second, when given. */
   rate?: number;
+  /** The folder `/file/NAME` serves, written when a scenario of the run uses the file route. */
+  files?: FileSet;
+  /** The suite's folder, where servers the scenarios start run. */
+  cwd: string;
 }
 
 /** Scenario is one measurement of the suite. */
@@ -47,6 +54,10 @@ export interface Scenario {
   route?: Route;
   /** True for a scenario that runs only when asked for (`--only`, `--sweep`, `--latency`), not in every full run. */
   optIn?: boolean;
+  /** Servers of model.ts's SCENARIO_STARTED that this scenario starts itself, when the run includes them. */
+  starts?: ServerId[];
+  /** Built-in servers that take no part in this scenario, each with the reason the report gives. */
+  excludes?: Partial<Record<ServerId, string>>;
   run(ctx: Context, result: ScenarioResult): Promise<void>;
 }
 
@@ -146,6 +157,38 @@ function wrkScenario(id: string, title: string, pipelined: boolean): Scenario {
 }
 
 /**
+ * downloads fetches `path` from `server` `repeat` times, one new connection each, checks that every
+ * download brought exactly `size` body bytes, and reports the server's CPU seconds per GiB and
+ * MiB/s over them all. utime+stime count in 10 ms ticks: repeating divides the summed CPU time by
+ * the summed bytes.
+ */
+async function downloads(server: RunningServer, path: string, size: number, repeat: number, timeoutMs: number): Promise<Record<string, number>> {
+  let cpu = 0;
+  let bytes = 0;
+  let seconds = 0;
+  for (let i = 0; i < repeat; i++) {
+    let before = 0;
+    const r = await download(server.port, path, timeoutMs, () => {
+      before = cpuSeconds(server.pid);
+    });
+    cpu += cpuSeconds(server.pid) - before;
+    if (r.bodyBytes !== size) throw new Error(`got ${r.bodyBytes} body bytes, expected ${size}`);
+    bytes += r.bodyBytes;
+    seconds += r.seconds;
+  }
+  return { cpu: cpu / (bytes / GIB), mibps: bytes / MIB / seconds };
+}
+
+/** CPU_AND_SPEED are the figures of a download scenario. */
+const CPU_AND_SPEED: Metric[] = [
+  { key: 'cpu', unit: 'server CPU s/GiB', better: 'lower' },
+  { key: 'mibps', unit: 'MiB/s', better: 'higher' },
+];
+
+/** showCpuAndSpeed prints one run of a download scenario. */
+const showCpuAndSpeed = (f: Record<string, number>): string => `${fmt(f['mibps']!)} MiB/s, ${fmt(f['cpu']!)} CPU s/GiB`;
+
+/**
  * streamScenario downloads `/stream` and reports MiB/s and the server's CPU seconds per GiB.
  * utime+stime count in 10 ms ticks, so a full run repeats the download `fullRepeat` times per
  * run (new connection each time) and divides the summed CPU time by the summed bytes.
@@ -162,10 +205,7 @@ function streamScenario(
   return {
     id,
     title,
-    metrics: [
-      { key: 'cpu', unit: 'server CPU s/GiB', better: 'lower' },
-      { key: 'mibps', unit: 'MiB/s', better: 'higher' },
-    ],
+    metrics: CPU_AND_SPEED,
     needsWrk: false,
     route: 'stream',
     async run(ctx, result) {
@@ -177,27 +217,78 @@ function streamScenario(
         ctx,
         result,
         (server) => download(server.port, path(32 * MIB), 30_000),
-        async (server) => {
-          let cpu = 0;
-          let bytes = 0;
-          let seconds = 0;
-          for (let i = 0; i < repeat; i++) {
-            let before = 0;
-            const r = await download(server.port, path(size), 120_000, () => {
-              before = cpuSeconds(server.pid);
-            });
-            cpu += cpuSeconds(server.pid) - before;
-            if (r.bodyBytes !== size) throw new Error(`got ${r.bodyBytes} body bytes, expected ${size}`);
-            bytes += r.bodyBytes;
-            seconds += r.seconds;
-          }
-          return { cpu: cpu / (bytes / GIB), mibps: bytes / MIB / seconds };
-        },
-        (f) => `${fmt(f['mibps']!)} MiB/s, ${fmt(f['cpu']!)} CPU s/GiB`,
+        (server) => downloads(server, path(size), size, repeat, 120_000),
+        showCpuAndSpeed,
       );
     },
   };
 }
+
+/** FILE_QUICK_REPEAT is how often a quick run downloads its smaller file per run: 64 MiB alone is a few 10 ms CPU ticks for nginx. */
+const FILE_QUICK_REPEAT = 4;
+/** FILE_TIMEOUT_MS bounds one download of the file. */
+const FILE_TIMEOUT_MS = 300_000;
+
+/**
+ * fileScenario downloads one large file from disk (ctx.files, 1 GiB, 64 MiB in a quick run) from
+ * every server that serves `/file/NAME`, and from nginx with sendfile, which it starts itself. The
+ * ceiling takes no part: no canned bytes bound what sending a file costs, and sendfile (nginx) is
+ * that bound.
+ */
+const fileScenario: Scenario = {
+  id: 'file',
+  title: '1 GiB file from disk',
+  metrics: CPU_AND_SPEED,
+  needsWrk: false,
+  route: 'file',
+  starts: ['nginx'],
+  excludes: { ceiling: 'it sends canned bytes; for a file from disk, nginx with sendfile is the bound' },
+  async run(ctx, result) {
+    const files = ctx.files;
+    if (files === undefined) throw new Error('the file scenario needs the run to write its files first');
+    const repeat = ctx.quick ? FILE_QUICK_REPEAT : 1;
+    result.title = `${files.size >= GIB ? `${files.size / GIB} GiB` : `${files.size / MIB} MiB`} file from disk${repeat > 1 ? ` (x${repeat} per run)` : ''}`;
+    const live = new Map(ctx.live);
+    let servers = ctx.servers;
+    let nginx: RunningServer | null = null;
+    if (servers.includes('nginx')) {
+      try {
+        nginx = await startNginx(files.root, ctx.pinning.server, ctx.cwd);
+        // nginx is checked like every other server before any figure of it counts.
+        const problem = await checkRoute(nginx.port, 'file');
+        if (problem !== null) throw new Error(problem);
+        live.set('nginx', nginx);
+      } catch (err) {
+        const message = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+        ctx.progress(`[file] nginx left out: ${message}`);
+        result.notes.push(`nginx left out: ${message}`);
+        servers = servers.filter((id) => id !== 'nginx');
+      }
+    }
+    try {
+      await throughput(
+        { ...ctx, servers, live },
+        result,
+        (server) => download(server.port, `/file/${DATA_FILE}`, FILE_TIMEOUT_MS),
+        (server) => downloads(server, `/file/${DATA_FILE}`, files.size, repeat, FILE_TIMEOUT_MS),
+        showCpuAndSpeed,
+      );
+    } finally {
+      await nginx?.stop();
+    }
+    // How far each server is from sendfile, which the ratio columns (against node:http) do not say.
+    if (result.runs.has('nginx')) {
+      for (const id of servers) {
+        if (id === 'nginx' || !result.runs.has(id)) continue;
+        const ratio = ratioSummary(result, id, 'nginx', 'cpu');
+        if (!Number.isFinite(ratio)) continue;
+        const note = `${SERVER_LABELS[id]}: ${ratio.toFixed(2)}x nginx's CPU s/GiB`;
+        ctx.progress(`[file] ${note}`);
+        result.notes.push(note);
+      }
+    }
+  },
+};
 
 /**
  * websocketScenario echoes 32-byte binary messages over `/ws`, 16 in flight per connection, and
@@ -344,6 +435,7 @@ export const SCENARIOS: Scenario[] = [
   streamScenario('stream-64k', '1 GiB in 64 KiB chunks', 64 * 1024, 'sync', GIB, 512 * MIB, 2),
   streamScenario('stream-1k-sync', '128 MiB in 1 KiB chunks, sync generator', 1024, 'sync', 128 * MIB, 128 * MIB, 4),
   streamScenario('stream-1k-async', '128 MiB in 1 KiB chunks, async generator', 1024, 'async', 128 * MIB, 128 * MIB, 4),
+  fileScenario,
   websocketScenario,
   sseScenario,
   slowReaderScenario,

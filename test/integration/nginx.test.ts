@@ -4,24 +4,18 @@
  * load-balances two in-process nsgi servers that trust 127.0.0.1 as a proxy. Through it: a 256
  * MiB streamed download arrives intact (sha256 compared), an event arrives within a second of
  * being produced, a WebSocket round-trips, and the forwarded client address reaches the app. The
- * config is the one docs/DEPLOYMENT.md shows (see `nginxConfig` below).
+ * config is the one docs/DEPLOYMENT.md shows (`deploymentConfig` in test/helpers/nginx.ts).
  *
  * If nginx is missing the suite FAILS (never skips) and says how to install it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../../protocol/nsgi.ts';
 import { acceptWebSocket } from '../../src/websocket.ts';
+import { startNginx, type RunningNginx } from '../helpers/nginx-proxy.ts';
 import { cleanup, finalResponses, header, sleep, startServer, waitUntil, type Started } from '../helpers/server.ts';
-
-const NGINX = '/usr/sbin/nginx';
 
 /** BIG is the size of the streamed download: 256 MiB in 1 MiB chunks. */
 const BIG_CHUNK = 1024 * 1024;
@@ -96,125 +90,19 @@ function app(instance: string): App {
   };
 }
 
-/**
- * nginxConfig is the config under test; docs/DEPLOYMENT.md shows the same with comments. Every
- * path nginx writes (pid, logs, temp files) is inside `dir`.
- */
-function nginxConfig(dir: string, port: number, upstreams: number[]): string {
-  return `
-${process.getuid?.() === 0 ? 'user root root;' : ''}
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-
-  upstream nsgi {
-    ${upstreams.map((p) => `server 127.0.0.1:${p};`).join('\n    ')}
-    keepalive 16;
-    keepalive_timeout 4s;   # below nsgi's --keep-alive-timeout (5 s by default)
-  }
-
-  server {
-    listen 127.0.0.1:${port};
-
-    location / {
-      proxy_pass http://nsgi;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_read_timeout 1h;
-    }
-
-    location /ws {
-      proxy_pass http://nsgi;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_read_timeout 1h;
-    }
-  }
-}
-`;
-}
-
-/** freePort asks the kernel for a free loopback port. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** accepts tells whether something listens on 127.0.0.1:port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-let dir = '';
-let nginx: ChildProcess | null = null;
-let nginxExit: Promise<void> = Promise.resolve();
-let nginxLog = '';
+let nginx: RunningNginx | undefined;
 let port = 0;
 const instances: Started[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(NGINX)) {
-    throw new Error(`${NGINX} is missing: this test needs Debian's nginx. Install it with: apt-get install nginx-light (.ci/run does this)`);
-  }
   for (const name of ['a', 'b']) instances.push(await startServer(app(name), { forwardedAllowIps: ['127.0.0.1'] }));
-  dir = await mkdtemp(path.join(tmpdir(), 'nsgi-nginx-'));
-  for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await mkdir(path.join(dir, sub));
-  port = await freePort();
-  const conf = path.join(dir, 'nginx.conf');
-  await writeFile(conf, nginxConfig(dir, port, instances.map((i) => i.port)));
-  nginx = spawn(NGINX, ['-c', conf, '-p', dir, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  nginx.stdout!.on('data', (d: Buffer) => (nginxLog += d.toString()));
-  nginx.stderr!.on('data', (d: Buffer) => (nginxLog += d.toString()));
-  const child = nginx;
-  nginxExit = new Promise((resolve) => child.once('exit', () => resolve()));
-  const deadline = Date.now() + 10_000;
-  while (!(await accepts(port))) {
-    const errorLog = existsSync(path.join(dir, 'error.log')) ? readFileSync(path.join(dir, 'error.log'), 'utf8') : '';
-    if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${nginxLog} ${errorLog}`);
-    if (Date.now() > deadline) throw new Error(`nginx did not listen on ${port} within 10 s: ${nginxLog} ${errorLog}`);
-    await sleep(50);
-  }
+  nginx = await startNginx(instances.map((i) => i.port));
+  port = nginx.port;
 }, 30_000);
 
 afterAll(async () => {
-  if (nginx !== null && nginx.exitCode === null) {
-    nginx.kill('SIGTERM');
-    const timer = setTimeout(() => nginx?.kill('SIGKILL'), 3000);
-    await nginxExit;
-    clearTimeout(timer);
-  }
+  await nginx?.stop();
   await cleanup();
-  if (dir !== '') await rm(dir, { recursive: true, force: true });
 }, 20_000);
 
 describe('nginx in front of two nsgi instances', () => {

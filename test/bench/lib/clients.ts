@@ -145,10 +145,16 @@ export function download(port: number, path: string, timeoutMs: number, beforeRe
 
 /**
  * openEventStreams opens `count` connections that each send `GET /sse` and resolves once every
- * one has received its response head and first event. `concurrency` bounds the connects in
+ * one has received its response head and first event (or what `ready` waits for). `concurrency` bounds the connects in
  * flight, and the whole thing is bounded by `timeoutMs`.
  */
-export async function openEventStreams(port: number, count: number, concurrency: number, timeoutMs: number): Promise<net.Socket[]> {
+export async function openEventStreams(
+  port: number,
+  count: number,
+  concurrency: number,
+  timeoutMs: number,
+  ready: (seen: string) => boolean = (seen) => seen.includes('data: hello'),
+): Promise<net.Socket[]> {
   const sockets: net.Socket[] = [];
   const deadline = Date.now() + timeoutMs;
   let next = 0;
@@ -161,7 +167,7 @@ export async function openEventStreams(port: number, count: number, concurrency:
       socket.on('connect', () => socket.write('GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n'));
       const onData = (buf: Buffer): void => {
         seen += buf.toString('latin1');
-        if (!seen.includes('data: hello')) return;
+        if (!ready(seen)) return;
         clearTimeout(timer);
         socket.off('data', onData);
         socket.on('data', () => {});

@@ -1,13 +1,19 @@
 /** The shapes results take between the scenarios and the report. */
 
 /** BuiltinServerId names a server under test that ships with the suite (`test/bench/servers/`). */
-export type BuiltinServerId = 'nsgi' | 'nsgi-node-http' | 'node-http' | 'ceiling' | 'bun';
+export type BuiltinServerId = 'nsgi' | 'nsgi-node-http' | 'node-http' | 'ceiling' | 'bun' | 'nginx';
 
 /** ServerId names a server under test: a built-in one, or one added with `--server label=command`. */
 export type ServerId = BuiltinServerId | (string & {});
 
 /** BUILTIN_SERVERS are the suite's own servers, in report order. */
-export const BUILTIN_SERVERS: BuiltinServerId[] = ['nsgi', 'nsgi-node-http', 'node-http', 'ceiling', 'bun'];
+export const BUILTIN_SERVERS: BuiltinServerId[] = ['nsgi', 'nsgi-node-http', 'node-http', 'ceiling', 'bun', 'nginx'];
+
+/**
+ * SCENARIO_STARTED are the built-in servers that answer only some scenarios' routes, so the suite
+ * runs no long-lived process of theirs: the scenarios that use them (Scenario.starts) start them.
+ */
+export const SCENARIO_STARTED: ServerId[] = ['nginx'];
 
 /** SERVER_LABELS are the names the report prints; {@link addServer} adds the run's own. */
 export const SERVER_LABELS: Record<ServerId, string> = {
@@ -16,6 +22,7 @@ export const SERVER_LABELS: Record<ServerId, string> = {
   'node-http': 'node:http',
   ceiling: 'ceiling (raw node:net)',
   bun: 'Bun.serve',
+  nginx: 'nginx (sendfile)',
 };
 
 /** SERVER_ORDER is the order servers appear in tables and charts: the built-in ones, then the added ones. */

@@ -6,11 +6,12 @@
  * non-2xx answers; the download, event-stream and echo clients check framing and byte counts).
  */
 import { closeAbruptly, download, openEventStreams } from './clients.ts';
+import { CHECK_FILE } from './file-set.ts';
 import { runEcho } from './ws-client.ts';
 import { HELLO } from '../servers/routes.ts';
 
 /** Route is a route of the suite that a scenario uses. */
-export type Route = 'hello' | 'stream' | 'sse' | 'ws';
+export type Route = 'hello' | 'stream' | 'sse' | 'ws' | 'file';
 
 /** PREFLIGHT_TIMEOUT_MS bounds each check. */
 const PREFLIGHT_TIMEOUT_MS = 10_000;
@@ -31,6 +32,9 @@ export async function checkRoute(port: number, route: Route): Promise<string | n
         const r = await download(port, `/stream?size=${CHECK_SIZE}&chunk=${CHECK_CHUNK}&mode=${mode}`, PREFLIGHT_TIMEOUT_MS);
         if (r.bodyBytes !== CHECK_SIZE) return `GET /stream (mode=${mode}) sent ${r.bodyBytes} body bytes, not ${CHECK_SIZE}`;
       }
+    } else if (route === 'file') {
+      const r = await download(port, `/file/${CHECK_FILE.name}`, PREFLIGHT_TIMEOUT_MS);
+      if (r.bodyBytes !== CHECK_FILE.size) return `GET /file/${CHECK_FILE.name} sent ${r.bodyBytes} body bytes, not ${CHECK_FILE.size}`;
     } else if (route === 'sse') {
       closeAbruptly(await openEventStreams(port, 1, 1, PREFLIGHT_TIMEOUT_MS));
     } else {

@@ -72,6 +72,7 @@ export const TARGETS: Target[] = [
   ratioTarget('stream-64k', 'cpu', 'ceiling', '<=', 1.1, "64 KiB chunks: CPU s/GiB <= 1.1x the ceiling's"),
   ratioTarget('stream-1k-sync', 'cpu', 'ceiling', '<=', 1.2, "1 KiB chunks, sync generator: CPU s/GiB <= 1.2x the ceiling's"),
   ratioTarget('stream-1k-async', 'cpu', 'ceiling', '<=', 1.2, "1 KiB chunks, async generator: CPU s/GiB <= 1.2x the ceiling's"),
+  ratioTarget('file', 'cpu', 'node-http', '<=', 1, "file from disk: CPU s/GiB <= node:http's (createReadStream piped)"),
   ratioTarget('websocket-echo', 'msgs', 'node-http', '>=', 3, 'WebSocket echo: >= 3x node:http + ws messages/s'),
   ratioTarget('sse-idle', 'kib', 'bun', '<=', 1, "idle SSE memory per connection: <= Bun.serve's"),
   {
@@ -113,6 +114,7 @@ const COLORS: Record<ServerId, string> = {
   'node-http': '#6b7280',
   ceiling: '#16a34a',
   bun: '#f59e0b',
+  nginx: '#0f766e',
 };
 /** ADDED_COLORS colour the servers added with `--server`, in the order they were added. */
 const ADDED_COLORS = ['#dc2626', '#0891b2', '#db2777', '#65a30d', '#92400e', '#4f46e5'];

@@ -1,12 +1,14 @@
 /**
  * The nsgi app every nsgi server under test runs: an array body for `/hello`, a sync or an async
  * generator for `/stream`, an async generator that waits on `nsgi.signal` for `/sse` (or sends timed events and ends), and the
- * WebSocket helper echoing every message for `/ws`.
+ * WebSocket helper echoing every message for `/ws`, and `sendFile` (a file body) for `/file/NAME`.
  */
 import type { App } from '../../../protocol/nsgi.ts';
+import { sendFile } from '../../../src/helpers/send-file.ts';
 import { websocketApp } from '../../../src/websocket.ts';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery, type TimedEvents } from './routes.ts';
+import { FILE_ROOT_ENV, HELLO, SSE_EVENT, chunkOf, fileName, parseSseQuery, parseStreamQuery, type TimedEvents } from './routes.ts';
 
 const HELLO_HEADERS: Array<[string, string]> = [
   ['Content-Type', 'text/plain'],
@@ -18,7 +20,10 @@ const echo = websocketApp((ws) => {
   ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
 });
 
-/** app serves `/hello`, `/stream`, `/sse` and `/ws`. */
+/** fileRoot is the folder `/file/NAME` serves, when the suite made one. */
+const fileRoot = process.env[FILE_ROOT_ENV];
+
+/** app serves `/hello`, `/stream`, `/sse`, `/ws` and `/file/NAME`. */
 export const app: App = (environ, startResponse) => {
   const path = environ.PATH_INFO;
   if (path === '/hello') {
@@ -47,6 +52,8 @@ export const app: App = (environ, startResponse) => {
     return timed === null ? events(environ['nsgi.signal']) : timedEvents(timed);
   }
   if (path === '/ws') return echo(environ, startResponse);
+  const name = fileName(path);
+  if (name !== null && fileRoot !== undefined) return sendFile(environ, startResponse, join(fileRoot, name));
   startResponse('404 Not Found', [['Content-Type', 'text/plain']]);
   return ['not found'];
 };

@@ -1,9 +1,11 @@
 /**
  * Bun.serve, the reference peer, run by the `bun` binary (the npm package). `/stream` with
  * mode=sync is a pull-based ReadableStream, with mode=async an async generator body; `/ws` is
- * upgraded with `server.upgrade()` and echoed by Bun's native `websocket` handler.
+ * upgraded with `server.upgrade()` and echoed by Bun's native `websocket` handler; `/file/NAME`
+ * is a `Bun.file` body, which Bun sends with sendfile.
  */
-import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery } from './routes.ts';
+import { join } from 'node:path';
+import { FILE_ROOT_ENV, HELLO, SSE_EVENT, chunkOf, fileName, parseSseQuery, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 
 // The few Bun APIs used here, declared locally so the typecheck needs no bun-types.
@@ -21,9 +23,12 @@ interface BunServeOptions {
   fetch(req: Request, server: BunServer): Response | undefined;
   websocket: { message(ws: BunWebSocket, message: string | Uint8Array): void };
 }
-declare const Bun: { serve(options: BunServeOptions): BunServer };
+declare const Bun: { serve(options: BunServeOptions): BunServer; file(path: string): Blob };
 
 exitOnSignals();
+
+/** fileRoot is the folder `/file/NAME` serves, when the suite made one. */
+const fileRoot = process.env[FILE_ROOT_ENV];
 
 function syncBody(size: number, chunk: number): ReadableStream<Uint8Array> {
   const full = chunkOf(chunk);
@@ -97,6 +102,8 @@ const server = Bun.serve({
       if (server.upgrade(req)) return undefined;
       return new Response('send a WebSocket handshake', { status: 426 });
     }
+    const name = fileName(path);
+    if (name !== null && fileRoot !== undefined) return new Response(Bun.file(join(fileRoot, name)), { headers: { 'Content-Type': 'application/octet-stream' } });
     return new Response('not found', { status: 404 });
   },
   websocket: {

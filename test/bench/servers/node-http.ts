@@ -1,15 +1,40 @@
 /**
  * The baseline: a hand-written node:http handler for the same routes, written the way a careful
  * author would (Content-Length for hello, a write loop that waits for `drain`, `ws` on the
- * server's 'upgrade' event for `/ws`). It ignores `mode`: both 1 KiB scenarios compare against
- * this one loop.
+ * server's 'upgrade' event for `/ws`, `fs.createReadStream(path).pipe(res)` for `/file/NAME`, as
+ * most node:http file servers do underneath). It ignores `mode`: both 1 KiB scenarios compare
+ * against this one loop.
  */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import http from 'node:http';
+import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
-import { HELLO, SSE_EVENT, chunkOf, parseSseQuery, parseStreamQuery } from './routes.ts';
+import { FILE_ROOT_ENV, HELLO, SSE_EVENT, chunkOf, fileName, parseSseQuery, parseStreamQuery } from './routes.ts';
 import { announce, exitOnSignals, portFromArgv } from './ready.ts';
 
 exitOnSignals();
+
+/** fileRoot is the folder `/file/NAME` serves, when the suite made one. */
+const fileRoot = process.env[FILE_ROOT_ENV];
+
+/** sendFile answers `/file/NAME`: Content-Length from a stat, then the default 64 KiB reads piped. */
+function sendFile(path: string, res: http.ServerResponse): void {
+  stat(path).then(
+    (info) => {
+      if (!info.isFile()) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': info.size });
+      const file = createReadStream(path);
+      // pipe() leaves the file open when the client leaves early.
+      res.once('close', () => file.destroy());
+      file.pipe(res);
+    },
+    () => res.writeHead(404).end(),
+  );
+}
 
 const server = http.createServer((req, res) => {
   const url = req.url ?? '/';
@@ -70,6 +95,11 @@ const server = http.createServer((req, res) => {
     };
     let timer = setTimeout(tick, timed.every);
     res.on('close', () => clearTimeout(timer));
+    return;
+  }
+  const name = fileName(path);
+  if (name !== null && fileRoot !== undefined) {
+    sendFile(join(fileRoot, name), res);
     return;
   }
   res.writeHead(404, { 'Content-Type': 'text/plain' });

@@ -7,6 +7,7 @@
  *   GET /sse                                    an event stream: one event, then silence until the client leaves
  *   GET /sse?count=N&every=MS                   N events, the first at once, then one every MS ms, then the end
  *   GET /ws                                     a WebSocket handshake, then every message echoed back
+ *   GET /file/NAME                              the file NAME of the folder in $BENCH_FILE_ROOT, with a Content-Length
  */
 
 /** HELLO is the body of `/hello`. */
@@ -35,6 +36,19 @@ export function parseStreamQuery(query: string): StreamRequest | string {
   if (!Number.isInteger(chunk) || chunk < 1 || chunk > 16 * 1024 * 1024) return `bad chunk ${params.get('chunk')}`;
   if (mode !== 'sync' && mode !== 'async') return `bad mode ${mode}`;
   return { size, chunk, mode };
+}
+
+/** FILE_ROOT_ENV names the environment variable holding the folder `/file/NAME` serves. */
+export const FILE_ROOT_ENV = 'BENCH_FILE_ROOT';
+
+/** FILE_NAME allows plain names only, so `/file/` can never reach outside its folder. */
+const FILE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+/** fileName returns NAME for a path `/file/NAME`, or null for any other path or an unsafe name. */
+export function fileName(path: string): string | null {
+  if (!path.startsWith('/file/')) return null;
+  const name = path.slice('/file/'.length);
+  return FILE_NAME.test(name) ? name : null;
 }
 
 /** MAX_SSE_COUNT and MAX_SSE_EVERY_MS bound `/sse?count=&every=`, so every timed stream ends. */
