@@ -143,7 +143,7 @@ export interface Environ {
   SERVER_NAME: string;
   /** The port the client addressed, as a string. */
   SERVER_PORT: string;
-  /** `"HTTP/1.1"` or `"HTTP/1.0"`. */
+  /** `"HTTP/1.1"` or `"HTTP/1.0"`; `"HTTP/2"` on a server that speaks h2. */
   SERVER_PROTOCOL: string;
   /** The peer's address. */
   REMOTE_ADDR: string;

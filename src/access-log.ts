@@ -3,14 +3,14 @@
  * response took (`... "curl/8.5.0" 2ms`), as gunicorn and nginx write it; or, for log collectors,
  * one JSON object per line with the same facts.
  */
-import type { RequestHead } from './http1/parser.ts';
+import type { RequestDescription } from './environ.ts';
 
 /** AccessEntry is what one line of the access log says about a response. */
 export interface AccessEntry {
   /** The client's address: REMOTE_ADDR as the app saw it, after a trusted proxy's forwarding fields. */
   readonly remoteAddress: string;
-  /** The request head, or null when the request was refused before its head was whole. */
-  readonly request: RequestHead | null;
+  /** The request head (HTTP/1.x or h2), or null when the request was refused before its head was whole. */
+  readonly request: Pick<RequestDescription, 'method' | 'target' | 'version' | 'headers'> | null;
   /** The request line of a request refused after its line but before its head was whole (413, 431). */
   readonly requestLine?: string | null;
   /** Whether the app saw the request, so that its Referer and User-Agent are worth quoting. */

@@ -13,8 +13,8 @@ export interface RequestDescription {
   readonly method: string;
   /** The request-target exactly as received. */
   readonly target: string;
-  /** `"HTTP/1.1"` or `"HTTP/1.0"`. */
-  readonly version: 'HTTP/1.0' | 'HTTP/1.1';
+  /** `"HTTP/1.1"`, `"HTTP/1.0"`, or `"HTTP/2"` for a request served over h2. */
+  readonly version: 'HTTP/1.0' | 'HTTP/1.1' | 'HTTP/2';
   /** The header fields in order, names in their original case. */
   readonly headers: Array<[string, string]>;
   /** The Host field value, or undefined when there is none. */

@@ -15,6 +15,7 @@ import { FORWARDED_HEADERS, trustedProxies, type ForwardedHeaders, type TrustedP
 import { DEFAULT_LIMITS } from './http1/parser.ts';
 import { Http1Shared } from './http1/shared.ts';
 import { OVERLOADED_RESPONSE } from './http1/writer.ts';
+import { ALPN_PROTOCOLS, Http2Front } from './http2.ts';
 import { handshakeLogger, type TlsOptions } from './tls.ts';
 import { serveBroker } from './broker/default.ts';
 import type { Broker } from './broker/types.ts';
@@ -59,6 +60,11 @@ export interface ServeOptions {
    * sockets, `nsgi.url_scheme` `https`, each peer's failed handshakes logged once.
    */
   tls?: TlsOptions;
+  /**
+   * With `tls`, offer HTTP/2 by ALPN (src/http2.ts); default true. False offers only HTTP/1.1.
+   * A browser opens at most six HTTP/1.1 connections to an origin; over h2 its requests share one.
+   */
+  http2?: boolean;
   /** Receives one combined-log-format line per response; no access log when absent. */
   accessLog?: (line: string) => void;
   /** The access log's format: `combined` (default) or `json`, one object per line. */
@@ -241,8 +247,25 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   let allGone: (() => void) | null = null;
   const maxConnections = options.maxConnections ?? SERVER_DEFAULTS.maxConnections;
   const drivers = context.drivers;
+  const h2 = options.tls !== undefined && options.http2 !== false
+    ? new Http2Front(app, {
+        errors: context.errors,
+        scriptName,
+        multiprocess: context.multiprocess,
+        maxHeaderCount: limits.maxHeaderCount,
+        maxHeaderSize: limits.maxHeaderSize,
+        maxBodySize: limits.maxBodySize,
+        ...(context.accessLog !== undefined && { accessLog: (entry: AccessEntry) => context.accessLog!(context.accessLogFormat(entry)) }),
+      })
+    : null;
   const accept = (socket: net.Socket): void => {
-    if (drivers.size >= maxConnections) {
+    if (h2 !== null && (socket as tls.TLSSocket).alpnProtocol === 'h2') {
+      // An h2 session is one connection, however many streams it carries.
+      if (drivers.size + h2.sessions.size >= maxConnections) socket.destroy();
+      else h2.accept(socket as tls.TLSSocket);
+      return;
+    }
+    if (drivers.size + (h2?.sessions.size ?? 0) >= maxConnections) {
       socket.on('error', () => {});
       socket.end(OVERLOADED_RESPONSE);
       setTimeout(() => socket.destroy(), LINGER_MS).unref();
@@ -262,7 +285,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   if (options.tls === undefined) {
     netServer = net.createServer(socketOptions, accept);
   } else {
-    netServer = tls.createServer({ ...socketOptions, ...options.tls, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }, accept);
+    netServer = tls.createServer({ ...socketOptions, ...options.tls, rejectUnauthorized: false, ALPNProtocols: h2 === null ? ['http/1.1'] : [...ALPN_PROTOCOLS] }, accept);
     netServer.on('tlsClientError', handshakeLogger(context.errors));
     netServer.on('connection', (raw: net.Socket) => {
       tcpSockets.add(raw);
@@ -311,6 +334,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
       const gone = new Promise<void>((resolve) => (allGone = resolve));
       closed = new Promise<void>((resolve) => {
         const deadline = setTimeout(() => {
+          h2?.destroy();
           for (const raw of tcpSockets) raw.destroy();
           for (const driver of drivers) driver.destroy();
         }, closeOptions.timeout ?? SERVER_DEFAULTS.closeTimeout);
@@ -325,6 +349,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
             .then(() => resolve(), () => resolve());
         });
         for (const driver of drivers) driver.shutdown();
+        h2?.close();
       });
       return closed;
     },

@@ -686,8 +686,8 @@ function checkEnviron(environ: Environ): void {
     throw new ValidationError('ENV-4', 'server', `QUERY_STRING is ${JSON.stringify(environ.QUERY_STRING)} but REQUEST_URI ${JSON.stringify(uri)} gives ${JSON.stringify(query)}; it is the text after the first "?", not decoded`);
   }
   const protocol = environ.SERVER_PROTOCOL;
-  if (protocol !== 'HTTP/1.0' && protocol !== 'HTTP/1.1') {
-    throw new ValidationError('ENV-8', 'server', `SERVER_PROTOCOL is ${JSON.stringify(protocol)}; it must be "HTTP/1.0" or "HTTP/1.1"`);
+  if (protocol !== 'HTTP/1.0' && protocol !== 'HTTP/1.1' && protocol !== 'HTTP/2') {
+    throw new ValidationError('ENV-8', 'server', `SERVER_PROTOCOL is ${JSON.stringify(protocol)}; it must be "HTTP/1.0", "HTTP/1.1" or "HTTP/2"`);
   }
   const version = environ['nsgi.version'];
   if (version.length !== 2 || version[0] !== 1 || version[1] !== 0) {

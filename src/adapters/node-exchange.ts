@@ -7,6 +7,7 @@
 import type { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { App, Chunk, ErrorStream, HeaderList, Upgraded } from '../../protocol/nsgi.ts';
 import { ResponseCycle } from '../cycle.ts';
 import { DrainWaiter } from '../drain.ts';
@@ -111,6 +112,59 @@ export function connectionInfo(settings: NodeSettings, socket: InfoSocket): Conn
 const RESOLVED = Promise.resolve();
 
 /**
+ * ResponseWrites is the backpressure of a node writable response (node:http's or node:http2's):
+ * `data()` writes a chunk and says whether more may follow now, `drain()` waits for the writable's
+ * `'drain'` (BODY-12), and once `fail()` says the client has left, writes are dropped and waits
+ * reject.
+ */
+export class ResponseWrites {
+  private closedBy: Error | null = null;
+  private full = false;
+  private listening = false;
+  private readonly waiter = new DrainWaiter();
+
+  constructor(
+    private readonly writable: { write(chunk: Uint8Array): boolean },
+    /** What emits `'drain'` once `writable` can take more: itself, or the socket under it. */
+    private readonly drainSource: EventEmitter,
+  ) {}
+
+  /** gone is true once {@link fail} was called. */
+  get gone(): boolean {
+    return this.closedBy !== null;
+  }
+
+  /** data writes `chunk` and returns false when the writable is full. */
+  data(chunk: Chunk): boolean {
+    if (this.closedBy !== null || this.writable.write(toBytes(chunk))) return true;
+    this.full = true;
+    return false;
+  }
+
+  /** drain resolves once the writable can take more, and rejects once the client has left. */
+  drain(): Promise<void> {
+    if (this.closedBy !== null) return Promise.reject(this.closedBy);
+    if (!this.full) return RESOLVED;
+    if (!this.listening) {
+      this.listening = true;
+      this.drainSource.on('drain', this.onDrain.bind(this));
+    }
+    return this.waiter.wait();
+  }
+
+  /** fail fails pending and later drains with `reason`: the client has left. */
+  fail(reason: Error): void {
+    this.closedBy = reason;
+    this.waiter.fail(reason);
+  }
+
+  private onDrain(): void {
+    this.full = false;
+    this.waiter.drained();
+  }
+}
+
+/**
  * NodeSink is one request's response on a node:http ServerResponse. Its cycle is the source of
  * the request's `nsgi.signal`.
  */
@@ -121,24 +175,22 @@ export class NodeSink implements ResponseSink<HeaderFields> {
   input: NodeInput | null = null;
   /** What `nsgi.upgrade` hands over with, for a request of the upgrade listener. */
   upgrader: ((headers: HeaderList | undefined) => Upgraded) | undefined;
-  private closedBy: Error | null = null;
-  private full = false;
-  private listening = false;
-  private readonly waiter = new DrainWaiter();
+  private readonly writes: ResponseWrites;
 
   constructor(
     readonly res: ServerResponse,
     /** What emits `'drain'` once `res` can take more: `res` itself, or the socket of an upgrade request. */
-    private readonly drainSource: EventEmitter,
+    drainSource: EventEmitter,
     settings: NodeSettings,
     private readonly request: NodeRequest,
   ) {
+    this.writes = new ResponseWrites(res, drainSource);
     this.heads = settings.heads;
     this.cycle = new ResponseCycle(this, request, settings.errors);
   }
 
   get gone(): boolean {
-    return this.closedBy !== null;
+    return this.writes.gone;
   }
 
   /**
@@ -153,8 +205,7 @@ export class NodeSink implements ResponseSink<HeaderFields> {
 
   /** leave fails pending and later drains, fires the signal and stops the cycle: the client has left. */
   leave(reason: Error): void {
-    this.closedBy = reason;
-    this.waiter.fail(reason);
+    this.writes.fail(reason);
     this.cycle.abortSignal(reason);
     this.cycle.abandon();
   }
@@ -194,24 +245,11 @@ export class NodeSink implements ResponseSink<HeaderFields> {
   }
 
   data(chunk: Chunk): boolean {
-    if (this.closedBy !== null || this.res.write(toBytes(chunk))) return true;
-    this.full = true;
-    return false;
+    return this.writes.data(chunk);
   }
 
   drain(): Promise<void> {
-    if (this.closedBy !== null) return Promise.reject(this.closedBy);
-    if (!this.full) return RESOLVED;
-    if (!this.listening) {
-      this.listening = true;
-      this.drainSource.on('drain', this.onDrain.bind(this));
-    }
-    return this.waiter.wait();
-  }
-
-  private onDrain(): void {
-    this.full = false;
-    this.waiter.drained();
+    return this.writes.drain();
   }
 
   end(close: boolean): void {
@@ -258,8 +296,9 @@ export class NodeSink implements ResponseSink<HeaderFields> {
 }
 
 /**
- * NodeInput is `nsgi.input` over an IncomingMessage: an async iterable of its body, read through
- * the stream's own iterator so the socket pauses while the app does not read (IN-4).
+ * NodeInput is `nsgi.input` over an IncomingMessage (or an `Http2ServerRequest`): an async
+ * iterable of its body, read through the stream's own iterator so the socket (or the h2 stream's
+ * flow-control window) pauses while the app does not read (IN-4).
  */
 export class NodeInput extends InputBase {
   private inner: AsyncIterator<Buffer> | null = null;
@@ -267,13 +306,19 @@ export class NodeInput extends InputBase {
   private discarded = false;
 
   constructor(
-    private readonly req: IncomingMessage,
-    private readonly sink: NodeSink,
+    private readonly req: Readable,
+    /** Told of the app's first read, to send `100 Continue` then. */
+    private readonly sink: { firstRead(): void },
     /** False when the head says there is no body: nothing can be left unread. */
     private readonly hasBody: boolean,
+    /** The most body bytes allowed, for a body whose length was not declared up front; the read beyond fails with this error. */
+    private readonly limit?: { readonly maxBytes: number; exceeded(): Error },
   ) {
     super();
   }
+
+  /** Body bytes read so far, counted only under a limit. */
+  private bytesRead = 0;
 
   protected iterate(): AsyncIterator<Uint8Array> {
     return {
@@ -282,6 +327,7 @@ export class NodeInput extends InputBase {
         try {
           const r = await this.open().next();
           if (r.done && this.discarded) throw inputAfterResponse();
+          if (this.limit !== undefined && !r.done && (this.bytesRead += r.value.length) > this.limit.maxBytes) throw this.limit.exceeded();
           return r;
         } catch (err) {
           // IN-9: a client that left mid-body fails the read with an Error.

@@ -70,7 +70,8 @@ export type NodeListener = (req: IncomingMessage, res: ServerResponse) => void;
 /** NodeUpgradeListener is a node:http `'upgrade'` listener. */
 export type NodeUpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
-function settingsOf(caller: string, app: App, options: NodeListenerOptions): NodeSettings {
+/** settingsOf checks `app` and makes the settings one listener's requests share; `caller` names the function in the error. */
+export function settingsOf(caller: string, app: App, options: NodeListenerOptions): NodeSettings {
   if (typeof app !== 'function') throw new TypeError(`${caller}() needs an app function, got ${typeof app}`);
   const shared = new AdapterShared();
   return {

@@ -53,6 +53,7 @@ export function serveOptions(command: ServeCommand, stdout: TextSink): ServeOpti
   if (command.forwardedAllowIps.length > 0) options.forwardedAllowIps = command.forwardedAllowIps;
   if (command.forwardedHeaders !== undefined) options.forwardedHeaders = command.forwardedHeaders;
   if (command.workers > 1) options.multiprocess = true;
+  if (command.noHttp2 === true) options.http2 = false;
   return options;
 }
 

@@ -49,6 +49,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'certfile', value: 'FILE', help: 'serve HTTPS with this PEM certificate chain and the key file below; both reread on SIGHUP' },
   { name: 'keyfile', value: 'FILE', help: 'the PEM private key for --certfile' },
   { name: 'ca-certs', value: 'FILE', help: 'PEM CA certificates: ask clients for a certificate verified against them (optional for the client)' },
+  { name: 'no-http2', help: 'with --certfile: offer only HTTP/1.1 by ALPN (default: h2 too, one connection for many streams)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
   { name: 'access-log-format', value: 'FORMAT', help: `access log lines as ${ACCESS_LOG_FORMATS.join(' or ')} (JSON: one object per line); implies the access log` },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
@@ -89,6 +90,8 @@ export interface ServeCommand {
   readonly udsMode?: number;
   /** The inherited listening socket to accept on instead, when given. */
   readonly fd?: number;
+  /** True when `--no-http2` turns HTTP/2 off on the TLS listener. */
+  readonly noHttp2?: boolean;
   /** The TLS certificate chain file, when serving HTTPS. */
   readonly certfile?: string;
   /** The TLS private key file, when serving HTTPS. */
@@ -254,6 +257,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
   if ((certfile === undefined) !== (keyfile === undefined)) {
     throw new CliError(certfile === undefined ? `${label('keyfile')} needs --certfile` : `${label('certfile')} needs --keyfile`);
   }
+  if (values.has('no-http2') && certfile === undefined) throw new CliError(`${label('no-http2')} needs --certfile and --keyfile: HTTP/2 is only offered over TLS`);
   if (caCerts !== undefined && certfile === undefined) throw new CliError(`${label('ca-certs')} needs --certfile and --keyfile`);
   const accessLogFormat = values.get('access-log-format');
   if (accessLogFormat !== undefined && !(ACCESS_LOG_FORMATS as readonly string[]).includes(accessLogFormat)) {
@@ -285,6 +289,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(certfile !== undefined && { certfile }),
     ...(keyfile !== undefined && { keyfile }),
     ...(caCerts !== undefined && { caCerts }),
+    ...(values.has('no-http2') && { noHttp2: true }),
     ...(broker !== undefined && { broker }),
     ...(maxRequests !== undefined && { maxRequests: parseCount(label('max-requests'), maxRequests) }),
     ...(jitter !== undefined && { maxRequestsJitter: parseWhole(label('max-requests-jitter'), jitter) }),

@@ -94,3 +94,32 @@ describe('--certfile and --keyfile', () => {
     expect(still).toEqual({ body: 'ok', fingerprint: new crypto.X509Certificate(first.cert).fingerprint256 });
   }, 30_000);
 });
+
+describe('--no-http2', () => {
+  /** protocol asks curl, offering h2, which HTTP version it was served and with which certificate. */
+  async function protocol(port: number, ca: string): Promise<{ version: string; fingerprint: string }> {
+    const r = await curl(['--http2', '--cacert', ca, '-w', '\n%{http_version}\n%{certs}', `https://127.0.0.1:${port}/`]);
+    const [, version] = r.stdout.toString().split('\n');
+    const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout.toString());
+    return { version: version!, fingerprint: pem === null ? '' : new crypto.X509Certificate(pem[0]).fingerprint256 };
+  }
+
+  it('serves h2 by default, reloads its certificates on SIGHUP, and HTTP/1.1 only with --no-http2', async () => {
+    const live = { certfile: path.join(dir, 'h2.pem'), keyfile: path.join(dir, 'h2.key') };
+    install(first, live);
+    const { cli, port } = await startTls(live);
+    expect(await protocol(port, first.certfile)).toEqual({ version: '2', fingerprint: new crypto.X509Certificate(first.cert).fingerprint256 });
+    install(second, live);
+    process.kill(cli.child.pid!, 'SIGHUP');
+    await waitUntil(() => cli.stderr.includes('reloaded the TLS certificates'), 'the reload', 10_000);
+    expect(await protocol(port, second.certfile)).toEqual({ version: '2', fingerprint: new crypto.X509Certificate(second.cert).fingerprint256 });
+    const off = await startTls(live, '--no-http2');
+    expect((await protocol(off.port, second.certfile)).version).toBe('1.1');
+  }, 30_000);
+
+  it('refuses --no-http2 without TLS, exit 2', async () => {
+    const r = await runCli([APP, '--port', '0', '--no-http2']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('nsgi: --no-http2 needs --certfile and --keyfile: HTTP/2 is only offered over TLS\n');
+  });
+});

@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import type { App, Chunk, Environ, Write } from '../../protocol/nsgi.ts';
 import { WAIT_MS, type Req, type Target, type TargetName } from './targets.ts';
+import { H2_TARGET } from './h2-target.ts';
 
 /** Gate is a promise a test opens when it wants the app to go on. */
 export class Gate {
@@ -71,6 +72,22 @@ export async function until(check: () => boolean, what: string): Promise<void> {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(5);
   }
+}
+
+/**
+ * environAsReceived sends a request with an encoded path, a raw query and repeated headers, and
+ * checks the environ the app saw; `mixedName` is how the X-Mixed-Case name reaches `nsgi.headers`.
+ */
+async function environAsReceived(t: Target, p: Probe, mixedName: string): Promise<void> {
+  await t.send({ path: '/caf%C3%A9/a%2Fb?x=%20+1', headers: [['X-Mixed-Case', 'v'], ['Cookie', 'a=1'], ['Cookie', 'b=2']] });
+  const e = p.environ!;
+  expect(e.PATH_INFO).toBe('/café/a/b');
+  expect(e.QUERY_STRING).toBe('x=%20+1');
+  expect(e.REQUEST_URI).toBe('/caf%C3%A9/a%2Fb?x=%20+1');
+  expect(e.HTTP_X_MIXED_CASE).toBe('v');
+  expect(e.HTTP_COOKIE).toBe('a=1; b=2');
+  expect(e['nsgi.headers']).toContainEqual([mixedName, 'v']);
+  expect(e['nsgi.version']).toEqual([1, 0]);
 }
 
 /** countingBody is an async iterator object (not a generator) that records next() and return() calls. */
@@ -925,6 +942,15 @@ export const CASES: Case[] = [
           expect(r.header('x-multi')).toBe('one, two');
         },
       },
+      [H2_TARGET]: {
+        reason: "node:http2's compatibility API takes a head as an object (Node 20): each repeated field stays separate lines in order, but lines are grouped by name",
+        async run(t) {
+          const r = await t.send({});
+          const lines = r.headers.filter(([n]) => /^(set-cookie|x-multi)$/.test(n)).map(([n, v]) => `${n}: ${v}`);
+          expect(lines.filter((l) => l.startsWith('set-cookie'))).toEqual(['set-cookie: a=1', 'set-cookie: b=2']);
+          expect(lines.filter((l) => l.startsWith('x-multi'))).toEqual(['x-multi: one', 'x-multi: two']);
+        },
+      },
     },
   },
   {
@@ -961,23 +987,25 @@ export const CASES: Case[] = [
       if (t.wire) expect(r.header('connection')?.toLowerCase()).toMatch(/(^|, *)upgrade($|,)/);
       expect(r.body.toString()).toBe('no');
     },
+    deviations: {
+      [H2_TARGET]: {
+        reason: 'HTTP/2 forbids Upgrade and Connection in a response (RFC 9113 §8.2.2): the 426 goes without them',
+        async run(t) {
+          const r = await t.send({});
+          expect(r.status).toBe(426);
+          expect(r.header('upgrade')).toBeUndefined();
+          expect(r.header('connection')).toBeUndefined();
+          expect(r.body.toString()).toBe('no');
+        },
+      },
+    },
   },
   // ---- environ ------------------------------------------------------------------------------
   {
     name: 'the environ carries the target, decoded path, raw query and headers as received',
     spec: ['ENV-4', 'ENV-5', 'ENV-9', 'ENV-11', 'ENV-13', 'ENV-23'],
     app: recordEnviron,
-    async run(t, p) {
-      await t.send({ path: '/caf%C3%A9/a%2Fb?x=%20+1', headers: [['X-Mixed-Case', 'v'], ['Cookie', 'a=1'], ['Cookie', 'b=2']] });
-      const e = p.environ!;
-      expect(e.PATH_INFO).toBe('/café/a/b');
-      expect(e.QUERY_STRING).toBe('x=%20+1');
-      expect(e.REQUEST_URI).toBe('/caf%C3%A9/a%2Fb?x=%20+1');
-      expect(e.HTTP_X_MIXED_CASE).toBe('v');
-      expect(e.HTTP_COOKIE).toBe('a=1; b=2');
-      expect(e['nsgi.headers']).toContainEqual(['X-Mixed-Case', 'v']);
-      expect(e['nsgi.version']).toEqual([1, 0]);
-    },
+    run: (t, p) => environAsReceived(t, p, 'X-Mixed-Case'),
     deviations: {
       'fetch round trip (fromFetch(toFetch(app)) on nsgi)': {
         reason: 'a fetch Request keeps headers in a Headers object: names lower-cased and sorted, repeated fields joined',
@@ -989,6 +1017,10 @@ export const CASES: Case[] = [
           expect(e.HTTP_COOKIE).toBe('a=1; b=2');
           expect(e['nsgi.headers']).toContainEqual(['x-mixed-case', 'v']);
         },
+      },
+      [H2_TARGET]: {
+        reason: 'HTTP/2 field names are lower-case on the wire (RFC 9113 §8.2.1), so nsgi.headers has them so',
+        run: (t, p) => environAsReceived(t, p, 'x-mixed-case'),
       },
       'testing.ts (toFetch, in memory)': {
         reason: 'testing.ts builds a fetch Request: header names lower-cased and sorted, repeated fields joined',

@@ -19,7 +19,17 @@ function title(c: Case): string {
 }
 
 describe.each(KINDS.map((kind) => ({ kind, name: kind.name })))('contract on $name', ({ kind }: { kind: Kind }) => {
-  for (const c of [...CASES, ...FILE_CASES]) {
+  const all = [...CASES, ...FILE_CASES];
+  if (kind.excluded !== undefined) {
+    const excluded = kind.excluded;
+    it('the cases this target does not run are declared, each naming a case and why', () => {
+      const names = new Set(all.map((c) => c.name));
+      expect(Object.keys(excluded).filter((name) => !names.has(name))).toEqual([]);
+      expect(all.filter((c) => c.wireOnly !== undefined && excluded[c.name] === undefined).map((c) => c.name)).toEqual([]);
+    });
+  }
+  for (const c of all) {
+    if (kind.excluded?.[c.name] !== undefined) continue;
     if (c.wireOnly !== undefined && !kind.wire) continue;
     const deviation = c.deviations?.[kind.name];
     if (deviation !== undefined) {

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import type { App } from '../../protocol/nsgi.ts';
 import { createNodeServer, fromFetch, serve, testing, toFetch, validate } from '../../src/index.ts';
 import type { TestStream } from '../../src/testing.ts';
+import { H2_EXCLUDED, H2_TARGET, startH2 } from './h2-target.ts';
 import { RawClient, cleanup, finalResponses, header as headerOf, reqBytes, type ParsedResponse } from '../helpers/server.ts';
 
 /** WAIT_MS bounds every wait in the suite. */
@@ -91,10 +92,16 @@ export interface Kind {
   readonly wire: boolean;
   /** True when the app runs under validate() and the suite checks that it reports nothing. */
   readonly validated: boolean;
+  /**
+   * Cases (by name) that cannot apply to this way of serving, each with the reason. The suite
+   * checks each names a case, and that every `wireOnly` case is among them on a target that has
+   * a connection of another kind.
+   */
+  readonly excluded?: Readonly<Record<string, string>>;
   start(app: App): Promise<Target>;
 }
 
-export type TargetName = 'nsgi' | 'nsgi + validate()' | 'node:http (toNodeListener)' | 'fetch round trip (fromFetch(toFetch(app)) on nsgi)' | 'testing.ts (toFetch, in memory)';
+export type TargetName = typeof H2_TARGET | 'nsgi' | 'nsgi + validate()' | 'node:http (toNodeListener)' | 'fetch round trip (fromFetch(toFetch(app)) on nsgi)' | 'testing.ts (toFetch, in memory)';
 
 const closers: Array<() => Promise<void>> = [];
 
@@ -163,6 +170,17 @@ export const KINDS: Kind[] = [
       const server = await serve(fromFetch(toFetch(app, { errors: stream })), { host: '127.0.0.1', port: 0, errors: stream });
       closers.push(() => server.close({ timeout: 500 }));
       return wireTarget('fetch round trip', server.port, errors);
+    },
+  },
+  {
+    name: H2_TARGET,
+    wire: false,
+    validated: false,
+    excluded: H2_EXCLUDED,
+    async start(app) {
+      const { target, close } = await startH2(app);
+      closers.push(close);
+      return target;
     },
   },
   {

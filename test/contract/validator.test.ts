@@ -164,7 +164,7 @@ describe('the environ (server side)', () => {
     ['ENV-5', { REQUEST_URI: '/a b' }],
     ['ENV-6', { CONTENT_LENGTH: '5' }],
     ['ENV-7', { SERVER_NAME: 'elsewhere' }],
-    ['ENV-8', { SERVER_PROTOCOL: 'HTTP/2' }],
+    ['ENV-8', { SERVER_PROTOCOL: 'HTTP/3' }],
     ['ENV-9', { 'nsgi.headers': [['Host', 'localhost'], ['Accept', '*/*']] }],
     ['ENV-10', { HTTP_CONTENT_TYPE: 'text/plain', CONTENT_TYPE: 'text/plain', 'nsgi.headers': [['Host', 'localhost'], ['Content-Type', 'text/plain']] }],
     ['ENV-11', { HTTP_ACCEPT: 'a', 'nsgi.headers': [['Host', 'localhost'], ['Accept', 'a'], ['Accept', 'b']] }],

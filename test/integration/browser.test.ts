@@ -14,27 +14,13 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { app as demo, chat } from '../../examples/demo.ts';
 import { serve, type Server } from '../../src/index.ts';
+import { CHROMIUM, CHROMIUM_ARGS, MISSING_CHROMIUM } from '../helpers/chromium.ts';
 
 /** document is the page's, inside the functions Playwright runs there; the tests compile without the DOM library. */
 declare const document: {
   getElementById(id: string): { textContent: string | null } | null;
   querySelectorAll(selector: string): Iterable<{ textContent: string | null }>;
 };
-
-/** CHROMIUM is where Debian's chromium package puts the browser. */
-const CHROMIUM = '/usr/bin/chromium';
-
-/** Flags for a headless browser run as root, offline, with no profile of its own to keep. */
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-dev-shm-usage',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 /** ARTIFACTS is where the screenshot goes; .gitignore keeps it out of the repository. */
 const ARTIFACTS = fileURLToPath(new URL('../.artifacts/', import.meta.url));
@@ -47,14 +33,11 @@ let server: Server | undefined;
 const contexts = new Set<BrowserContext>();
 const pageErrors: string[] = [];
 
-/** MISSING_CHROMIUM is the failure of every test here when the browser is not installed. */
-const MISSING_CHROMIUM = `${CHROMIUM} is missing: the browser tests need Debian's chromium package. Install it with: apt-get update && apt-get install -y chromium`;
-
 beforeAll(async () => {
   // Each test fails on its own with MISSING_CHROMIUM (openDemo), rather than being skipped.
   if (!existsSync(CHROMIUM)) return;
   // A launch without a user-data dir gets a fresh temporary profile, removed on close.
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 20_000 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_ARGS], headless: true, timeout: 20_000 });
   server = await serve(demo, { host: '127.0.0.1', port: 0, errors: { write: () => {} } });
 }, BROWSER_TEST_MS);
 
