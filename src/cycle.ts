@@ -21,7 +21,8 @@
 import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Upgraded, UpgradeOptions, Write } from '../protocol/nsgi.ts';
 import { LazySignal, type SignalSource } from './environ.ts';
 import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
-import { BodyRule, bodyRule, describe, type Status } from './http1/writer.ts';
+import { describe } from './http1/fields.ts';
+import { BodyRule, bodyRule, type Status } from './http1/writer.ts';
 import { byteLength, callReturn, isThenable } from './iterators.ts';
 import { pump } from './pump.ts';
 import type { CheckedHeaders, ResponseSink } from './sink.ts';

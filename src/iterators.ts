@@ -5,7 +5,7 @@
  */
 import type { Chunk, ErrorStream } from '../protocol/nsgi.ts';
 import { AppError } from './errors.ts';
-import { describe } from './http1/writer.ts';
+import { describe } from './http1/fields.ts';
 
 /**
  * callReturn calls `it.return()` if it has one (BODY-16), writing whatever it throws or rejects
