@@ -11,6 +11,13 @@ import { InputBase } from './input.ts';
 export const INPUT_HIGH_WATER_MARK = 64 * 1024;
 
 /**
+ * INPUT_READ_AHEAD is how many unparsed bytes are read past a full request input before the socket
+ * is paused: enough to see a client's FIN behind the rest of a body it sent in tiny chunks, at a
+ * bounded cost of compact bytes per connection (beside the input's own INPUT_HIGH_WATER_MARK).
+ */
+export const INPUT_READ_AHEAD = 256 * 1024;
+
+/**
  * CHUNK_COST is what one queued piece costs beyond its bytes: the Buffer view and its queue slot,
  * about 100 bytes on V8. Counting bytes alone, a chunked body of 1-byte chunks queued 65,536
  * objects (8 MiB) before the mark was reached.

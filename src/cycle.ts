@@ -20,13 +20,12 @@
  */
 import type { Body, Chunk, Environ, ErrorStream, HeaderList, StartResponse, Upgraded, UpgradeOptions, Write } from '../protocol/nsgi.ts';
 import { LazySignal, type SignalSource } from './environ.ts';
-import { AppError, ClientGoneError, ProtocolError } from './errors.ts';
-import { BodyRule, bodyRule, describe, type Status } from './http1/writer.ts';
-import { byteLength, callReturn, isThenable } from './iterators.ts';
+import { AppError, ClientGoneError, ProtocolError, logAppError } from './errors.ts';
+import { describe } from './http1/fields.ts';
+import { BodyRule, bodyRule, type Status } from './http1/writer.ts';
+import { byteLength, callReturn, isThenable, type AnyIterator } from './iterators.ts';
 import { pump } from './pump.ts';
 import type { CheckedHeaders, ResponseSink } from './sink.ts';
-
-type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
 const RESOLVED = Promise.resolve();
 
@@ -346,10 +345,7 @@ export class ResponseCycle<H extends CheckedHeaders = CheckedHeaders> implements
     // while reading the input (answered with its own status), and the client leaving, once the
     // request's signal has said so.
     const clientsDoing = err instanceof ProtocolError || (err instanceof ClientGoneError && this.lazySignal?.aborted === true);
-    if (!clientsDoing) {
-      const what = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
-      this.errors.write(`nsgi: error in app for ${this.request.method} ${this.request.target}: ${what}`);
-    }
+    if (!clientsDoing) logAppError(this.errors, this.request, err);
     if (!this.headSent) {
       this.sink.failBeforeHead(err, this.isHead);
     } else {

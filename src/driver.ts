@@ -3,7 +3,8 @@
  * {@link Http1Connection}, starts each request's {@link Exchange} (`exchange.ts`), pauses and
  * resumes reading, and closes the socket. Responses are written by the connection's
  * {@link ServerSink} (`server-sink.ts`), deadlines kept by `deadlines.ts`; what happens after a
- * response is the connection's decision (`Http1Connection.afterResponse`).
+ * response is the connection's decision (`Http1Connection.afterResponse`). Once the driver has
+ * decided to close, drop or hand over its socket, `socket-end.ts` does it.
  *
  * Theory of operation. A driver is in one state at a time:
  *
@@ -24,21 +25,16 @@ import { Deadlines, Phase, type DeadlineOwner } from './deadlines.ts';
 import { ClientGoneError, ProtocolError, ServerClosingError } from './errors.ts';
 import { Exchange } from './exchange.ts';
 import { AfterResponse, Http1Connection } from './http1/connection.ts';
+import { INPUT_READ_AHEAD } from './body.ts';
 import { inputAfterResponse } from './input.ts';
 import type { ServerContext } from './server.ts';
 import { OUTPUT_HIGH_WATER_MARK, ServerSink } from './server-sink.ts';
-import { handOver, listen, type SocketOwner } from './socket-events.ts';
-import { watchSendStall } from './send-stall.ts';
-import { requireBodyRead, switchingProtocols } from './upgrade.ts';
+import { dropSilentPeer, endSocket, handOverSocket, lingerSocket } from './socket-end.ts';
+import { listen, type SocketOwner } from './socket-events.ts';
+import { upgradeHead } from './upgrade.ts';
 
 /** Unparsed pipelined bytes above which the server stops reading until it catches up. */
 const PIPELINE_HIGH_WATER_MARK = 64 * 1024;
-/**
- * INPUT_READ_AHEAD is how many unparsed bytes are read past a full request input before the socket
- * is paused: enough to see a client's FIN behind the rest of a body it sent in tiny chunks, at a
- * bounded cost of compact bytes per connection (beside the input's own INPUT_HIGH_WATER_MARK).
- */
-const INPUT_READ_AHEAD = 256 * 1024;
 
 /** DriverState is where a driver stands; see the theory of operation above. */
 const enum DriverState {
@@ -240,18 +236,11 @@ export class Driver implements DeadlineOwner, SocketOwner {
   onClose(): void {
     this.state = DriverState.Gone;
     this.deadlines.stopAll();
-    this.server.drivers.delete(this);
     const err = new ClientGoneError();
     const cycle = this.exchange.cycle;
     this.exchange.abort(err);
     this.sink.socketGone(err);
-    const returned = cycle?.iteratorReturned;
-    if (returned != null) {
-      const returning = this.server.returning;
-      returning.add(returned);
-      void returned.finally(() => returning.delete(returned));
-    }
-    this.server.driverGone();
+    this.server.driverGone(this, cycle?.iteratorReturned ?? null);
   }
 
   private pause(why: Pause): void {
@@ -322,38 +311,20 @@ export class Driver implements DeadlineOwner, SocketOwner {
   // ---- closing ----------------------------------------------------------------------------
 
   /**
-   * refused closes after an answer that says close and was sent without the app (a CONNECT's 501):
-   * after a linger, whatever the request announced, since waiting for a body announced but never
-   * sent would hold the connection for ever (SRV-21).
-   */
-  refused(): void {
-    this.close(true);
-  }
-
-  /**
    * close flushes what is pending, ends the socket, and reads on briefly before destroying it
    * when the client may still be sending: bytes are buffered, a request body is unread, or
    * `mayBeSending` says so (a request refused at its head).
    */
-  private close(mayBeSending = false): void {
+  close(mayBeSending = false): void {
     if (this.state !== DriverState.Reading) return;
     this.state = DriverState.Closing;
     this.sink.flushNow();
-    const socket = this.socket;
     const http = this.http;
     const unread = mayBeSending || http.buffered > 0 || (http.request !== null && !http.requestBodyDone);
-    if (!unread || this.peerEnded) {
-      socket.destroySoon();
-      if (socket.writableLength > 0) this.deadlines.startSend();
-      return;
-    }
-    // Lingering close (RFC 9112 §9.6): the client may still be sending; keep reading, and
-    // discarding, for a while, so that its unread bytes do not make our kernel reset the
-    // connection before the client has read the response.
+    if (!unread || this.peerEnded) return endSocket(this.socket, this.deadlines);
+    // Lingering close (RFC 9112 §9.6): the client may still be sending.
     this.state = DriverState.Lingering;
-    socket.end();
-    socket.resume();
-    this.deadlines.arm(Phase.Linger);
+    lingerSocket(this.socket, this.deadlines);
   }
 
   /**
@@ -378,28 +349,13 @@ export class Driver implements DeadlineOwner, SocketOwner {
    * off, the bytes read past the request head go with it, and the socket is left paused.
    */
   upgrade(headers: HeaderList | undefined): Upgraded {
-    const http = this.http;
     if (this.state !== DriverState.Reading) throw new ClientGoneError();
-    requireBodyRead(http.requestBodyDone);
-    const head101 = headers === undefined ? '' : switchingProtocols(headers, http.request!.headers);
+    const head101 = upgradeHead(this.http.requestBodyDone, headers, this.http.request!.headers);
     this.state = DriverState.Upgraded;
-    http.statusCode = 101;
+    this.http.statusCode = 101;
     this.sink.flushNow();
-    const socket = this.socket;
-    socket.pause();
-    handOver(socket);
     this.deadlines.stopPhase();
-    const rest = http.takeBuffered();
-    if (head101 !== '') socket.write(head101, 'latin1');
-    // The send-stall rule outlives the hand-over: an upgraded peer (a WebSocket) that takes
-    // nothing of what is written to it for sendTimeout is dropped as any other would be.
-    const { sendTimeout, errors } = this.server;
-    const { remoteAddress, remotePort } = this.exchange;
-    watchSendStall(socket, sendTimeout, () => {
-      errors.write(`nsgi: dropping upgraded ${remoteAddress}:${remotePort}: it read nothing for ${sendTimeout} ms`);
-      socket.destroy();
-    });
-    return { socket, head: rest };
+    return handOverSocket(this.socket, head101, this.http.takeBuffered(), this.server, this.exchange);
   }
 
   /** destroy closes the socket at once. */
@@ -436,8 +392,6 @@ export class Driver implements DeadlineOwner, SocketOwner {
 
   /** onSendTimeout drops a client that read nothing of what was sent for `sendTimeout`. */
   onSendTimeout(): void {
-    const { remoteAddress, remotePort } = this.exchange;
-    this.server.errors.write(`nsgi: dropping ${remoteAddress}:${remotePort}: it read nothing for ${this.server.sendTimeout} ms`);
-    this.socket.destroy();
+    dropSilentPeer(this.socket, this.server, this.exchange, '');
   }
 }

@@ -6,6 +6,7 @@
  * such reports go unless the server is given another `nsgi.errors`.
  */
 import type { ErrorStream } from '../protocol/nsgi.ts';
+import { describe } from './http1/fields.ts';
 
 /** ProtocolError is a malformed or unacceptable request; `status` is the response to send. */
 export class ProtocolError extends Error {
@@ -72,3 +73,12 @@ export const STDERR: ErrorStream = {
     process.stderr.write(text.endsWith('\n') ? text : text + '\n');
   },
 };
+
+/**
+ * logAppError writes what an app threw while serving `request` to `errors` (ERR-3): an Error with
+ * its stack, anything else described, so that a thrown string or object is still named.
+ */
+export function logAppError(errors: ErrorStream, request: { readonly method: string; readonly target: string }, err: unknown): void {
+  const what = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : `non-Error value thrown: ${describe(err)}`;
+  errors.write(`nsgi: error in app for ${request.method} ${request.target}: ${what}`);
+}

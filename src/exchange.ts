@@ -73,7 +73,9 @@ export class Exchange implements InputHooks, ConnectionInfo {
     if (server.closing) http.mustClose();
     if (head.method === 'CONNECT') {
       http.sendErrorResponse(501, 'CONNECT is not supported', true);
-      this.driver.refused();
+      // Closed after a linger, whatever the request announced: waiting for a body announced but
+      // never sent would hold the connection for ever (SRV-21).
+      this.driver.close(true);
       return;
     }
     const input = new RequestInput(this, head.contentLength <= 0 && !head.chunked);

@@ -5,7 +5,10 @@
  */
 import type { Chunk, ErrorStream } from '../protocol/nsgi.ts';
 import { AppError } from './errors.ts';
-import { describe } from './http1/writer.ts';
+import { describe } from './http1/fields.ts';
+
+/** AnyIterator is a body's iterator, sync or async. */
+export type AnyIterator = Iterator<unknown> | AsyncIterator<unknown>;
 
 /**
  * callReturn calls `it.return()` if it has one (BODY-16), writing whatever it throws or rejects

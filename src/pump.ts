@@ -6,7 +6,8 @@
  */
 import type { ResponseCycle } from './cycle.ts';
 import { AppError } from './errors.ts';
-import { BodyRule, describe } from './http1/writer.ts';
+import { describe } from './http1/fields.ts';
+import { BodyRule } from './http1/writer.ts';
 import { checkIterator, isNonEmptyChunk } from './iterators.ts';
 
 /** pump opens the body an app returned and pulls it to its end, or fails the cycle with the reason it cannot. */

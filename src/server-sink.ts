@@ -15,7 +15,8 @@ import { DrainWaiter } from './drain.ts';
 import type { Driver } from './driver.ts';
 import { ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
-import { checkTrailerFields, type BodyRule, type HeadCache, type PreparedHeaders, type Status } from './http1/writer.ts';
+import { checkTrailerFields } from './http1/fields.ts';
+import type { BodyRule, HeadCache, PreparedHeaders, Status } from './http1/writer.ts';
 import type { ResponseSink } from './sink.ts';
 
 /** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */

@@ -41,8 +41,11 @@ export interface ServerContext extends DeadlineTimes {
   readonly urlScheme: 'http' | 'https';
   /** Bodies whose `return()` is still running, for close() to wait on. */
   readonly returning: Set<Promise<void>>;
-  /** Called by a driver whose socket has closed, once its body was ended. */
-  driverGone(): void;
+  /**
+   * Called by a driver whose socket has closed, once its body was ended, with the body's
+   * `return()` still running if any: the server forgets the driver and waits for that.
+   */
+  driverGone(driver: Driver, returned: Promise<void> | null): void;
 }
 
 /** ServeOptions configures {@link serve}. Every field is optional. */
@@ -237,7 +240,13 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
     closing: false,
     urlScheme: options.tls === undefined ? 'http' : 'https',
     returning: new Set(),
-    driverGone: () => {
+    driverGone: (driver, returned) => {
+      context.drivers.delete(driver);
+      if (returned !== null) {
+        const returning = context.returning;
+        returning.add(returned);
+        void returned.finally(() => returning.delete(returned));
+      }
       if (context.closing && context.drivers.size === 0) allGone?.();
     },
   };

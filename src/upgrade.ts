@@ -13,6 +13,15 @@ export function requireBodyRead(read: boolean): void {
 }
 
 /**
+ * upgradeHead checks that the request body was read ({@link requireBodyRead}) and makes the app's
+ * 101 head from `headers` ({@link switchingProtocols}), '' when the app writes none itself.
+ */
+export function upgradeHead(bodyRead: boolean, headers: HeaderList | undefined, requestHeaders: HeaderList): string {
+  requireBodyRead(bodyRead);
+  return headers === undefined ? '' : switchingProtocols(headers, requestHeaders);
+}
+
+/**
  * switchingProtocols is the `101 Switching Protocols` head for an app's `upgrade({ headers })`:
  * its fields (checked as a response's, SPEC §4.2), then the Connection and Upgrade fields a 101
  * needs (RFC 9110 §7.8, §15.2.2). Upgrade is hop-by-hop, so the checks drop the app's; its value

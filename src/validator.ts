@@ -76,7 +76,8 @@ import type { App, Body, Chunk, Environ, HeaderList, Input, StartResponse, Write
 import { isThenable } from './iterators.ts';
 import { decodePath } from './environ.ts';
 import { isFieldValue, isToken } from './http1/syntax.ts';
-import { FORBIDDEN_TRAILER_FIELDS, bodyAllowedForStatus } from './http1/writer.ts';
+import { FORBIDDEN_TRAILER_FIELDS } from './http1/fields.ts';
+import { bodyAllowedForStatus } from './http1/writer.ts';
 
 /** SECTIONS maps each rule id prefix and number range to its section of protocol/SPEC.md. */
 const SECTIONS: Array<[prefix: string, from: number, to: number, section: string]> = [

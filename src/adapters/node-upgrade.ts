@@ -13,7 +13,7 @@ import { RequestInput, type InputHooks } from '../body.ts';
 import { LazySignal } from '../environ.ts';
 import { ClientGoneError } from '../errors.ts';
 import { RequestParser } from '../http1/parser.ts';
-import { requireBodyRead, switchingProtocols } from '../upgrade.ts';
+import { upgradeHead } from '../upgrade.ts';
 import { NodeSink, connectionInfo, describeRequest, type NodeRequest, type NodeSettings } from './node-exchange.ts';
 
 /** UPGRADE_BUFFER_LIMIT is how many bytes past the body are read, for `head`, before reading stops. */
@@ -111,8 +111,7 @@ export class UpgradeExchange implements InputHooks {
     if (this.closed) throw new ClientGoneError();
     const response = this.response!;
     const parser = this.parser!;
-    requireBodyRead(this.input.complete);
-    const head101 = headers === undefined ? '' : switchingProtocols(headers, this.request.headers);
+    const head101 = upgradeHead(this.input.complete, headers, this.request.headers);
     // UPG-4: the adapter's listeners come off, except 'close' (for the signal) and 'error'.
     const socket = this.socket;
     response.res.detachSocket(socket);

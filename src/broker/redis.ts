@@ -26,6 +26,7 @@
  * from their ids, so nothing kept is lost.
  */
 import { fromRedisId, makeId, normaliseCursor, toRedisId } from './ids.ts';
+import { PUBLISH_SCRIPT, fields, fromStreamId, predecessor, toEntries, type RawEntry } from './redis-stream.ts';
 import {
   BEGINNING,
   BrokerError,
@@ -384,65 +385,9 @@ export class RedisBroker implements Broker {
   }
 }
 
-/**
- * PUBLISH_SCRIPT appends one entry (KEYS[1]; ARGV: data, capacity, max age in ms or 0) with the
- * id of the entry before it, trims, and answers the new id. The predecessor is the newest kept
- * entry, or the stream's last generated id when age trimming emptied it. Age is measured on
- * Redis's clock, the one its ids come from.
- */
-const PUBLISH_SCRIPT = `
-local key = KEYS[1]
-local prev = '0-0'
-local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-if #newest > 0 then
-  prev = newest[1][1]
-elseif redis.call('EXISTS', key) == 1 then
-  local info = redis.call('XINFO', 'STREAM', key)
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then prev = info[i + 1] end
-  end
-end
-local id = redis.call('XADD', key, 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1], 'p', prev)
-local age = tonumber(ARGV[3])
-if age > 0 then
-  local now = redis.call('TIME')
-  local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - age
-  redis.call('XTRIM', key, 'MINID', '~', oldest)
-end
-return id
-`;
-
-/** fromStreamId maps a Redis id to a broker id, the empty stream's `0-0` to {@link BEGINNING}. */
-function fromStreamId(id: string): string {
-  return id === '0-0' ? BEGINNING : fromRedisId(id);
-}
-
-/** predecessor is the broker id of the entry published before `raw`, from its `p` field. */
-function predecessor(raw: RawEntry): string {
-  return fromStreamId(fieldValue(raw[1], 'p') || '0-0');
-}
-
 /** UNBLOCK_ATTEMPTS and UNBLOCK_RETRY_MS bound the retries of CLIENT UNBLOCK: 5 tries, 20 ms apart. */
 const UNBLOCK_ATTEMPTS = 5;
 const UNBLOCK_RETRY_MS = 20;
-
-type RawEntry = [string, string[]];
-
-function toEntries(raw: RawEntry[] | null): BrokerEntry[] {
-  if (raw === null) return [];
-  return raw.map(([id, values]) => ({ id: fromRedisId(id), data: fieldValue(values, 'd') }));
-}
-
-function fieldValue(values: string[], name: string): string {
-  for (let i = 0; i + 1 < values.length; i += 2) if (values[i] === name) return values[i + 1] as string;
-  return '';
-}
-
-function fields(flat: unknown[]): Map<string, unknown> {
-  const map = new Map<string, unknown>();
-  for (let i = 0; i + 1 < flat.length; i += 2) map.set(String(flat[i]), flat[i + 1]);
-  return map;
-}
 
 function closedError(): BrokerError {
   return new BrokerError('closed', 'the Redis broker is closed');
