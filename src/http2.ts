@@ -28,6 +28,12 @@ export interface Http2FrontOptions {
   readonly maxHeaderSize: number;
   /** Largest request body in bytes (413 for a larger declared length). */
   readonly maxBodySize: number;
+  /**
+   * Milliseconds a session with no open stream is kept before it is sent GOAWAY: the keep-alive
+   * timeout of HTTP/1.1, so an idle h2 connection holds a connection slot no longer than an idle
+   * HTTP/1.1 one. A session with a stream open (a long poll, an event stream) is never timed.
+   */
+  readonly idleTimeout: number;
   /** Writes an access log line per response, when there is an access log. */
   readonly accessLog?: (entry: AccessEntry) => void;
 }
@@ -55,7 +61,12 @@ export class Http2Front {
     }, listener);
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
+      const idle = new IdleSession(session, options.idleTimeout);
+      session.on('stream', idle.onStream);
+      session.once('close', () => {
+        idle.stop();
+        this.sessions.delete(session);
+      });
       // A session's protocol errors end that session; they are the client's, not the server's.
       session.on('error', () => {});
       if (this.closing) session.close();
@@ -81,5 +92,48 @@ export class Http2Front {
   /** destroy ends every session at once: the graceful timeout has passed. */
   destroy(): void {
     for (const session of this.sessions) session.destroy();
+  }
+}
+
+/**
+ * IdleSession closes (GOAWAY, then the connection) a session that has had no open stream for the
+ * idle timeout. Streams are counted rather than frames watched, so a stream that waits quietly
+ * for its event keeps its session, as a long poll keeps its HTTP/1.1 connection.
+ */
+class IdleSession {
+  private open = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly session: http2.ServerHttp2Session,
+    private readonly timeout: number,
+  ) {
+    this.arm();
+  }
+
+  readonly onStream = (stream: http2.ServerHttp2Stream): void => {
+    this.open++;
+    this.stopTimer();
+    stream.once('close', () => {
+      if (--this.open === 0) this.arm();
+    });
+  };
+
+  stop(): void {
+    this.stopTimer();
+  }
+
+  private arm(): void {
+    if (this.session.closed || this.session.destroyed) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.open === 0) this.session.close();
+    }, this.timeout);
+    this.timer.unref();
+  }
+
+  private stopTimer(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
   }
 }

@@ -264,6 +264,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         maxHeaderCount: limits.maxHeaderCount,
         maxHeaderSize: limits.maxHeaderSize,
         maxBodySize: limits.maxBodySize,
+        idleTimeout: keepAliveTimeout,
         ...(context.accessLog !== undefined && { accessLog: (entry: AccessEntry) => context.accessLog!(context.accessLogFormat(entry)) }),
       })
     : null;

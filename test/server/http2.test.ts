@@ -295,6 +295,35 @@ describe('HTTP/2 over TLS', () => {
     expect(errors.join('')).toContain('boom');
   });
 
+  it('sends GOAWAY to a session idle past the keep-alive timeout, and never times a quiet open stream', async () => {
+    let release: (() => void) | null = null;
+    const app: App = async function* (environ: Environ, startResponse) {
+      startResponse('200 OK', [['Content-Type', 'text/plain']]);
+      if (environ.PATH_INFO === '/wait') await new Promise<void>((resolve) => (release = resolve));
+      yield 'done';
+    };
+    const started = await startServer(app, { ...tlsOptions(), keepAliveTimeout: 300 });
+    // A session that opens no stream is let go after the timeout, as an idle HTTP/1.1 connection is.
+    const idle = await connect(started.port);
+    const idleClosed = new Promise<void>((resolve) => idle.once('close', () => resolve()));
+    let idleGoaway = false;
+    idle.on('goaway', () => (idleGoaway = true));
+    await idleClosed;
+    expect(idleGoaway).toBe(true);
+    // A stream waiting three timeouts for its event keeps its session; once it ends, the timer runs again.
+    const busy = await connect(started.port);
+    let busyGoaway = false;
+    busy.on('goaway', () => (busyGoaway = true));
+    const pending = request(busy, { ':path': '/wait' });
+    await waitUntil(() => release !== null, 'the app waiting');
+    await sleep(900);
+    expect(busyGoaway).toBe(false);
+    release!();
+    expect((await pending).body.toString()).toBe('done');
+    await new Promise<void>((resolve) => busy.once('close', () => resolve()));
+    expect(busyGoaway).toBe(true);
+  });
+
   it('close() sends GOAWAY, fires nsgi.signal, lets open streams finish and then resolves', async () => {
     let returns = 0;
     const app: App = async function* (environ: Environ, startResponse) {
