@@ -1,6 +1,7 @@
 /**
  * Looking at processes from /proc, for the worker tests: which pids a primary has forked, and
- * whether a pid is still running; and a free port for a process the test starts to listen on.
+ * whether a pid is still running; a free port for a process the test starts to listen on, and
+ * whether something listens on a port yet.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
@@ -56,4 +57,16 @@ export async function freePort(): Promise<number> {
   const { port } = server.address() as net.AddressInfo;
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/** accepts tells whether something accepts a connection on 127.0.0.1:`port`. */
+export function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runLoad, type LoadReport } from '../helpers/load.ts';
-import { restartSafeConfig, startNginx, type Nginx } from '../helpers/nginx.ts';
+import { restartSafeConfig, startNginx, type RunningNginx } from '../helpers/nginx.ts';
 import { freePort, isAlive, workerPids } from '../helpers/processes.ts';
 import { sleep, waitUntil } from '../helpers/server.ts';
 import { CliProcess, killAllClis } from '../helpers/spawn-cli.ts';
@@ -23,7 +23,7 @@ const LOAD_LIMIT_MS = 120_000;
 const START_MS = 30_000;
 
 let dir = '';
-let nginx: Nginx | null = null;
+let nginx: RunningNginx | null = null;
 const ports: number[] = [];
 const running = new Map<number, CliProcess>();
 
@@ -64,7 +64,7 @@ beforeAll(async () => {
   copyFileSync(new URL('../fixtures/versioned.mjs', import.meta.url), path.join(dir, 'app.mjs'));
   writeFileSync(path.join(dir, 'version.txt'), 'v1\n');
   ports.push(await freePort(), await freePort());
-  nginx = await startNginx(dir, (d, port) => restartSafeConfig(d, port, ports));
+  nginx = await startNginx((port) => restartSafeConfig(port, ports));
 }, 30_000);
 
 afterEach(stopAll, 30_000);

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { App } from '../../protocol/nsgi.ts';
 import { acceptWebSocket } from '../../src/websocket.ts';
-import { startNginx, type RunningNginx } from '../helpers/nginx-proxy.ts';
+import { deploymentConfig, startNginx, type RunningNginx } from '../helpers/nginx.ts';
 import { cleanup, finalResponses, header, sleep, startServer, waitUntil, type Started } from '../helpers/server.ts';
 
 /** BIG is the size of the streamed download: 256 MiB in 1 MiB chunks. */
@@ -96,7 +96,7 @@ const instances: Started[] = [];
 
 beforeAll(async () => {
   for (const name of ['a', 'b']) instances.push(await startServer(app(name), { forwardedAllowIps: ['127.0.0.1'] }));
-  nginx = await startNginx(instances.map((i) => i.port));
+  nginx = await startNginx((p) => deploymentConfig(p, instances.map((i) => i.port)));
   port = nginx.port;
 }, 30_000);
 

@@ -4,7 +4,7 @@
  * reconnections and the room's sockets over both instances, and clients still see one history.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { startNginx, type RunningNginx } from '../helpers/nginx-proxy.ts';
+import { deploymentConfig, startNginx, type RunningNginx } from '../helpers/nginx.ts';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
 import { killAllClis, startCli } from '../helpers/spawn-cli.ts';
 import { closeStreams, events, expectOrderedIds, joinRoom, pollAll, publish, roomSocket, send, sleep, until } from '../helpers/stream-clients.ts';
@@ -28,7 +28,7 @@ describe('nginx in front of two nsgi instances sharing Redis', () => {
   it('chat, SSE replay and the WebSocket room see one history whichever instance nginx picks', { timeout: 90_000 }, async () => {
     redis = await startRedis();
     const instances = await Promise.all([0, 1].map(() => startCli([APP, '--port', '0', '--broker', redis!.url, '--forwarded-allow-ips', '127.0.0.1'])));
-    nginx = await startNginx(instances.map((i) => i.port));
+    nginx = await startNginx((p) => deploymentConfig(p, instances.map((i) => i.port)));
     const base = nginx.url;
 
     const pollers = Array.from({ length: 4 }, () => pollAll(base, 4));

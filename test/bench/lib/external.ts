@@ -7,7 +7,7 @@
  * its CPU time and memory are those of its whole process tree.
  */
 import { spawn } from 'node:child_process';
-import net from 'node:net';
+import { accepts, freePort } from '../../helpers/processes.ts';
 import { pinned, sleep, type RunningServer } from './proc.ts';
 
 /** EXTERNAL_READY_TIMEOUT_MS bounds how long an added server may take to accept a connection. */
@@ -38,30 +38,6 @@ export function parseServerSpec(spec: string): ExternalServer {
   const id = label.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
   if (id === '') throw new Error(`--server label ${JSON.stringify(label)} needs at least one letter or digit`);
   return { id, label, command };
-}
-
-/** freePort asks the kernel for a free loopback port. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** accepts resolves true when something accepts a connection on 127.0.0.1:`port`. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 /** startExternal runs an added server on a free port and resolves once the port accepts connections. */

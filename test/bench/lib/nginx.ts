@@ -1,47 +1,30 @@
 /**
  * nginx as a server of the file scenario: Debian's /usr/sbin/nginx (package nginx-light) serving
  * the scenario's folder with `sendfile on`, as one process (`master_process off`), from a
- * temporary prefix, on a free loopback port. It runs as an added server does (lib/external.ts):
- * under `sh -c`, pinned to the servers' core, its CPU time that of its process tree.
+ * temporary prefix, on a free loopback port; the config boilerplate and the prefix come from
+ * test/helpers/nginx.ts. It runs as an added server does (lib/external.ts): under `sh -c`, pinned
+ * to the servers' core, its CPU time that of its process tree.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { makeNginxPrefix, NGINX, nginxConfig, requireNginx } from '../../helpers/nginx.ts';
 import { startExternal } from './external.ts';
 import type { RunningServer } from './proc.ts';
-
-/** NGINX is where Debian installs nginx. */
-const NGINX = '/usr/sbin/nginx';
 
 /** PORT_MARK stands for the port in the config template; the start command fills it in from $PORT. */
 const PORT_MARK = '@PORT@';
 
-/** nginxConfig serves `root` on 127.0.0.1 with sendfile, everything nginx writes kept under `dir`. */
-function nginxConfig(root: string, dir: string): string {
-  // As root, nginx would switch to `nobody`, who may not read a folder made by root with mkdtemp.
-  return `${process.getuid?.() === 0 ? 'user root root;' : ''}
-master_process off;
-daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  sendfile on;
+/** fileServerConfig serves `root` on 127.0.0.1 with sendfile, everything nginx writes kept under `dir`. */
+function fileServerConfig(root: string, dir: string): string {
+  // One process (the CPU time measured is that of one server) in the foreground (run under sh -c).
+  const http = `  sendfile on;
   server {
     listen 127.0.0.1:${PORT_MARK};
     location /file/ {
       alias ${root}/;
     }
-  }
-}
-`;
+  }`;
+  return nginxConfig(dir, http, { main: ['master_process off;', 'daemon off;'], workerConnections: 256 });
 }
 
 /**
@@ -50,11 +33,10 @@ http {
  * nginx, which runs in a process group of its own, is killed and the prefix removed on the way out.
  */
 export async function startNginx(root: string, cpu: string | null, cwd: string): Promise<RunningServer> {
-  if (!existsSync(NGINX)) throw new Error(`${NGINX} is missing: install it with apt-get install nginx-light`);
-  const dir = mkdtempSync(join(tmpdir(), 'nsgi-bench-nginx-'));
+  requireNginx();
+  const dir = makeNginxPrefix('nsgi-bench-nginx');
   try {
-    for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
-    writeFileSync(join(dir, 'nginx.conf.in'), nginxConfig(root, dir));
+    writeFileSync(join(dir, 'nginx.conf.in'), fileServerConfig(root, dir));
     const command = `sed "s/${PORT_MARK}/$PORT/" '${dir}/nginx.conf.in' > '${dir}/nginx.conf' && exec ${NGINX} -c '${dir}/nginx.conf' -p '${dir}'`;
     const server = await startExternal({ id: 'nginx', label: 'nginx', command }, cpu, cwd);
     const onExit = (): void => {
