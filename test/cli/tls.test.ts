@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeCert, type Cert } from '../helpers/certs.ts';
 import { curl, waitUntil } from '../helpers/server.ts';
-import { CliProcess, killAllClis, runCli } from '../helpers/spawn-cli.ts';
+import { CliProcess, killAllClis, runCli, trackCli } from '../helpers/spawn-cli.ts';
 
 const APP = 'test/fixtures/app.ts';
 let dir = '';
@@ -28,7 +28,7 @@ afterEach(killAllClis);
 
 /** startTls runs nsgi with the live cert files and waits for its https listening line. */
 async function startTls(live: { certfile: string; keyfile: string }, ...args: string[]): Promise<{ cli: CliProcess; port: number }> {
-  const cli = new CliProcess([APP, '--port', '0', '--certfile', live.certfile, '--keyfile', live.keyfile, ...args]);
+  const cli = trackCli(new CliProcess([APP, '--port', '0', '--certfile', live.certfile, '--keyfile', live.keyfile, ...args]));
   const match = await cli.waitForStdout(/^nsgi: listening on https:\/\/127\.0\.0\.1:(\d+)\n/);
   return { cli, port: Number(match[1]) };
 }

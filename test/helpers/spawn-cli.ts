@@ -152,6 +152,15 @@ export async function startCli(args: readonly string[], cwd?: string): Promise<R
   return { cli, url: match[1] as string, port: Number(match[2]) };
 }
 
+/**
+ * trackCli hands a process started some other way (one whose listening line is not plain HTTP,
+ * say) to {@link killAllClis}, so it is ended after the test like those {@link startCli} starts.
+ */
+export function trackCli(cli: CliProcess): CliProcess {
+  started.add(cli);
+  return cli;
+}
+
 /** runCli runs `nsgi ...args` to completion; the process is killed if it outlives `timeoutMs`. */
 export async function runCli(args: readonly string[], timeoutMs: number = START_TIMEOUT_MS, cwd?: string): Promise<CliResult> {
   const cli = new CliProcess(args, cwd);
