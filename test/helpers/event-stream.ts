@@ -28,6 +28,50 @@ export interface EventStream {
   close(): void;
 }
 
+/**
+ * EventStreamDecoder parses `text/event-stream` text as it arrives, as a browser's EventSource
+ * does (HTML Living Standard §9.2.6): fields per line, data lines joined with LF, comments
+ * ignored, an event dispatched at a blank line only when it has data, an id holding NUL ignored.
+ */
+export class EventStreamDecoder {
+  readonly events: StreamEvent[] = [];
+  /** The last `retry:` value seen. */
+  retry: number | undefined;
+  private buffer = '';
+  private data: string[] = [];
+  private type = '';
+  private id = '';
+
+  /** feed takes the next piece of the stream; a line split across pieces waits for its end. */
+  feed(text: string): void {
+    this.buffer += text;
+    let end: number;
+    while ((end = this.buffer.search(/\r\n|\r|\n/)) !== -1) {
+      const line = this.buffer.slice(0, end);
+      this.buffer = this.buffer.slice(end + (this.buffer.startsWith('\r\n', end) ? 2 : 1));
+      this.line(line);
+    }
+  }
+
+  private line(line: string): void {
+    if (line === '') {
+      if (this.data.length > 0) this.events.push({ type: this.type || 'message', data: this.data.join('\n'), id: this.id });
+      this.data = [];
+      this.type = '';
+      return;
+    }
+    if (line.startsWith(':')) return;
+    const colon = line.indexOf(':');
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'data') this.data.push(value);
+    else if (field === 'event') this.type = value;
+    else if (field === 'id' && !value.includes('\0')) this.id = value;
+    else if (field === 'retry' && /^\d+$/.test(value)) this.retry = Number(value);
+  }
+}
+
 /** openEventStream opens `url`, sending `Last-Event-ID` when given. */
 export async function openEventStream(url: string, options: { lastEventId?: string } = {}): Promise<EventStream> {
   const headers: Record<string, string> = { Accept: 'text/event-stream' };
@@ -39,42 +83,18 @@ export async function openEventStream(url: string, options: { lastEventId?: stri
   });
   // After the response, a cut connection ends the stream (below), not the test.
   req.on('error', () => {});
-  const events: StreamEvent[] = [];
+  const decoder = new EventStreamDecoder();
+  const events = decoder.events;
   const listeners = new Set<() => void>();
-  let retry: number | undefined;
   let finished = false;
-  let buffer = '';
-  let data: string[] = [];
-  let type = '';
-  let id = '';
   const feed = (text: string): void => {
-    buffer += text;
-    let end: number;
-    while ((end = buffer.search(/\r\n|\r|\n/)) !== -1) {
-      const line = buffer.slice(0, end);
-      buffer = buffer.slice(end + (buffer.startsWith('\r\n', end) ? 2 : 1));
-      if (line === '') {
-        if (data.length > 0) events.push({ type: type || 'message', data: data.join('\n'), id });
-        data = [];
-        type = '';
-        continue;
-      }
-      if (line.startsWith(':')) continue;
-      const colon = line.indexOf(':');
-      const field = colon === -1 ? line : line.slice(0, colon);
-      let value = colon === -1 ? '' : line.slice(colon + 1);
-      if (value.startsWith(' ')) value = value.slice(1);
-      if (field === 'data') data.push(value);
-      else if (field === 'event') type = value;
-      else if (field === 'id') id = value;
-      else if (field === 'retry' && /^\d+$/.test(value)) retry = Number(value);
-    }
+    decoder.feed(text);
     for (const listener of [...listeners]) listener();
   };
   const ended = (async () => {
-    const decoder = new TextDecoder();
+    const utf8 = new TextDecoder();
     try {
-      for await (const chunk of res as AsyncIterable<Uint8Array>) feed(decoder.decode(chunk, { stream: true }));
+      for await (const chunk of res as AsyncIterable<Uint8Array>) feed(utf8.decode(chunk, { stream: true }));
     } catch {
       // Cancelled by close(), or the connection was cut: the stream is over either way.
     } finally {
@@ -87,7 +107,7 @@ export async function openEventStream(url: string, options: { lastEventId?: stri
     headers: res.headers,
     events,
     get retry() {
-      return retry;
+      return decoder.retry;
     },
     ended,
     close: () => req.destroy(),

@@ -10,6 +10,7 @@ import { setTimeout as sleepFor } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Environ } from '../../protocol/nsgi.ts';
 import { formatEvent, lastEventId, sse, type SseMessage, sseResponse } from '../../src/helpers/sse.ts';
+import { EventStreamDecoder } from '../helpers/event-stream.ts';
 import {
   cleanup,
   finalResponses,
@@ -38,35 +39,11 @@ interface ParsedEvent {
   lastEventId: string;
 }
 
-/**
- * parseEventStream is the client side of the format (HTML Living Standard §9.2.6), enough to
- * check what a browser would dispatch: fields per line, data lines joined with LF, comments
- * ignored, an event dispatched at a blank line only when it has data. It also returns `retry`.
- */
+/** parseEventStream decodes a whole event stream as a browser's EventSource would, with `retry`. */
 function parseEventStream(text: string): { events: ParsedEvent[]; retry: number | undefined } {
-  const events: ParsedEvent[] = [];
-  let data: string[] = [];
-  let type = '';
-  let id = '';
-  let retry: number | undefined;
-  for (const line of text.split(/\r\n|\r|\n/)) {
-    if (line === '') {
-      if (data.length > 0) events.push({ type: type || 'message', data: data.join('\n'), lastEventId: id });
-      data = [];
-      type = '';
-      continue;
-    }
-    if (line.startsWith(':')) continue;
-    const colon = line.indexOf(':');
-    const field = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? '' : line.slice(colon + 1);
-    if (value.startsWith(' ')) value = value.slice(1);
-    if (field === 'data') data.push(value);
-    else if (field === 'event') type = value;
-    else if (field === 'id' && !value.includes('\0')) id = value;
-    else if (field === 'retry' && /^\d+$/.test(value)) retry = Number(value);
-  }
-  return { events, retry };
+  const decoder = new EventStreamDecoder();
+  decoder.feed(text);
+  return { events: decoder.events.map(({ type, data, id }) => ({ type, data, lastEventId: id })), retry: decoder.retry };
 }
 
 /** readUntil reads a fetch body until `check` accepts the text so far, or fails after `timeoutMs`. */
