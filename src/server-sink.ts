@@ -54,9 +54,17 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   data(chunk: Chunk): boolean {
     const http = this.http;
     http.sendData(chunk);
-    if (http.out.size >= OUTPUT_HIGH_WATER_MARK) return this.flushNow();
-    this.scheduleFlush();
-    return true;
+    const out = http.out;
+    if (out.size < OUTPUT_HIGH_WATER_MARK) {
+      this.scheduleFlush();
+      return true;
+    }
+    // A body large enough to fill the buffer: its copies go to memory that is reused as soon as
+    // the socket has written it (at once when the kernel took all, else at drain).
+    out.useOwn();
+    const more = this.flushNow();
+    if (this.socket.writableLength === 0) out.recycle();
+    return more;
   }
 
   drain(): Promise<void> {
@@ -70,6 +78,7 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   end(close: boolean): void {
     if (close) this.http.mustClose();
     this.http.sendEnd(this.trailerBlock);
+    this.http.out.dropOwn();
     this.scheduleFlush();
   }
 
@@ -145,8 +154,9 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
     return !socket.writableNeedDrain;
   }
 
-  /** drained is the socket's 'drain': a pending wait ends. */
+  /** drained is the socket's 'drain': everything written has left, and a pending wait ends. */
   drained(): void {
+    if (this.socket.writableLength === 0) this.http.out.recycle();
     this.drainWaiter?.drained();
   }
 

@@ -9,6 +9,12 @@
 const COPY_LIMIT = 16 * 1024;
 /** Size of a slab: room for many flushes' worth of heads and small chunks before a new one is made. */
 const SLAB_SIZE = 64 * 1024;
+/**
+ * Size of a buffer's own memory (see {@link OutBuffer.useOwn}): a flush at the server's 64 KiB
+ * high-water mark plus the largest copied append and its framing, so that one flush is one
+ * contiguous write.
+ */
+const OWN_SIZE = 64 * 1024 + COPY_LIMIT + 64;
 
 const HEX_DIGITS = Uint8Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
 
@@ -52,6 +58,9 @@ export class OutBuffer {
   private open: Buffer | null = null;
   private openStart = 0;
   private openEnd = 0;
+  // Memory of this buffer's own for a body sent in bulk, and how much of it is taken.
+  private own: Buffer | null = null;
+  private ownUsed = 0;
   /** size is the number of bytes waiting to be flushed. */
   size = 0;
 
@@ -63,7 +72,7 @@ export class OutBuffer {
     const n = s.length;
     if (n === 0) return;
     const at = this.reserve(n);
-    writeLatin1(this.slab.buf, s, at, n);
+    writeLatin1(this.open!, s, at, n);
   }
 
   /** utf8 appends a string as UTF-8, given its length in bytes. */
@@ -71,7 +80,7 @@ export class OutBuffer {
     if (byteLength === 0) return;
     if (byteLength >= COPY_LIMIT) return this.bytes(Buffer.from(s, 'utf8'));
     const at = this.reserve(byteLength);
-    writeUtf8(this.slab.buf, s, at, byteLength);
+    writeUtf8(this.open!, s, at, byteLength);
   }
 
   /**
@@ -84,7 +93,7 @@ export class OutBuffer {
     if (size > 0xffffffff) digits = size.toString(16).length;
     const n = digits + 2 + (crlfFirst ? 2 : 0);
     let at = this.reserve(n);
-    const s = this.slab.buf;
+    const s = this.open!;
     if (crlfFirst) {
       s[at++] = 0x0d;
       s[at++] = 0x0a;
@@ -102,7 +111,7 @@ export class OutBuffer {
   /** crlf appends CRLF. */
   crlf(): void {
     const at = this.reserve(2);
-    const s = this.slab.buf;
+    const s = this.open!;
     s[at] = 0x0d;
     s[at + 1] = 0x0a;
   }
@@ -118,7 +127,7 @@ export class OutBuffer {
       return;
     }
     const at = this.reserve(n);
-    this.slab.buf.set(data, at);
+    this.open!.set(data, at);
   }
 
   /** take returns everything gathered, in order, and leaves the buffer empty. */
@@ -130,8 +139,36 @@ export class OutBuffer {
     return parts;
   }
 
+  /**
+   * useOwn makes the buffer copy into memory of its own from here on, memory that
+   * {@link recycle} lets it reuse. A connection sending a large body in small chunks then copies
+   * into the same few cache-warm pages instead of filling a new slab every 64 KiB (each one
+   * fresh pages to fault in and a backing store for the garbage collector to reclaim).
+   */
+  useOwn(): void {
+    if (this.own !== null) return;
+    this.own = Buffer.allocUnsafe(OWN_SIZE);
+    this.ownUsed = 0;
+  }
+
+  /**
+   * recycle says that every byte taken from this buffer so far has been written (the socket
+   * holds none of them): its own memory is reused from the start. Nothing gathered since the
+   * last take may point into it, so with bytes waiting it does nothing.
+   */
+  recycle(): void {
+    if (this.size === 0) this.ownUsed = 0;
+  }
+
+  /** dropOwn goes back to the shared slab, so that an idle connection holds no memory of its own. */
+  dropOwn(): void {
+    this.own = null;
+  }
+
   private reserve(n: number): number {
     this.size += n;
+    const own = this.own;
+    if (own !== null) return this.reserveOwn(own, n);
     const slab = this.slab;
     if (this.open === slab.buf && this.openEnd === slab.used && slab.used + n <= slab.buf.length) {
       slab.used += n;
@@ -148,6 +185,31 @@ export class OutBuffer {
     slab.used += n;
     this.openEnd = slab.used;
     return this.openStart;
+  }
+
+  private reserveOwn(own: Buffer, n: number): number {
+    const at = this.ownUsed;
+    if (at + n <= own.length) {
+      this.ownUsed = at + n;
+      if (this.open === own && this.openEnd === at) {
+        this.openEnd = at + n;
+        return at;
+      }
+      this.seal();
+      this.open = own;
+      this.openStart = at;
+      this.openEnd = at + n;
+      return at;
+    }
+    // Full while the socket may still hold parts of it: those keep it, and a fresh one takes its place.
+    this.seal();
+    const fresh = Buffer.allocUnsafe(n > OWN_SIZE ? n : OWN_SIZE);
+    this.own = fresh;
+    this.ownUsed = n;
+    this.open = fresh;
+    this.openStart = 0;
+    this.openEnd = n;
+    return 0;
   }
 
   private seal(): void {

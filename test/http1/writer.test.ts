@@ -237,6 +237,43 @@ describe('OutBuffer', () => {
     for (const t of taken) expect(concat(t.parts)).toBe(t.text);
   });
 
+  it('with memory of its own, bytes taken are not overwritten until recycle() says they were written', () => {
+    const out = new OutBuffer();
+    out.latin1('head');
+    out.useOwn();
+    const taken: Array<{ parts: Uint8Array[]; text: string }> = [];
+    // Far more than the buffer's own memory holds, with no recycle(): it must move on, not wrap.
+    for (let i = 0; i < 300; i++) {
+      const text = `${i}:` + String.fromCharCode(0x61 + (i % 26)).repeat(700 + (i % 5) * 311);
+      out.latin1(text);
+      out.chunkFrame(i, i % 2 === 0);
+      out.bytes(Buffer.from(text));
+      taken.push({ parts: out.take(), text: (i === 0 ? 'head' : '') + text + (i % 2 === 0 ? '\r\n' : '') + `${i.toString(16)}\r\n` + text });
+    }
+    for (const t of taken) expect(concat(t.parts)).toBe(t.text);
+  });
+
+  it('recycle() reuses its own memory only when nothing gathered since the last take points into it', () => {
+    const out = new OutBuffer();
+    out.useOwn();
+    out.latin1('first');
+    const [first] = out.take();
+    out.latin1('waiting');
+    out.recycle();
+    out.latin1('!');
+    expect(concat(out.take())).toBe('waiting!');
+    out.recycle();
+    out.latin1('again');
+    const [again] = out.take();
+    expect(again!.buffer).toBe(first!.buffer);
+    expect(again!.byteOffset).toBe(first!.byteOffset);
+    out.dropOwn();
+    out.latin1('slab');
+    const [slab] = out.take();
+    expect(slab!.buffer).not.toBe(first!.buffer);
+    expect(concat([slab!])).toBe('slab');
+  });
+
   it('a large utf8 string is encoded whole', () => {
     const out = new OutBuffer();
     const s = '\u20ac'.repeat(10_000);

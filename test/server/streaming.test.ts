@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
-import { GET, RawClient, cleanup, finalResponses, header, sleep, startServer, waitUntil } from '../helpers/server.ts';
+import { GET, RawClient, cleanup, finalResponses, header, sha256, sleep, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 
@@ -188,4 +188,77 @@ describe('a 1 GiB response', () => {
       socket.destroy();
     }
   });
+});
+
+/**
+ * smallChunks is a body of `total` bytes in chunks of about 1 KiB, every chunk a fresh buffer (or,
+ * every fifth one, a string with two-byte characters) whose bytes depend on its index, so that a
+ * chunk overwritten by a later one before it was sent cannot go unnoticed.
+ */
+function smallChunks(total: number): Array<Buffer | string> {
+  const chunks: Array<Buffer | string> = [];
+  let made = 0;
+  for (let i = 0; made < total; i++) {
+    let chunk: Buffer | string;
+    if (i % 5 === 4) {
+      chunk = `${i}:${'é'.repeat(400 + (i % 89))}\n`;
+    } else {
+      chunk = Buffer.allocUnsafe(900 + (i % 251));
+      for (let j = 0; j < chunk.length; j++) chunk[j] = (i * 31 + j * 7) & 0xff;
+    }
+    chunks.push(chunk);
+    made += Buffer.byteLength(chunk);
+  }
+  return chunks;
+}
+
+describe('a large body in small chunks', () => {
+  // More than the loopback socket's kernel buffers hold, so that the server's writes stop part
+  // way and its output memory is reused only after drain.
+  const TOTAL = 12 * MIB;
+  const chunks = smallChunks(TOTAL);
+  const expected = Buffer.concat(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c)));
+
+  const bodies = {
+    'a sync generator': () => chunks.values(),
+    'an async generator': async function* () {
+      yield* chunks;
+    },
+  };
+
+  it.each(['a sync generator', 'an async generator', 'write() calls that do not wait for drain'] as const)(
+    'arrives intact from %s to a client that stalls, and so does the next response on the connection',
+    { timeout: 30_000 },
+    async (source) => {
+      const { port } = await startServer((_env, startResponse) => {
+        const write = startResponse('200 OK', [['Content-Type', 'application/octet-stream']]);
+        if (source !== 'write() calls that do not wait for drain') return bodies[source]();
+        // Everything is pushed at once: the server must keep every byte the socket still holds.
+        // A wait for drain still pending when the connection closes ends in ClientGoneError.
+        for (const chunk of chunks) write(chunk).catch(() => undefined);
+        return [];
+      });
+      const client = await RawClient.connect(port, { collect: false });
+      client.socket.pause();
+      client.write(GET);
+      client.write('GET / HTTP/1.1\nHost: t\nConnection: close\n\n');
+      await sleep(300);
+      // Then it reads in sips, so that the server's writes often leave part of their bytes queued.
+      const received: Buffer[] = [];
+      client.socket.on('data', (data: Buffer) => {
+        received.push(data);
+        client.socket.pause();
+        setTimeout(() => client.socket.resume(), 1);
+      });
+      client.socket.resume();
+      await client.waitForClose(20_000);
+      const responses = finalResponses(Buffer.concat(received));
+      expect(responses.map((r) => [r.status, r.complete])).toEqual([
+        [200, true],
+        [200, true],
+      ]);
+      expect(sha256(responses[0]!.body)).toBe(sha256(expected));
+      expect(sha256(responses[1]!.body)).toBe(sha256(expected));
+    },
+  );
 });
