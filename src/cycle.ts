@@ -89,7 +89,7 @@ export class ResponseCycle<H extends CheckedHeaders = CheckedHeaders> implements
   readonly write: Write;
 
   constructor(
-    private readonly sink: ResponseSink<H>,
+    readonly sink: ResponseSink<H>,
     private readonly request: RequestLine,
     private readonly errors: ErrorStream,
   ) {

@@ -6,6 +6,7 @@
  */
 import type { ResponseCycle } from './cycle.ts';
 import { AppError } from './errors.ts';
+import { FileReader } from './helpers/file-body.ts';
 import { describe } from './http1/fields.ts';
 import { BodyRule } from './http1/writer.ts';
 import { checkIterator, isNonEmptyChunk } from './iterators.ts';
@@ -27,6 +28,10 @@ export function pump(c: ResponseCycle, body: unknown): void {
     if (typeof asyncFn === 'function') {
       const it = checkIterator(asyncFn.call(body), body) as AsyncIterator<unknown>;
       c.iterator = it;
+      // A file body pulled by nothing but this pump may read into the memory of a chunk the
+      // receiver has finished with, when the sink can tell.
+      const sink = c.sink;
+      if (it instanceof FileReader && sink.idle !== undefined) it.reuseBuffers(sink.idle.bind(sink));
       // A body that comes after the client left is opened only to be closed.
       if (c.finished) return c.closeIterator();
       void pumpAsync(c, it);

@@ -119,6 +119,10 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
     return this.driver.upgrade(headers);
   }
 
+  idle(): boolean {
+    return this.http.out.size === 0 && this.socket.writableLength === 0 && !this.driver.gone;
+  }
+
   // ---- the socket ---------------------------------------------------------------------------
 
   /**

@@ -58,4 +58,9 @@ export interface ResponseSink<H extends CheckedHeaders = CheckedHeaders> {
   trailers?(trailers: HeaderList, headSent: boolean, canStream: boolean): boolean;
   /** upgrade hands the connection to the app (SPEC §6.2), writing a 101 first when `headers` are given. */
   upgrade?(headers: HeaderList | undefined): Upgraded;
+  /**
+   * idle tells, where the sink can know it, whether no byte handed to `data` is still waiting to
+   * be written: the memory of every chunk sent so far may then be reused.
+   */
+  idle?(): boolean;
 }

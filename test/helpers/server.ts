@@ -271,6 +271,29 @@ export class RawClient {
   }
 }
 
+/**
+ * stalledDownload asks for `GET /` twice on one connection (the second with `Connection: close`),
+ * reads nothing for `stallMs`, then reads in sips, pausing a millisecond after each read, so that
+ * the server's writes stop part way and go on at drain. It resolves with the final responses once
+ * the server has closed the connection.
+ */
+export async function stalledDownload(port: number, stallMs = 300, timeoutMs = 20_000): Promise<ParsedResponse[]> {
+  const client = await RawClient.connect(port, { collect: false });
+  client.socket.pause();
+  client.write(GET);
+  client.write('GET / HTTP/1.1\nHost: t\nConnection: close\n\n');
+  await sleep(stallMs);
+  const received: Buffer[] = [];
+  client.socket.on('data', (chunk: Buffer) => {
+    received.push(chunk);
+    client.socket.pause();
+    setTimeout(() => client.socket.resume(), 1);
+  });
+  client.socket.resume();
+  await client.waitForClose(timeoutMs);
+  return finalResponses(Buffer.concat(received));
+}
+
 // ---- response bytes ---------------------------------------------------------------------------
 
 /** ParsedResponse is one response found in the received bytes. */

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { App } from '../../protocol/nsgi.ts';
-import { GET, RawClient, cleanup, finalResponses, header, sha256, sleep, startServer, waitUntil } from '../helpers/server.ts';
+import { GET, RawClient, cleanup, finalResponses, header, sha256, sleep, stalledDownload, startServer, waitUntil } from '../helpers/server.ts';
 
 afterEach(cleanup);
 
@@ -238,21 +238,7 @@ describe('a large body in small chunks', () => {
         for (const chunk of chunks) write(chunk).catch(() => undefined);
         return [];
       });
-      const client = await RawClient.connect(port, { collect: false });
-      client.socket.pause();
-      client.write(GET);
-      client.write('GET / HTTP/1.1\nHost: t\nConnection: close\n\n');
-      await sleep(300);
-      // Then it reads in sips, so that the server's writes often leave part of their bytes queued.
-      const received: Buffer[] = [];
-      client.socket.on('data', (data: Buffer) => {
-        received.push(data);
-        client.socket.pause();
-        setTimeout(() => client.socket.resume(), 1);
-      });
-      client.socket.resume();
-      await client.waitForClose(20_000);
-      const responses = finalResponses(Buffer.concat(received));
+      const responses = await stalledDownload(port);
       expect(responses.map((r) => [r.status, r.complete])).toEqual([
         [200, true],
         [200, true],
