@@ -58,7 +58,8 @@ export class OutBuffer {
   private open: Buffer | null = null;
   private openStart = 0;
   private openEnd = 0;
-  // Memory of this buffer's own for a body sent in bulk, and how much of it is taken.
+  // Whether copies go to memory of this buffer's own, that memory once made, and how much of it is taken.
+  private ownWanted = false;
   private own: Buffer | null = null;
   private ownUsed = 0;
   /** size is the number of bytes waiting to be flushed. */
@@ -143,12 +144,11 @@ export class OutBuffer {
    * useOwn makes the buffer copy into memory of its own from here on, memory that
    * {@link recycle} lets it reuse. A connection sending a large body in small chunks then copies
    * into the same few cache-warm pages instead of filling a new slab every 64 KiB (each one
-   * fresh pages to fault in and a backing store for the garbage collector to reclaim).
+   * fresh pages to fault in and a backing store for the garbage collector to reclaim). The
+   * memory is made on the first copy, so a body of large chunks alone (a file) makes none.
    */
   useOwn(): void {
-    if (this.own !== null) return;
-    this.own = Buffer.allocUnsafe(OWN_SIZE);
-    this.ownUsed = 0;
+    this.ownWanted = true;
   }
 
   /**
@@ -162,13 +162,13 @@ export class OutBuffer {
 
   /** dropOwn goes back to the shared slab, so that an idle connection holds no memory of its own. */
   dropOwn(): void {
+    this.ownWanted = false;
     this.own = null;
   }
 
   private reserve(n: number): number {
     this.size += n;
-    const own = this.own;
-    if (own !== null) return this.reserveOwn(own, n);
+    if (this.ownWanted) return this.reserveOwn(n);
     const slab = this.slab;
     if (this.open === slab.buf && this.openEnd === slab.used && slab.used + n <= slab.buf.length) {
       slab.used += n;
@@ -187,9 +187,10 @@ export class OutBuffer {
     return this.openStart;
   }
 
-  private reserveOwn(own: Buffer, n: number): number {
+  private reserveOwn(n: number): number {
+    const own = this.own;
     const at = this.ownUsed;
-    if (at + n <= own.length) {
+    if (own !== null && at + n <= own.length) {
       this.ownUsed = at + n;
       if (this.open === own && this.openEnd === at) {
         this.openEnd = at + n;
@@ -201,7 +202,8 @@ export class OutBuffer {
       this.openEnd = at + n;
       return at;
     }
-    // Full while the socket may still hold parts of it: those keep it, and a fresh one takes its place.
+    // None yet, or full while the socket may still hold parts of it: those keep it, and a fresh
+    // one takes its place.
     this.seal();
     const fresh = Buffer.allocUnsafe(n > OWN_SIZE ? n : OWN_SIZE);
     this.own = fresh;
