@@ -25,6 +25,8 @@ export const OUTPUT_HIGH_WATER_MARK = 64 * 1024;
 /** ServerSink is where the responses of one server connection go. */
 export class ServerSink implements ResponseSink<PreparedHeaders> {
   private flushScheduled = false;
+  /** A flushTick is queued: a flush owed again before it runs needs no second one. */
+  private tickQueued = false;
   private drainWaiter: DrainWaiter | null = null;
   /** The trailer fields of the response under way, encoded; '' for none. */
   private trailerBlock = '';
@@ -133,10 +135,20 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    if (!this.driver.processing) process.nextTick(flushTick, this);
+    // A body that fills the buffer flushes it many times in one tick (an async generator's
+    // chunks follow each other in one run of microtasks), and each time owes a flush again.
+    if (this.driver.processing || this.tickQueued) return;
+    this.tickQueued = true;
+    process.nextTick(flushTick, this);
   }
 
-  /** flushScheduled writes the output if a flush is owed. */
+  /** tick is the queued flushTick running. */
+  tick(): void {
+    this.tickQueued = false;
+    this.flushIfScheduled();
+  }
+
+  /** flushIfScheduled writes the output if a flush is owed. */
   flushIfScheduled(): void {
     if (this.flushScheduled) this.flushNow();
   }
@@ -171,5 +183,5 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
 }
 
 function flushTick(sink: ServerSink): void {
-  sink.flushIfScheduled();
+  sink.tick();
 }
