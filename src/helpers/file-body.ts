@@ -97,8 +97,21 @@ export class FileReader implements AsyncIterableIterator<Uint8Array> {
   async next(): Promise<IteratorResult<Uint8Array>> {
     if (this.closed) return { done: true, value: undefined };
     try {
-      if (this.handle === null) this.handle = await open(this.file as string, 'r');
-      if (this.remaining === undefined) this.remaining = Math.max(0, (await this.handle.stat()).size - this.position);
+      // return() may come during any await below; each one is followed by a look.
+      if (this.handle === null) {
+        const opened = await open(this.file as string, 'r');
+        // close() found no handle to close: the file opened too late is closed here.
+        if (this.closed) {
+          await opened.close();
+          return { done: true, value: undefined };
+        }
+        this.handle = opened;
+      }
+      if (this.remaining === undefined) {
+        const { size } = await this.handle.stat();
+        if (this.closed) return { done: true, value: undefined };
+        this.remaining = Math.max(0, size - this.position);
+      }
       if (this.remaining === 0) {
         await this.close();
         return { done: true, value: undefined };

@@ -4,6 +4,7 @@
  * and the plain reader; then a large file through the reference server, byte for byte.
  */
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +57,32 @@ describe('FileReader', () => {
     await reader.return();
     expect(closes).toBe(1);
     expect(await reader.next()).toEqual({ done: true, value: undefined });
+  });
+
+  it.each(['its first look at the file', 'a read'])('EXT-17: return() during %s closes the handle once, after it; the pull ends the body', async (phase) => {
+    const handle = await open(path, 'r');
+    let closes = 0;
+    const close = handle.close.bind(handle);
+    handle.close = () => (closes++, close());
+    const reader = new FileReader(handle);
+    if (phase === 'a read') expect((await reader.next()).done).toBe(false);
+    const pulling = reader.next();
+    const returning = reader.return();
+    expect(await pulling).toEqual({ done: true, value: undefined });
+    expect(await returning).toEqual({ done: true, value: undefined });
+    expect(closes).toBe(1);
+    expect(handle.fd).toBe(-1);
+  });
+
+  it('EXT-17: return() while a path is being opened leaves no file open', async () => {
+    const openFiles = (): number => readdirSync('/proc/self/fd').length;
+    const before = openFiles();
+    const reader = new FileReader(path);
+    const pulling = reader.next();
+    const returning = reader.return();
+    expect(await pulling).toEqual({ done: true, value: undefined });
+    await returning;
+    expect(openFiles()).toBe(before);
   });
 
   it('EXT-15: fails, and closes the file, when the file is shorter than the range', async () => {
