@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { App } from '../../protocol/nsgi.ts';
 import {
   RawClient,
   cleanup,
@@ -67,19 +68,24 @@ describe('Expect: 100-continue', () => {
     expect(seen).toEqual(['/upload']);
   });
 
+  const failing: App = () => {
+    throw new Error('refused before reading');
+  };
   it.each([
-    ['Expect: 100-continue and a body not sent yet', 'Content-Length: 100\nExpect: 100-continue\n\n'],
-    ['a 1 MiB body of which 1 KiB was sent', `Content-Length: ${1024 * 1024}\n\n${'x'.repeat(1024)}`],
-  ])('announces Connection: close when it answers an unread request with %s and then closes', async (_what, rest) => {
+    ['Expect: 100-continue and a body not sent yet', 'Content-Length: 100\nExpect: 100-continue\n\n', 200],
+    ['a 1 MiB body of which 1 KiB was sent', `Content-Length: ${1024 * 1024}\n\n${'x'.repeat(1024)}`, 200],
+    ['Expect: 100-continue and a body not sent yet, by an app that fails', 'Content-Length: 100\nExpect: 100-continue\n\n', 500],
+    ['a 1 MiB body of which 1 KiB was sent, by an app that fails', `Content-Length: ${1024 * 1024}\n\n${'x'.repeat(1024)}`, 500],
+  ])('announces Connection: close when it answers an unread request with %s and then closes', async (_what, rest, status) => {
     // RFC 9110 §10.1.1: a server that answers before reading the whole request content SHOULD
-    // say whether it will close or read and discard the rest.
-    const { port } = await startServer(pathApp());
+    // say whether it will close or read and discard the rest; its own 500 is no exception.
+    const { port } = await startServer(status === 500 ? failing : pathApp());
     const client = await RawClient.connect(port);
     client.write(`POST /upload HTTP/1.1\nHost: t\n${rest}`);
     await client.waitForResponses(1);
     await client.settle(() => false, 500);
     const [r] = finalResponses(client.data);
-    expect(r?.status).toBe(200);
+    expect(r?.status).toBe(status);
     if (client.closed) expect(header(r!, 'connection')).toBe('close');
     else expect(header(r!, 'connection')).toBeUndefined();
   });
