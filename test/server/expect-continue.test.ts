@@ -90,6 +90,25 @@ describe('Expect: 100-continue', () => {
     else expect(header(r!, 'connection')).toBeUndefined();
   });
 
+  it('SRV-30, SRV-21: answers 417 to an HTTP/1.1 request with another expectation, without calling the app, and ignores it on HTTP/1.0', async () => {
+    const seen: string[] = [];
+    const { port } = await startServer(pathApp(seen));
+    const refused = await RawClient.connect(port);
+    refused.write('POST /upload HTTP/1.1\nHost: t\nExpect: 100-continue, x-fast\nContent-Length: 2\n\nok');
+    await refused.waitForClose();
+    const [r] = finalResponses(refused.data, { closed: true });
+    expect(r?.status).toBe(417);
+    expect(header(r!, 'connection')).toBe('close');
+    expect(r!.body.toString()).toContain('"x-fast"');
+    expect(refused.text).not.toContain('100 Continue');
+    // RFC 9110 §10.1.1: an empty member is no expectation, and HTTP/1.0 has no Expect field.
+    const ignored = await RawClient.connect(port);
+    ignored.write('POST /empty HTTP/1.1\nHost: t\nExpect: ,\nContent-Length: 0\n\nPOST /old HTTP/1.0\nExpect: x-fast\n\n');
+    await ignored.waitForClose();
+    expect(finalResponses(ignored.data, { closed: true }).map((x) => x.status)).toEqual([200, 200]);
+    expect(seen).toEqual(['/empty', '/old']);
+  });
+
   it('IN-6: works with curl -H "Expect: 100-continue" --data-binary @file', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'nsgi-expect-'));
     try {
