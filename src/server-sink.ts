@@ -16,7 +16,7 @@ import type { Driver } from './driver.ts';
 import { ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
 import { checkTrailerFields } from './http1/fields.ts';
-import type { BodyRule, HeadCache, PreparedHeaders, Status } from './http1/writer.ts';
+import { blockWithoutLength, type BodyRule, type HeadCache, type PreparedHeaders, type Status } from './http1/writer.ts';
 import type { ResponseSink } from './sink.ts';
 
 /** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
@@ -94,7 +94,8 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   }
 
   earlyHints(headers: HeaderList): void {
-    if (this.http.sendEarlyHints(this.heads.headers(headers).block)) this.flushNow();
+    // RFC 9110 §8.6: no 1xx carries a Content-Length.
+    if (this.http.sendEarlyHints(blockWithoutLength(this.heads.headers(headers)))) this.flushNow();
   }
 
   trailers(trailers: HeaderList, headSent: boolean, canStream: boolean): boolean {
