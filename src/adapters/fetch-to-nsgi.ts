@@ -52,7 +52,9 @@ export function fromFetch(handler: FetchHandler): App {
     const signal = environ['nsgi.signal'];
     const init: RequestInit & { duplex?: 'half' } = { method, headers: requestHeaders(environ), signal };
     const hasBody = environ.CONTENT_LENGTH !== undefined || environ.HTTP_TRANSFER_ENCODING !== undefined;
-    if (hasBody && method !== 'GET' && method !== 'HEAD') {
+    // A Request normalizes `get` and `head` to GET and HEAD (Fetch §2.2.1), which take no body.
+    const upper = method.toUpperCase();
+    if (hasBody && upper !== 'GET' && upper !== 'HEAD') {
       init.body = inputStream(environ['nsgi.input']);
       // undici needs this for a streamed request body: the body is sent as it is produced.
       init.duplex = 'half';

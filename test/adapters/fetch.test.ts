@@ -86,6 +86,16 @@ describe('fromFetch', () => {
     expect(finalResponses(client.data)[0]!.status).toBe(501);
   });
 
+  it('serves a `get` with a body as a Request would have it, a GET without one, and not as a 500', async () => {
+    const { port, errors } = await startServer(fromFetch((req) => new Response(`${req.method} ${req.body === null ? 'no body' : 'a body'}`)));
+    const client = await RawClient.connect(port);
+    client.write('get /a HTTP/1.1\nHost: t\nContent-Length: 5\n\nhellohead /b HTTP/1.1\nHost: t\nContent-Length: 2\n\nhiPOST /c HTTP/1.1\nHost: t\nContent-Length: 2\n\nhi');
+    await client.waitForResponses(3);
+    const responses = finalResponses(client.data);
+    expect(responses.map((r) => `${r.status} ${r.body.toString()}`)).toEqual(['200 GET no body', '200 HEAD no body', '200 POST a body']);
+    expect(errors).toEqual([]);
+  });
+
   it('ENV-27: aborts request.signal when the client leaves', async () => {
     let aborted = false;
     const { port } = await startServer(
