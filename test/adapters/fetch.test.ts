@@ -96,6 +96,34 @@ describe('fromFetch', () => {
     expect(errors).toEqual([]);
   });
 
+  it.each(['a:99999', 'a%00b', '999.1.1.1'])('answers 400, not a 500, to a Host %j the server takes and a fetch URL cannot hold', async (host) => {
+    let called = false;
+    const { port, errors } = await startServer(
+      fromFetch(() => {
+        called = true;
+        return new Response('never');
+      }),
+    );
+    const client = await RawClient.connect(port);
+    client.write(`GET /p HTTP/1.1\nHost: ${host}\n\n`);
+    await client.waitForResponses(1);
+    const [r] = finalResponses(client.data);
+    expect(r!.status).toBe(400);
+    expect(r!.body.toString()).toContain(`http://${host}/p`);
+    expect(called).toBe(false);
+    expect(errors).toEqual([]);
+  });
+
+  it('ENV-7: names the server itself in the URL of a request whose Host is only a port', async () => {
+    let url = '';
+    const { port } = await startServer(fromFetch((req) => new Response((url = req.url))));
+    const client = await RawClient.connect(port);
+    client.write('GET /p HTTP/1.1\nHost: :8080\n\n');
+    await client.waitForResponses(1);
+    expect(finalResponses(client.data)[0]!.status).toBe(200);
+    expect(url).toBe(`http://127.0.0.1:${port}/p`);
+  });
+
   it('ENV-27: aborts request.signal when the client leaves', async () => {
     let aborted = false;
     const { port } = await startServer(
