@@ -41,9 +41,11 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   }
 
   checkHeaders(headers: unknown): PreparedHeaders {
-    // A replacement head forgets the trailers promised with the one it replaces (SR-23).
+    const checked = this.heads.headers(headers);
+    // A replacement head forgets the trailers promised with the one it replaces (SR-23); one
+    // refused by the checks changes nothing (SR-7).
     this.trailerBlock = '';
-    return this.heads.headers(headers);
+    return checked;
   }
 
   head(status: Status, headers: PreparedHeaders, _rule: BodyRule, knownLength: number, flush: boolean): void {
