@@ -198,7 +198,8 @@ export class RequestParser {
    * body if it asked with HEAD.
    */
   get headMethod(): boolean {
-    return this.headLine;
+    // A line still arriving (refused at the head deadline, say) is judged by what has come.
+    return this.headLine || (this.version === '' && beginsWithHead(this.buf, this.lineStart, this.buf.length));
   }
 
   /**
