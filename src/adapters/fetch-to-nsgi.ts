@@ -28,10 +28,11 @@ const READY_BYTES_LIMIT = 64 * 1024;
  * The Request: its URL is `nsgi.url_scheme`, the Host field (else, or when it is only a port,
  * SERVER_NAME and SERVER_PORT) and REQUEST_URI, the target exactly as received (so a middleware's
  * SCRIPT_NAME/PATH_INFO rewrite is not seen by the handler); a URL the WHATWG parser refuses (a
- * Host with a port above 65535, say) gets 400 without calling the handler. Its headers are `nsgi.headers` less the hop-by-hop fields. It has a
- * body when the request declares one (Content-Length or Transfer-Encoding) and the method is not
- * GET or HEAD; the body is read from `nsgi.input` only when the handler reads it, so
- * `Expect: 100-continue` is answered then. `request.signal` is `nsgi.signal`.
+ * Host with a port above 65535, say) gets 400 without calling the handler. Its headers are
+ * `nsgi.headers` less the hop-by-hop fields. It has a body when the request declares one
+ * (Content-Length or Transfer-Encoding) and the method is not GET or HEAD in any case; the body is
+ * read from `nsgi.input` only when the handler reads it, so `Expect: 100-continue` is answered
+ * then. `request.signal` is `nsgi.signal`.
  *
  * The Response: its status and headers go to `startResponse` (several Set-Cookie fields stay
  * several). Body chunks the stream has ready at once (a string or JSON body) are sent with the
