@@ -177,6 +177,22 @@ describe('toFetch', () => {
     expect(errors.some((m) => m.includes('SR-21'))).toBe(true);
   });
 
+  it.each([
+    ['malformed', 'Transfer-Encoding: chunked\n\n5\r\nhello\r\nzz\r\n', 400],
+    ['over maxBodySize', 'Transfer-Encoding: chunked\n\n5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n', 413],
+  ])('IN-10: a body found %s while the app reads it gets its own status through fromFetch(toFetch(app)), as on the server', async (_what, rest, status) => {
+    const app: App = async (environ, startResponse) => {
+      await environ['nsgi.input'].bytes();
+      startResponse('200 OK', []);
+      return ['read'];
+    };
+    const { port } = await startServer(fromFetch(toFetch(app, { errors: { write: () => {} } })), { maxBodySize: 10 });
+    const client = await RawClient.connect(port);
+    client.write(`POST / HTTP/1.1\nHost: t\n${rest}`);
+    await client.waitForClose();
+    expect(finalResponses(client.data, { closed: true })[0]!.status).toBe(status);
+  });
+
   it('ERR-3: logs every error that fails a response while the client is there, whatever its class', async () => {
     const errors: string[] = [];
     const app: App = () => {
