@@ -16,7 +16,7 @@ import type { Driver } from './driver.ts';
 import { ClientGoneError, ProtocolError } from './errors.ts';
 import type { Http1Connection } from './http1/connection.ts';
 import { checkTrailerFields } from './http1/fields.ts';
-import type { BodyRule, HeadCache, PreparedHeaders, Status } from './http1/writer.ts';
+import { blockWithoutLength, type BodyRule, type HeadCache, type PreparedHeaders, type Status } from './http1/writer.ts';
 import type { ResponseSink } from './sink.ts';
 
 /** OUTPUT_HIGH_WATER_MARK is how many framed bytes are gathered before a write is forced. */
@@ -43,9 +43,11 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   }
 
   checkHeaders(headers: unknown): PreparedHeaders {
-    // A replacement head forgets the trailers promised with the one it replaces (SR-23).
+    const checked = this.heads.headers(headers);
+    // A replacement head forgets the trailers promised with the one it replaces (SR-23); one
+    // refused by the checks changes nothing (SR-7).
     this.trailerBlock = '';
-    return this.heads.headers(headers);
+    return checked;
   }
 
   head(status: Status, headers: PreparedHeaders, _rule: BodyRule, knownLength: number, flush: boolean): void {
@@ -105,7 +107,8 @@ export class ServerSink implements ResponseSink<PreparedHeaders> {
   }
 
   earlyHints(headers: HeaderList): void {
-    if (this.http.sendEarlyHints(this.heads.headers(headers).block)) this.flushNow();
+    // RFC 9110 §8.6: no 1xx carries a Content-Length.
+    if (this.http.sendEarlyHints(blockWithoutLength(this.heads.headers(headers)))) this.flushNow();
   }
 
   trailers(trailers: HeaderList, headSent: boolean, canStream: boolean): boolean {

@@ -5,7 +5,7 @@
  */
 import type { HeaderList } from '../protocol/nsgi.ts';
 import { AppError } from './errors.ts';
-import { prepareHeaders, switchingProtocolsHead } from './http1/writer.ts';
+import { blockWithoutLength, prepareHeaders, switchingProtocolsHead } from './http1/writer.ts';
 
 /** requireBodyRead throws unless the request body is read to its end: its bytes would be taken for the new protocol's. */
 export function requireBodyRead(read: boolean): void {
@@ -25,10 +25,10 @@ export function upgradeHead(bodyRead: boolean, headers: HeaderList | undefined, 
  * switchingProtocols is the `101 Switching Protocols` head for an app's `upgrade({ headers })`:
  * its fields (checked as a response's, SPEC §4.2), then the Connection and Upgrade fields a 101
  * needs (RFC 9110 §7.8, §15.2.2). Upgrade is hop-by-hop, so the checks drop the app's; its value
- * is taken from the app's fields, else from the request's.
+ * is taken from the app's fields, else from the request's. No 1xx carries a Content-Length.
  */
 export function switchingProtocols(headers: HeaderList, requestHeaders: HeaderList): string {
-  const block = prepareHeaders(headers).block;
+  const block = blockWithoutLength(prepareHeaders(headers));
   return switchingProtocolsHead(block, upgradeField(headers) ?? upgradeField(requestHeaders) ?? '');
 }
 

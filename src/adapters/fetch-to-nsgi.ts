@@ -6,7 +6,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { ReadableStreamReadResult } from 'node:stream/web';
-import type { App, Environ, HeaderList, Input } from '../../protocol/nsgi.ts';
+import type { App, Body, Environ, HeaderList, Input, StartResponse } from '../../protocol/nsgi.ts';
 
 /**
  * FetchHandler is a fetch-style request handler. {@link fromFetch} passes the request's environ
@@ -25,12 +25,14 @@ const READY_BYTES_LIMIT = 64 * 1024;
 /**
  * fromFetch turns a fetch handler into an nsgi app.
  *
- * The Request: its URL is `nsgi.url_scheme`, the Host field (else SERVER_NAME and SERVER_PORT) and
- * REQUEST_URI, the target exactly as received (so a middleware's SCRIPT_NAME/PATH_INFO rewrite is
- * not seen by the handler). Its headers are `nsgi.headers` less the hop-by-hop fields. It has a
- * body when the request declares one (Content-Length or Transfer-Encoding) and the method is not
- * GET or HEAD; the body is read from `nsgi.input` only when the handler reads it, so
- * `Expect: 100-continue` is answered then. `request.signal` is `nsgi.signal`.
+ * The Request: its URL is `nsgi.url_scheme`, the Host field (else, or when it is only a port,
+ * SERVER_NAME and SERVER_PORT) and REQUEST_URI, the target exactly as received (so a middleware's
+ * SCRIPT_NAME/PATH_INFO rewrite is not seen by the handler); a URL the WHATWG parser refuses (a
+ * Host with a port above 65535, say) gets 400 without calling the handler. Its headers are
+ * `nsgi.headers` less the hop-by-hop fields. It has a body when the request declares one
+ * (Content-Length or Transfer-Encoding) and the method is not GET or HEAD in any case; the body is
+ * read from `nsgi.input` only when the handler reads it, so `Expect: 100-continue` is answered
+ * then. `request.signal` is `nsgi.signal`.
  *
  * The Response: its status and headers go to `startResponse` (several Set-Cookie fields stay
  * several). Body chunks the stream has ready at once (a string or JSON body) are sent with the
@@ -45,19 +47,29 @@ export function fromFetch(handler: FetchHandler): App {
   return async (environ, startResponse) => {
     const method = environ.REQUEST_METHOD;
     if (FORBIDDEN_METHODS.has(method.toUpperCase())) {
-      const text = `${method} is not supported by a fetch handler\n`;
-      startResponse('501 Not Implemented', [['Content-Type', 'text/plain; charset=utf-8'], ['Content-Length', String(text.length)]]);
-      return [text];
+      return refuse(startResponse, '501 Not Implemented', `${method} is not supported by a fetch handler\n`);
     }
     const signal = environ['nsgi.signal'];
     const init: RequestInit & { duplex?: 'half' } = { method, headers: requestHeaders(environ), signal };
     const hasBody = environ.CONTENT_LENGTH !== undefined || environ.HTTP_TRANSFER_ENCODING !== undefined;
-    if (hasBody && method !== 'GET' && method !== 'HEAD') {
+    // A Request normalizes `get` and `head` to GET and HEAD (Fetch §2.2.1), which take no body.
+    const upper = method.toUpperCase();
+    if (hasBody && upper !== 'GET' && upper !== 'HEAD') {
       init.body = inputStream(environ['nsgi.input']);
       // undici needs this for a streamed request body: the body is sent as it is produced.
       init.duplex = 'half';
     }
-    const response = await handler(new Request(requestUrl(environ), init), environ);
+    const url = requestUrl(environ);
+    let request: Request;
+    try {
+      request = new Request(url, init);
+    } catch (err) {
+      // The server accepts any RFC 3986 uri-host, and some are no host to a WHATWG URL (a port
+      // above 65535, a %00, a name ending in a number that is no IPv4 address): the client's fault.
+      if (!URL.canParse(url)) return refuse(startResponse, '400 Bad Request', `a fetch Request cannot hold the URL ${JSON.stringify(url)}\n`);
+      throw err;
+    }
+    const response = await handler(request, environ);
     if (!(response instanceof Response) || response.type === 'error') {
       throw new TypeError(`the fetch handler resolved to ${response instanceof Response ? 'a network error (Response.error())' : typeof response}, not a Response`);
     }
@@ -134,12 +146,19 @@ async function* responseBody(
   }
 }
 
+/** refuse answers a request the handler cannot be given, with a plain-text reason. */
+function refuse(startResponse: StartResponse, status: string, text: string): Body {
+  startResponse(status, [['Content-Type', 'text/plain; charset=utf-8'], ['Content-Length', String(Buffer.byteLength(text))]]);
+  return [text];
+}
+
 /** requestUrl rebuilds the request's URL from the environ. */
 function requestUrl(environ: Environ): string {
   const uri = environ.REQUEST_URI;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(uri)) return uri; // absolute-form
   let host = environ.HTTP_HOST;
-  if (host === undefined || host === '') {
+  // A Host with an empty uri-host (only a port) names no host: the server's own name stands in (ENV-7).
+  if (host === undefined || host === '' || host.charCodeAt(0) === 0x3a) {
     const scheme = environ['nsgi.url_scheme'];
     const port = environ.SERVER_PORT;
     const isDefault = (scheme === 'http' && port === '80') || (scheme === 'https' && port === '443');

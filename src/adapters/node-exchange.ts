@@ -230,6 +230,9 @@ export class NodeSink implements ResponseSink<HeaderFields> {
     let hasLength = false;
     for (const [name, value] of head.headers) {
       if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
+      // node:http throws on a Trailer field in a response it does not chunk (a Content-Length, HEAD,
+      // 204, HTTP/1.0); no trailers follow here anyway, since set_trailers is not offered (EXT-2).
+      else if (name.length === 7 && name.toLowerCase() === 'trailer') continue;
       flat.push(name, value);
     }
     if (head.upgrade !== '') {

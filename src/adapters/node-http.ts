@@ -42,7 +42,8 @@
  *   connections when `close()` is called (UPG-7), so that the app can close its protocol properly;
  *   node:http has no shutdown deadline, and `close()` completes once those connections have closed.
  * - Early hints and trailers are not offered: `nsgi.early_hints` and `nsgi.set_trailers` are absent
- *   (EXT-2).
+ *   (EXT-2). So an app's Trailer field, which would announce trailers that never come, is not
+ *   sent: node:http refuses one on any response it does not chunk.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';

@@ -8,9 +8,9 @@ import type { App, Chunk, ErrorStream } from '../../protocol/nsgi.ts';
 import { ResponseCycle } from '../cycle.ts';
 import { DrainWaiter } from '../drain.ts';
 import type { RequestDescription } from '../environ.ts';
-import { ClientGoneError, STDERR } from '../errors.ts';
+import { ClientGoneError, ProtocolError, STDERR } from '../errors.ts';
 import { checkHeaderList } from '../http1/fields.ts';
-import { connectionOptions, type BodyRule, type HeadCache, type Status } from '../http1/writer.ts';
+import { REASONS, connectionOptions, type BodyRule, type HeadCache, type Status } from '../http1/writer.ts';
 import { InputBase, inputAfterResponse } from '../input.ts';
 import type { ResponseSink } from '../sink.ts';
 import { AdapterShared, plainHead, toBytes, type HeaderFields, type ResponseHead } from './plain.ts';
@@ -236,16 +236,21 @@ class StreamSink implements ResponseSink<HeaderFields> {
     this.controller.close();
   }
 
-  failBeforeHead(_err: unknown, isHead: boolean): void {
+  failBeforeHead(err: unknown, isHead: boolean): void {
     this.input?.responseEnded();
     this.settled = true;
-    const body = 'Internal Server Error\n';
-    this.hooks.onHead?.({ status: 500, reason: 'Internal Server Error', headers: [['content-type', 'text/plain; charset=utf-8']], contentLength: body.length, noBody: isHead, close: false, upgrade: '' });
+    // IN-10: a request body found too large or malformed while the app read it, let through by
+    // the app, is answered with its own status (a Request streamed from an nsgi server carries it).
+    const status = err instanceof ProtocolError ? err.status : 500;
+    const reason = REASONS[status] ?? 'Error';
+    const body = err instanceof ProtocolError ? `${reason}: ${err.message}\n` : `${reason}\n`;
+    const length = Buffer.byteLength(body);
+    this.hooks.onHead?.({ status, reason, headers: [['content-type', 'text/plain; charset=utf-8']], contentLength: length, noBody: isHead, close: false, upgrade: '' });
     this.resolve(
       new Response(isHead ? null : body, {
-        status: 500,
-        statusText: 'Internal Server Error',
-        headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(body.length) },
+        status,
+        statusText: reason,
+        headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(length) },
       }),
     );
   }

@@ -306,7 +306,9 @@ export class Http1Connection {
    */
   sendErrorResponse(code: number, detail: string, close: boolean): void {
     this.move('error');
-    if (close) this.keepAlive = false;
+    // As for any head (sendHead): a body that will not be read means the connection closes, and
+    // the client is told so (RFC 9110 §10.1.1).
+    if (close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
     const reason = REASONS[code] ?? 'Error';
     const body = detail === '' ? `${reason}\n` : `${reason}: ${detail}\n`;
     const http11 = this.request === null || this.request.version === 'HTTP/1.1';

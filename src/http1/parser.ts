@@ -198,7 +198,8 @@ export class RequestParser {
    * body if it asked with HEAD.
    */
   get headMethod(): boolean {
-    return this.headLine;
+    // A line still arriving (refused at the head deadline, say) is judged by what has come.
+    return this.headLine || (this.version === '' && beginsWithHead(this.buf, this.lineStart, this.buf.length));
   }
 
   /**
@@ -456,6 +457,7 @@ export class RequestParser {
     let connUpgrade = false;
     let hasUpgrade = false;
     let expectContinue = false;
+    let otherExpectation: string | undefined;
 
     // Only the fields that decide framing and connection handling are looked at here. The
     // length check makes the lowercasing happen for few names.
@@ -470,9 +472,13 @@ export class RequestParser {
           }
           break;
         case 6:
-          // Expect is a list (RFC 9110 §10.1.1); members other than 100-continue are ignored.
+          // Expect is a list (RFC 9110 §10.1.1); empty members are allowed (§5.6.1).
           if (name.toLowerCase() === 'expect') {
-            for (const member of value.toLowerCase().split(',')) if (member.trim() === '100-continue') expectContinue = true;
+            for (const member of value.toLowerCase().split(',')) {
+              const m = member.trim();
+              if (m === '100-continue') expectContinue = true;
+              else if (m !== '') otherExpectation ??= m;
+            }
           }
           break;
         case 7:
@@ -523,6 +529,12 @@ export class RequestParser {
       chunked = true;
     } else if (contentLength > this.limits.maxBodySize) {
       fail('NSGI_BODY_TOO_LARGE', 413, `Content-Length ${contentLength} exceeds the limit of ${this.limits.maxBodySize} bytes`);
+    }
+
+    // RFC 9110 §10.1.1: an expectation the server cannot meet may get 417, as node:http answers
+    // it; Expect is an HTTP/1.1 field, so an HTTP/1.0 request's is ignored, as for 100-continue.
+    if (http11 && otherExpectation !== undefined) {
+      fail('NSGI_EXPECTATION_FAILED', 417, `expectation ${quote(otherExpectation)} is not supported; only 100-continue is`);
     }
 
     const head: RequestHead = {

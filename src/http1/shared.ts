@@ -6,7 +6,7 @@
  */
 import { OutBuffer, Slab } from './out-buffer.ts';
 import { DEFAULT_LIMITS, resolveLimits, type ParserLimits } from './parser.ts';
-import { Framing, HeadCache, connectionOptions, httpDate, type PreparedHeaders, type Status } from './writer.ts';
+import { Framing, HeadCache, blockWithoutLength, connectionOptions, httpDate, type PreparedHeaders, type Status } from './writer.ts';
 
 /**
  * EncodedHead is the last response head a server encoded, with everything it was made from.
@@ -74,7 +74,7 @@ export class Http1Shared {
       return c.head;
     }
     let head = status.line;
-    head += dropAppLength && headers.contentLength >= 0 ? stripContentLength(headers.block) : headers.block;
+    head += dropAppLength ? blockWithoutLength(headers) : headers.block;
     if (date !== '') head += `Date: ${date}\r\n`;
     if (!headers.hasServer) head += this.serverHeader;
     if (added >= 0) head += `Content-Length: ${added}\r\n`;
@@ -94,8 +94,4 @@ export class Http1Shared {
   outBuffer(): OutBuffer {
     return new OutBuffer(this.slab);
   }
-}
-
-function stripContentLength(block: string): string {
-  return block.replace(/^content-length:[^\r]*\r\n/gim, '');
 }

@@ -136,6 +136,14 @@ export interface PreparedHeaders {
 }
 
 /**
+ * blockWithoutLength is a prepared header block less the app's Content-Length, for a head that
+ * must not carry it: a 1xx or a 204 (RFC 9110 §8.6), or a 205, whose length is the server's 0.
+ */
+export function blockWithoutLength(headers: PreparedHeaders): string {
+  return headers.contentLength >= 0 ? headers.block.replace(/^content-length:[^\r]*\r\n/gim, '') : headers.block;
+}
+
+/**
  * prepareHeaders checks an app's headers (SPEC §4.2) and encodes them. Names must be tokens and
  * values free of CR, LF, NUL and other controls; a violation throws a TypeError naming the header,
  * so nothing invalid ever reaches the wire. Hop-by-hop fields are the server's and are dropped,

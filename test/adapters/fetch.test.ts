@@ -86,6 +86,44 @@ describe('fromFetch', () => {
     expect(finalResponses(client.data)[0]!.status).toBe(501);
   });
 
+  it('serves a `get` with a body as a Request would have it, a GET without one, and not as a 500', async () => {
+    const { port, errors } = await startServer(fromFetch((req) => new Response(`${req.method} ${req.body === null ? 'no body' : 'a body'}`)));
+    const client = await RawClient.connect(port);
+    client.write('get /a HTTP/1.1\nHost: t\nContent-Length: 5\n\nhellohead /b HTTP/1.1\nHost: t\nContent-Length: 2\n\nhiPOST /c HTTP/1.1\nHost: t\nContent-Length: 2\n\nhi');
+    await client.waitForResponses(3);
+    const responses = finalResponses(client.data);
+    expect(responses.map((r) => `${r.status} ${r.body.toString()}`)).toEqual(['200 GET no body', '200 HEAD no body', '200 POST a body']);
+    expect(errors).toEqual([]);
+  });
+
+  it.each(['a:99999', 'a%00b', '999.1.1.1'])('answers 400, not a 500, to a Host %j the server takes and a fetch URL cannot hold', async (host) => {
+    let called = false;
+    const { port, errors } = await startServer(
+      fromFetch(() => {
+        called = true;
+        return new Response('never');
+      }),
+    );
+    const client = await RawClient.connect(port);
+    client.write(`GET /p HTTP/1.1\nHost: ${host}\n\n`);
+    await client.waitForResponses(1);
+    const [r] = finalResponses(client.data);
+    expect(r!.status).toBe(400);
+    expect(r!.body.toString()).toContain(`http://${host}/p`);
+    expect(called).toBe(false);
+    expect(errors).toEqual([]);
+  });
+
+  it('ENV-7: names the server itself in the URL of a request whose Host is only a port', async () => {
+    let url = '';
+    const { port } = await startServer(fromFetch((req) => new Response((url = req.url))));
+    const client = await RawClient.connect(port);
+    client.write('GET /p HTTP/1.1\nHost: :8080\n\n');
+    await client.waitForResponses(1);
+    expect(finalResponses(client.data)[0]!.status).toBe(200);
+    expect(url).toBe(`http://127.0.0.1:${port}/p`);
+  });
+
   it('ENV-27: aborts request.signal when the client leaves', async () => {
     let aborted = false;
     const { port } = await startServer(
@@ -137,6 +175,22 @@ describe('toFetch', () => {
       expect(res.body).toBeNull();
     }
     expect(errors.some((m) => m.includes('SR-21'))).toBe(true);
+  });
+
+  it.each([
+    ['malformed', 'Transfer-Encoding: chunked\n\n5\r\nhello\r\nzz\r\n', 400],
+    ['over maxBodySize', 'Transfer-Encoding: chunked\n\n5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n', 413],
+  ])('IN-10: a body found %s while the app reads it gets its own status through fromFetch(toFetch(app)), as on the server', async (_what, rest, status) => {
+    const app: App = async (environ, startResponse) => {
+      await environ['nsgi.input'].bytes();
+      startResponse('200 OK', []);
+      return ['read'];
+    };
+    const { port } = await startServer(fromFetch(toFetch(app, { errors: { write: () => {} } })), { maxBodySize: 10 });
+    const client = await RawClient.connect(port);
+    client.write(`POST / HTTP/1.1\nHost: t\n${rest}`);
+    await client.waitForClose();
+    expect(finalResponses(client.data, { closed: true })[0]!.status).toBe(status);
   });
 
   it('ERR-3: logs every error that fails a response while the client is there, whatever its class', async () => {

@@ -80,6 +80,29 @@ describe('toNodeListener', () => {
     expect(finalResponses(raw.data)[0]!.body.toString()).toBe('hinted');
   });
 
+  it.each([
+    ['a single-chunk body (a computed Content-Length)', 'GET / HTTP/1.1\nHost: a\n\n', 200, 'sum follows'],
+    ['HEAD', 'HEAD / HTTP/1.1\nHost: a\n\n', 200, ''],
+    ['HTTP/1.0', 'GET / HTTP/1.0\n\n', 200, 'sum follows'],
+  ])('EXT-1, EXT-13: answers an app that announces trailers with a Trailer field, on %s, without the field (set_trailers is not offered)', async (_what, request, status, body) => {
+    const errors: string[] = [];
+    const app: App = (environ, startResponse) => {
+      startResponse('200 OK', [['Trailer', 'X-Sum'], ['Content-Type', 'text/plain']]);
+      return (function* () {
+        yield 'sum follows';
+        environ['nsgi.set_trailers']?.([['X-Sum', '42']]);
+      })();
+    };
+    const port = await listen(createNodeServer(app, { errors: { write: (m) => void errors.push(m) } }));
+    const parse = { noBody: () => request.startsWith('HEAD') };
+    const raw = await rawRequest(port, request, { until: untilResponses(1, parse) });
+    const [r] = finalResponses(raw.data, { ...parse, closed: raw.closed });
+    expect(r?.status).toBe(status);
+    expect(r!.body.toString()).toBe(body);
+    expect(header(r!, 'trailer')).toBeUndefined();
+    expect(errors).toEqual([]);
+  });
+
   it('ENV-18, ENV-19: moves a mount path to SCRIPT_NAME', async () => {
     const r = recording();
     const port = await listen(createNodeServer(validate(r.app), { scriptName: '/shop/' }));

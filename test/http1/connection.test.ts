@@ -313,6 +313,7 @@ describe('error responses', () => {
     ['400', req`HEAD * HTTP/1.1\nHost: a\n\n`],
     ['414', req`HEAD /${'a'.repeat(9000)} HTTP/1.1\nHost: a\n\n`],
     ['414', req`HEAD /${'a'.repeat(9000)}`],
+    ['400', req`HEAD /a\x01b`],
   ];
   for (const [status, bytes] of refusedHeads) {
     it(`SRV-21: rejectRequest of a HEAD request refused with ${status} sends no body (${bytes.length} bytes)`, () => {

@@ -98,6 +98,9 @@ const ERRORS: ErrorCase[] = [
   { name: 'Host with nine IPv6 groups', bytes: req`GET / HTTP/1.1\nHost: [1:2:3:4:5:6:7:8:9]\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
   { name: 'Host with two :: in its IPv6 address', bytes: req`GET / HTTP/1.1\nHost: [1::2::3]:80\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
   { name: 'Host with a % not followed by two hex digits', bytes: req`GET / HTTP/1.1\nHost: %zz\n\n`, status: 400, code: 'NSGI_BAD_HOST' },
+  // Expect (RFC 9110 §10.1.1)
+  { name: 'an expectation other than 100-continue', bytes: req`POST / HTTP/1.1\nHost: a\nExpect: 200-ok\nContent-Length: 2\n\nok`, status: 417, code: 'NSGI_EXPECTATION_FAILED' },
+  { name: 'an unknown expectation beside 100-continue', bytes: req`POST / HTTP/1.1\nHost: a\nExpect: 100-continue, x-y=1\nContent-Length: 2\n\nok`, status: 417, code: 'NSGI_EXPECTATION_FAILED' },
   // limits
   { name: 'request line over 8 KiB', bytes: crlf(`GET /${'a'.repeat(8 * 1024)} HTTP/1.1\nHost: a\n\n`), status: 414, code: 'NSGI_REQUEST_LINE_TOO_LONG' },
   { name: 'request line over 8 KiB that never ends', bytes: raw(`GET /${'a'.repeat(8 * 1024)}`), status: 414, code: 'NSGI_REQUEST_LINE_TOO_LONG' },
@@ -143,6 +146,7 @@ const RULE_OF_CODE: Readonly<Record<string, string>> = {
   NSGI_CHUNK_LINE_TOO_LONG: 'SRV-18',
   NSGI_CHUNK_SIZE_OVERFLOW: 'SRV-18',
   NSGI_UNSUPPORTED_VERSION: 'SRV-19',
+  NSGI_EXPECTATION_FAILED: 'SRV-30',
   NSGI_REQUEST_LINE_TOO_LONG: 'SRV-22',
   NSGI_METHOD_TOO_LONG: 'SRV-22',
   NSGI_TOO_MANY_HEADERS: 'SRV-22',

@@ -40,6 +40,17 @@ describe('103 Early Hints', () => {
     expect(all[2]!.body.toString()).toBe('done');
   });
 
+  it('EXT-5: leaves a Content-Length given in the hints out of the 103, as out of any 1xx (RFC 9110 §8.6)', async () => {
+    const { port } = await startServer((environ, startResponse) => {
+      environ['nsgi.early_hints']!([['Link', '</a.css>; rel=preload'], ['Content-Length', '7']]);
+      startResponse('200 OK', [['Content-Length', '4']]);
+      return ['done'];
+    });
+    const res = await rawRequest(port, 'GET / HTTP/1.1\nHost: a\n\n', { until: untilResponses(1) });
+    expect(res.text).toMatch(/^HTTP\/1\.1 103 Early Hints\r\nLink: <\/a\.css>; rel=preload\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    expect(parseResponses(res.data).map((r) => r.status)).toEqual([103, 200]);
+  });
+
   it('EXT-4: sends no 103 to an HTTP/1.0 client, and the final response still arrives', async () => {
     const { port } = await startServer(hintingApp(['</a.css>; rel=preload'], Promise.resolve()));
     const res = await rawRequest(port, 'GET / HTTP/1.0\n\n', { until: untilResponses(1) });

@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { App } from '../../protocol/nsgi.ts';
 import {
   RawClient,
   cleanup,
@@ -67,21 +68,45 @@ describe('Expect: 100-continue', () => {
     expect(seen).toEqual(['/upload']);
   });
 
+  const failing: App = () => {
+    throw new Error('refused before reading');
+  };
   it.each([
-    ['Expect: 100-continue and a body not sent yet', 'Content-Length: 100\nExpect: 100-continue\n\n'],
-    ['a 1 MiB body of which 1 KiB was sent', `Content-Length: ${1024 * 1024}\n\n${'x'.repeat(1024)}`],
-  ])('announces Connection: close when it answers an unread request with %s and then closes', async (_what, rest) => {
+    ['Expect: 100-continue and a body not sent yet', 'Content-Length: 100\nExpect: 100-continue\n\n', 200],
+    ['a 1 MiB body of which 1 KiB was sent', `Content-Length: ${1024 * 1024}\n\n${'x'.repeat(1024)}`, 200],
+    ['Expect: 100-continue and a body not sent yet, by an app that fails', 'Content-Length: 100\nExpect: 100-continue\n\n', 500],
+    ['a 1 MiB body of which 1 KiB was sent, by an app that fails', `Content-Length: ${1024 * 1024}\n\n${'x'.repeat(1024)}`, 500],
+  ])('announces Connection: close when it answers an unread request with %s and then closes', async (_what, rest, status) => {
     // RFC 9110 §10.1.1: a server that answers before reading the whole request content SHOULD
-    // say whether it will close or read and discard the rest.
-    const { port } = await startServer(pathApp());
+    // say whether it will close or read and discard the rest; its own 500 is no exception.
+    const { port } = await startServer(status === 500 ? failing : pathApp());
     const client = await RawClient.connect(port);
     client.write(`POST /upload HTTP/1.1\nHost: t\n${rest}`);
     await client.waitForResponses(1);
     await client.settle(() => false, 500);
     const [r] = finalResponses(client.data);
-    expect(r?.status).toBe(200);
+    expect(r?.status).toBe(status);
     if (client.closed) expect(header(r!, 'connection')).toBe('close');
     else expect(header(r!, 'connection')).toBeUndefined();
+  });
+
+  it('SRV-30, SRV-21: answers 417 to an HTTP/1.1 request with another expectation, without calling the app, and ignores it on HTTP/1.0', async () => {
+    const seen: string[] = [];
+    const { port } = await startServer(pathApp(seen));
+    const refused = await RawClient.connect(port);
+    refused.write('POST /upload HTTP/1.1\nHost: t\nExpect: 100-continue, x-fast\nContent-Length: 2\n\nok');
+    await refused.waitForClose();
+    const [r] = finalResponses(refused.data, { closed: true });
+    expect(r?.status).toBe(417);
+    expect(header(r!, 'connection')).toBe('close');
+    expect(r!.body.toString()).toContain('"x-fast"');
+    expect(refused.text).not.toContain('100 Continue');
+    // RFC 9110 §10.1.1: an empty member is no expectation, and HTTP/1.0 has no Expect field.
+    const ignored = await RawClient.connect(port);
+    ignored.write('POST /empty HTTP/1.1\nHost: t\nExpect: ,\nContent-Length: 0\n\nPOST /old HTTP/1.0\nExpect: x-fast\n\n');
+    await ignored.waitForClose();
+    expect(finalResponses(ignored.data, { closed: true }).map((x) => x.status)).toEqual([200, 200]);
+    expect(seen).toEqual(['/empty', '/old']);
   });
 
   it('IN-6: works with curl -H "Expect: 100-continue" --data-binary @file', async () => {

@@ -306,6 +306,26 @@ describe('trailers (nsgi.set_trailers)', () => {
     expect(client.text.endsWith('\r\n\r\n0\r\nX-Sum: 0\r\n\r\n')).toBe(true);
   });
 
+  it('SR-7, EXT-10: a replacement startResponse refused for a bad header leaves the promised trailers as they were', async () => {
+    let refused: unknown;
+    const { port } = await startServer((environ, startResponse) => {
+      startResponse('200 OK', [['Trailer', 'X-Sum']]);
+      expect(environ['nsgi.set_trailers']!([['X-Sum', '42']])).toBe(true);
+      try {
+        startResponse('500 Internal Server Error', [['Bad Name', 'x']], new Error('replaced'));
+      } catch (err) {
+        refused = err;
+      }
+      return ['hello'];
+    });
+    const client = await RawClient.connect(port);
+    client.write(reqBytes('GET / HTTP/1.1\nHost: x\nConnection: close\n\n'));
+    await client.waitForClose();
+    expect(refused).toBeInstanceOf(TypeError);
+    expect(client.text.startsWith('HTTP/1.1 200 OK\r\n')).toBe(true);
+    expect(client.text.endsWith('5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n')).toBe(true);
+  });
+
   it('EXT-9: trailers cannot be set once the exchange is finished', async () => {
     let kept: SetTrailers | undefined;
     const { url } = await startServer((environ) => {

@@ -53,6 +53,17 @@ describe('head timeout', () => {
     expect(elapsed).toBeLessThan(1500);
   });
 
+  it('SRV-21: a HEAD request line cut short gets its 408 without a body, as any refused HEAD', async () => {
+    const { port } = await startServer(okApp, { headersTimeout: 300 });
+    const client = await RawClient.connect(port);
+    client.write('HEAD /unfinished');
+    await client.waitForClose();
+    const [r] = finalResponses(client.data, { closed: true, noBody: () => true });
+    expect(r?.status).toBe(408);
+    expect(client.text.endsWith('\r\n\r\n')).toBe(true);
+    expect(client.data.length).toBe(r!.head.length);
+  });
+
   it('slowloris: a header trickled one byte every 50 ms never completes and gets 408 at the deadline', async () => {
     const { port } = await startServer(okApp, { headersTimeout: 400 });
     const client = await RawClient.connect(port);

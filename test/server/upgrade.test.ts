@@ -91,6 +91,16 @@ describe('accepting', () => {
     expect(result.text).toBe('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-own\r\n\r\nbye');
   });
 
+  it('UPG-5: leaves a Content-Length the app gives out of the 101, as out of any 1xx (RFC 9110 §8.6)', async () => {
+    const { port } = await startServer((environ) => {
+      const { socket } = environ['nsgi.upgrade']!({ headers: [['Content-Length', '3'], ['X-Kept', '1']] });
+      socket.end('bye');
+      return [];
+    });
+    const result = await rawRequest(port, UPGRADE_REQUEST);
+    expect(result.text).toBe('HTTP/1.1 101 Switching Protocols\r\nX-Kept: 1\r\nConnection: Upgrade\r\nUpgrade: x-echo\r\n\r\nbye');
+  });
+
   it('UPG-3: throws from upgrade() once flushHead() has sent the head, and the response goes on', async () => {
     let thrown: unknown;
     const { port } = await startServer((environ, startResponse) => {
