@@ -1,0 +1,98 @@
+/**
+ * One publish to many SSE topic streams on the real server: the streams are woken in batches, so
+ * the first clients receive the entry while later streams have not been answered yet, and every
+ * client still receives it exactly once; streams that fall behind catch up in order.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryBroker } from '../../src/broker/memory.ts';
+import type { Broker, BrokerWaitOptions, ReadResult } from '../../src/broker/types.ts';
+import { WAKE_BATCH } from '../../src/broker/waiters.ts';
+import { sseTopic } from '../../src/helpers/sse.ts';
+import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
+
+/**
+ * STREAMS is how many event streams the fan-out opens: eight wake batches' worth, so the first
+ * bytes have several turns of the event loop to reach their client before the last batch.
+ */
+const STREAMS = WAKE_BATCH * 8;
+
+const sockets: net.Socket[] = [];
+afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
+  await cleanup();
+});
+
+/** countingBroker is `inner` with a count of the answers its waits have handed to their streams. */
+function countingBroker(inner: MemoryBroker): { broker: Broker; answered: () => number } {
+  let answered = 0;
+  const broker: Broker = Object.create(inner) as Broker;
+  broker.wait = async (topic: string, after: string | undefined, options: BrokerWaitOptions): Promise<ReadResult | 'timeout'> => {
+    const result = await inner.wait(topic, after, options);
+    if (result !== 'timeout') answered++;
+    return result;
+  };
+  return { broker, answered: () => answered };
+}
+
+/** openStreams opens `count` raw event streams and resolves once each has its head and `retry:`. */
+async function openStreams(port: number, count: number, onText: (index: number, text: string) => void): Promise<void> {
+  await Promise.all(
+    Array.from(
+      { length: count },
+      (_, index) =>
+        new Promise<void>((resolve, reject) => {
+          const socket = net.connect(port, '127.0.0.1', () => socket.write('GET /feed HTTP/1.1\r\nHost: t\r\n\r\n'));
+          sockets.push(socket);
+          let seen = '';
+          socket.setEncoding('latin1');
+          socket.on('data', (text: string) => {
+            if (!seen.includes('retry:')) {
+              seen += text;
+              if (seen.includes('retry:')) resolve();
+              return;
+            }
+            onText(index, text);
+          });
+          socket.once('error', reject);
+        }),
+    ),
+  );
+}
+
+describe('SSE topic fan-out', () => {
+  it('BR-10: reaches the first clients before the last stream is answered, and every client exactly once', async () => {
+    const { broker, answered } = countingBroker(new MemoryBroker());
+    const { port } = await startServer(sseTopic('feed', { broker, heartbeatMs: 0 }));
+    // For each client: how many streams had been answered when the entry reached it, and how often it came.
+    const answeredAtArrival: number[] = [];
+    const arrivals = new Array<number>(STREAMS).fill(0);
+    await openStreams(port, STREAMS, (index, text) => {
+      const times = text.split('data: fan-out\n').length - 1;
+      if (times === 0) return;
+      if (arrivals[index] === 0) answeredAtArrival.push(answered());
+      arrivals[index] = (arrivals[index] as number) + times;
+    });
+    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to wait');
+    await broker.publish('feed', 'fan-out');
+    await waitUntil(() => answeredAtArrival.length === STREAMS, 'every client to receive the entry');
+    // Woken all at once, every stream would be answered before the first byte left.
+    expect(Math.min(...answeredAtArrival)).toBeLessThan(STREAMS);
+    expect(answered()).toBe(STREAMS);
+    expect(arrivals.every((n) => n === 1)).toBe(true);
+  });
+
+  it('BR-1, BR-10: delivers entries published faster than the batches wake, to every client, in order, once each', async () => {
+    const broker = new MemoryBroker();
+    const { port } = await startServer(sseTopic('feed', { broker, heartbeatMs: 0 }));
+    const texts = new Array<string>(STREAMS).fill('');
+    await openStreams(port, STREAMS, (index, text) => (texts[index] += text));
+    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to wait');
+    const words = ['one', 'two', 'three', 'four', 'five'];
+    // Published back to back, while the first publish's batches are still waking streams.
+    for (const word of words) await broker.publish('feed', word);
+    const dataOf = (text: string): string[] => [...text.matchAll(/^data: (.*)$/gm)].map((m) => m[1] as string);
+    await waitUntil(() => texts.every((text) => dataOf(text).length >= words.length), 'every client to receive every entry');
+    for (const text of texts) expect(dataOf(text)).toEqual(words);
+  });
+});
