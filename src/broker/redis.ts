@@ -36,6 +36,8 @@ import {
   checkWaitOptions,
   type Broker,
   type BrokerEntry,
+  type BrokerSubscribeOptions,
+  type BrokerSubscription,
   type BrokerWaitOptions,
   type PublishOptions,
   type ReadResult,
@@ -153,6 +155,13 @@ export class RedisBroker implements Broker {
     if (this.closed) throw closedError();
     await this.ready();
     return this.waiters.wait(topic, cursor, options);
+  }
+
+  subscribe(topic: string, after: string | undefined, options: BrokerSubscribeOptions = {}): BrokerSubscription {
+    checkTopicName(topic);
+    if (this.closed) throw closedError();
+    // Its first next() reads, which connects first, as wait() does.
+    return this.waiters.subscribe(topic, normaliseCursor(after), options.signal);
   }
 
   waiting(topic?: string): number {

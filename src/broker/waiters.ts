@@ -1,7 +1,8 @@
 /**
- * The waits of one process, for every backend: a wait is one member of its topic's set, one timer
- * and one abort listener, all three removed the moment it is answered, times out, is aborted or
- * fails. Backends tell it what was published
+ * The waits of one process, for every backend. A topic's waits are its set of members: one-shot
+ * waits ({@link Broker.wait}: one timer and one abort listener each, all removed the moment it is
+ * answered, times out, is aborted or fails) and subscriptions ({@link Broker.subscribe}, in
+ * `subscription.ts`: one abort listener for their whole life). Backends tell it what was published
  * with {@link Waiters.deliver}; they differ only in how that news arrives (a call in the same
  * process, an IPC message, a blocking Redis read).
  *
@@ -16,7 +17,8 @@
  * until the last one had run; in batches, the first clients hear the entry while later ones are
  * still being woken, and the I/O of other connections is served between batches.
  */
-import { BrokerError, type BrokerEntry, type BrokerWaitOptions, type ReadResult } from './types.ts';
+import { Subscription } from './subscription.ts';
+import { BrokerError, type BrokerEntry, type BrokerSubscription, type BrokerWaitOptions, type ReadResult } from './types.ts';
 
 /** MAX_TIMER_MS is the longest delay a Node timer keeps (2^31 - 1 ms); above it a timer fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -37,7 +39,7 @@ export interface WaitersHooks {
   idle?(topic: string): void;
 }
 
-/** Member is one party in a topic's set. */
+/** Member is one party in a topic's set: a one-shot wait or a subscription. */
 export interface Member {
   readonly topic: string;
   /** The id of the last entry the member has (or is being handed). */
@@ -67,7 +69,7 @@ export class Waiters {
     private readonly hooks: WaitersHooks = {},
   ) {}
 
-  /** count is how many waits are pending, on `topic` or on all topics. */
+  /** count is how many waits and subscriptions are pending, on `topic` or on all topics. */
   count(topic?: string): number {
     if (topic !== undefined) return this.byTopic.get(topic)?.size ?? 0;
     let total = 0;
@@ -91,6 +93,13 @@ export class Waiters {
       this.join(waiter);
       this.reread(waiter, true);
     });
+  }
+
+  /** subscribe registers a subscription to the entries of `topic` after `cursor` (already normalised). */
+  subscribe(topic: string, cursor: string, signal: AbortSignal | undefined): BrokerSubscription {
+    const subscription = new Subscription(this, topic, cursor, signal);
+    if (!subscription.ended) this.join(subscription);
+    return subscription;
   }
 
   /**
@@ -129,6 +138,11 @@ export class Waiters {
     if (set === undefined || !set.delete(member) || set.size > 0) return;
     this.byTopic.delete(member.topic);
     this.hooks.idle?.(member.topic);
+  }
+
+  /** arm tells the backend that `member` waits for the entries after its cursor without reading first. */
+  arm(member: Member): void {
+    this.hooks.armed?.(member.topic, member.cursor);
   }
 
   /** reread reads the entries after the member's cursor; `first` for the read that starts it. */

@@ -38,6 +38,7 @@
 import type { App, Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
 import { defaultBroker } from '../broker/default.ts';
 import { isCursor, LATEST } from '../broker/ids.ts';
+import { subscribeTo } from '../broker/subscription.ts';
 import { BEGINNING, BrokerError, type Broker } from '../broker/types.ts';
 
 /** DEFAULT_SSE_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
@@ -162,15 +163,13 @@ export async function* topicEvents(environ: Environ, topic: string, options: Sse
       if (sent !== undefined && sent !== '') yield* missedNotice(environ, options);
       cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(topic, LATEST)).lastId;
     }
-    for (;;) {
-      const result = await broker.wait(topic, cursor, { timeoutMs: Infinity, signal });
-      if (result === 'timeout') continue;
+    // One subscription for the stream's life: no registration, listener or read per event.
+    for await (const result of subscribeTo(broker, topic, cursor, { signal })) {
       if (result.missed && !fresh) yield* missedNotice(environ, options);
       fresh = false;
       for (const entry of result.entries) {
         yield options.event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event: options.event, data: entry.data };
       }
-      cursor = result.lastId;
     }
   } catch (err) {
     if (signal.aborted) return;

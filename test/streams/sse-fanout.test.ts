@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker } from '../../src/broker/memory.ts';
-import type { Broker, BrokerWaitOptions, ReadResult } from '../../src/broker/types.ts';
+import type { Broker, BrokerSubscribeOptions, BrokerSubscription } from '../../src/broker/types.ts';
 import { WAKE_BATCH } from '../../src/broker/waiters.ts';
 import { sseTopic } from '../../src/helpers/sse.ts';
 import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
@@ -23,14 +23,23 @@ afterEach(async () => {
   await cleanup();
 });
 
-/** countingBroker is `inner` with a count of the answers its waits have handed to their streams. */
+/** countingBroker is `inner` with a count of the answers its subscriptions have handed to their streams. */
 function countingBroker(inner: MemoryBroker): { broker: Broker; answered: () => number } {
   let answered = 0;
   const broker: Broker = Object.create(inner) as Broker;
-  broker.wait = async (topic: string, after: string | undefined, options: BrokerWaitOptions): Promise<ReadResult | 'timeout'> => {
-    const result = await inner.wait(topic, after, options);
-    if (result !== 'timeout') answered++;
-    return result;
+  broker.subscribe = (topic: string, after: string | undefined, options?: BrokerSubscribeOptions): BrokerSubscription => {
+    const subscription = inner.subscribe(topic, after, options);
+    return {
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+      async next() {
+        const result = await subscription.next();
+        if (result.done !== true) answered++;
+        return result;
+      },
+      return: () => subscription.return(),
+    };
   };
   return { broker, answered: () => answered };
 }
@@ -73,13 +82,14 @@ describe('SSE topic fan-out', () => {
       if (arrivals[index] === 0) answeredAtArrival.push(answered());
       arrivals[index] = (arrivals[index] as number) + times;
     });
-    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to wait');
+    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to subscribe');
     await broker.publish('feed', 'fan-out');
     await waitUntil(() => answeredAtArrival.length === STREAMS, 'every client to receive the entry');
     // Woken all at once, every stream would be answered before the first byte left.
     expect(Math.min(...answeredAtArrival)).toBeLessThan(STREAMS);
     expect(answered()).toBe(STREAMS);
     expect(arrivals.every((n) => n === 1)).toBe(true);
+    expect(broker.waiting('feed')).toBe(STREAMS);
   });
 
   it('BR-1, BR-10: delivers entries published faster than the batches wake, to every client, in order, once each', async () => {
@@ -87,7 +97,7 @@ describe('SSE topic fan-out', () => {
     const { port } = await startServer(sseTopic('feed', { broker, heartbeatMs: 0 }));
     const texts = new Array<string>(STREAMS).fill('');
     await openStreams(port, STREAMS, (index, text) => (texts[index] += text));
-    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to wait');
+    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to subscribe');
     const words = ['one', 'two', 'three', 'four', 'five'];
     // Published back to back, while the first publish's batches are still waking streams.
     for (const word of words) await broker.publish('feed', word);
