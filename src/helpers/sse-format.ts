@@ -14,14 +14,18 @@ export function formatEvent(message: SseMessage): string {
   if (message === null || typeof message !== 'object') {
     throw new TypeError(`an SSE message must be a string or an object, got ${message === null ? 'null' : typeof message}`);
   }
+  const { id, event, data } = message;
+  const plain = message.comment === undefined && message.retry === undefined;
+  const last = lastFormatted;
+  if (plain && last !== null && data === last.data && id === last.id && event === last.event) return last.text;
   let out = '';
   if (message.comment !== undefined) out += fieldLines(':', String(message.comment));
-  if (message.event !== undefined) out += `event: ${singleLine('event', message.event)}\n`;
-  if (message.id !== undefined) {
-    const id = singleLine('id', message.id);
+  if (event !== undefined) out += `event: ${singleLine('event', event)}\n`;
+  if (id !== undefined) {
+    const checked = singleLine('id', id);
     // The client ignores an id containing NUL, which would silently break resumption.
-    if (id.includes('\0')) throw new TypeError(`an SSE id must not contain NUL, got ${JSON.stringify(id)}`);
-    out += `id: ${id}\n`;
+    if (checked.includes('\0')) throw new TypeError(`an SSE id must not contain NUL, got ${JSON.stringify(checked)}`);
+    out += `id: ${checked}\n`;
   }
   if (message.retry !== undefined) {
     if (!Number.isSafeInteger(message.retry) || message.retry < 0) {
@@ -29,14 +33,23 @@ export function formatEvent(message: SseMessage): string {
     }
     out += `retry: ${message.retry}\n`;
   }
-  if (message.data !== undefined) {
-    if (typeof message.data !== 'string') {
-      throw new TypeError(`SSE data must be a string (JSON.stringify objects first), got ${typeof message.data}`);
+  if (data !== undefined) {
+    if (typeof data !== 'string') {
+      throw new TypeError(`SSE data must be a string (JSON.stringify objects first), got ${typeof data}`);
     }
-    out += dataLines(message.data);
+    out += dataLines(data);
   }
-  return out + '\n';
+  out += '\n';
+  if (plain) lastFormatted = { id, event, data, text: out };
+  return out;
 }
+
+/**
+ * lastFormatted is the last event of only `id`, `event` and `data` that {@link formatEvent}
+ * framed. A publish reaches every stream of a topic one after the other with the same fields, so
+ * the entry is framed once for all of them rather than once per client.
+ */
+let lastFormatted: { readonly id: string | undefined; readonly event: string | undefined; readonly data: string | undefined; readonly text: string } | null = null;
 
 const LINE_END = /\r\n|\r|\n/;
 
