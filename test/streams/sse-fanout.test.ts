@@ -1,15 +1,17 @@
 /**
  * One publish to many SSE topic streams on the real server: the streams are woken in batches, so
- * the first clients receive the entry while later streams have not been answered yet, and every
- * client still receives it exactly once; streams that fall behind catch up in order.
+ * the first clients receive the entry, and another connection's request is answered, while later
+ * streams have not been answered yet; every client still receives it exactly once, and streams
+ * that fall behind catch up in order.
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { App } from '../../protocol/nsgi.ts';
 import { MemoryBroker } from '../../src/broker/memory.ts';
 import type { Broker, BrokerSubscribeOptions, BrokerSubscription } from '../../src/broker/types.ts';
 import { WAKE_BATCH } from '../../src/broker/waiters.ts';
 import { sseTopic } from '../../src/helpers/sse.ts';
-import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
+import { cleanup, RawClient, startServer, waitUntil } from '../helpers/server.ts';
 
 /**
  * STREAMS is how many event streams the fan-out opens: eight wake batches' worth, so the first
@@ -90,6 +92,29 @@ describe('SSE topic fan-out', () => {
     expect(answered()).toBe(STREAMS);
     expect(arrivals.every((n) => n === 1)).toBe(true);
     expect(broker.waiting('feed')).toBe(STREAMS);
+  });
+
+  it('BR-10: serves another connection\'s request between the batches of a large publish', async () => {
+    const { broker, answered } = countingBroker(new MemoryBroker());
+    const events = sseTopic('feed', { broker, heartbeatMs: 0 });
+    const app: App = (environ, startResponse) => {
+      if (environ.PATH_INFO === '/feed') return events(environ, startResponse);
+      startResponse('200 OK', [['Content-Length', '2']]);
+      return ['ok'];
+    };
+    const { port } = await startServer(app);
+    await openStreams(port, STREAMS, () => {});
+    await waitUntil(() => broker.waiting('feed') === STREAMS, 'every stream to subscribe');
+    const other = await RawClient.connect(port);
+    let answeredAtResponse = -1;
+    const responded = other.waitFor((data) => data.includes('\r\n\r\nok'), 'the other response').then(() => (answeredAtResponse = answered()));
+    await broker.publish('feed', 'fan-out');
+    other.write('GET /hello HTTP/1.1\r\nHost: t\r\n\r\n');
+    await responded;
+    // Woken all at once, every stream would run before the request was even read.
+    expect(answeredAtResponse).toBeGreaterThanOrEqual(0);
+    expect(answeredAtResponse).toBeLessThan(STREAMS);
+    await waitUntil(() => answered() === STREAMS, 'every stream to be answered');
   });
 
   it('BR-1, BR-10: delivers entries published faster than the batches wake, to every client, in order, once each', async () => {
