@@ -1,7 +1,7 @@
 /**
  * A subscription ({@link Broker.subscribe}): a topic followed entry after entry by one consumer,
  * an SSE stream or a WebSocket topic's follower. Unlike a wait, it stays in its topic's set from
- * the first `next()` to its end, with one abort listener for its whole life, so the consumer's
+ * its creation to its end, with one abort listener for its whole life, so the consumer's
  * loop costs no registration, timer, listener or read per entry: while the consumer is parked in
  * `next()`, a delivery that follows its cursor answers it directly, on every backend (no read back
  * to Redis or to the cluster primary per client).

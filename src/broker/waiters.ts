@@ -25,15 +25,15 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * WAKE_BATCH is how many members one delivery wakes per turn of the event loop: 64. Waking one
- * SSE client costs some 50 to 100 µs of CPU (most of it the socket write), so a batch is a few
- * milliseconds, the delay the first client of a large topic sees and the longest any other
+ * SSE client costs some 30 to 60 µs of CPU (about half of it the socket write), so a batch is a
+ * few milliseconds, the delay the first client of a large topic sees and the longest any other
  * connection waits for its turn.
  */
 export const WAKE_BATCH = 64;
 
 /** WaitersHooks lets a backend follow which topics have waits, to listen for exactly those. */
 export interface WaitersHooks {
-  /** A wait on `topic` found nothing and now waits for entries after `cursor`. */
+  /** A member of `topic` now waits for the entries after `cursor`: its read found nothing, or a subscription took an answer read from the log. */
   armed?(topic: string, cursor: string): void;
   /** The last wait on `topic` ended. */
   idle?(topic: string): void;
