@@ -39,7 +39,7 @@ import type { App, Body, Environ, HeaderList, StartResponse } from '../../protoc
 import { defaultBroker } from '../broker/default.ts';
 import { isCursor, LATEST } from '../broker/ids.ts';
 import { subscribeTo } from '../broker/subscription.ts';
-import { BEGINNING, BrokerError, type Broker } from '../broker/types.ts';
+import { BEGINNING, BrokerError, type Broker, type BrokerEntry, type BrokerSubscription, type ReadResult } from '../broker/types.ts';
 import { frames } from './sse-body.ts';
 
 export { formatEvent } from './sse-format.ts';
@@ -146,38 +146,121 @@ export function sseTopic(topic: string | ((environ: Environ) => string), options
  * client's `Last-Event-ID` (or as `from` says), each entry with its broker id as `id:`, the
  * missed notice where entries are gone, until the client leaves. When the broker fails (Redis
  * lost), the stream ends after a line on `nsgi.errors`; the client reconnects after `retry` and
- * resumes from its last id once the broker is back.
+ * resumes from its last id once the broker is back. Like a generator, it does nothing until its
+ * first `next()`, and `return()` ends it (and its subscription) at once.
  */
-export async function* topicEvents(environ: Environ, topic: string, options: SseTopicOptions = {}): AsyncGenerator<SseMessage> {
-  const broker = options.broker ?? defaultBroker();
-  const signal = environ['nsgi.signal'];
-  yield { retry: options.retryMs ?? DEFAULT_SSE_RETRY_MS };
-  const sent = lastEventId(environ);
-  let cursor: string;
-  // A client that brought no id asked for nothing it could have missed.
-  let fresh = true;
-  try {
+export function topicEvents(environ: Environ, topic: string, options: SseTopicOptions = {}): AsyncIterableIterator<SseMessage> {
+  return new TopicEvents(environ, topic, options);
+}
+
+/**
+ * TopicEvents is {@link topicEvents}' iterator, written out rather than as an async generator:
+ * each entry then costs one settlement of the subscription's promise, not a generator's
+ * resumption, its `for await` and its `yield`. Messages made from one answer beyond the first wait
+ * in `queue` for the next calls.
+ */
+class TopicEvents implements AsyncIterableIterator<SseMessage> {
+  private queue: SseMessage[] | null = null;
+  private subscription: BrokerSubscription | null = null;
+  private started = false;
+  private finished = false;
+  /** A client that brought no id asked for nothing it could have missed. */
+  private fresh = true;
+
+  constructor(
+    private readonly environ: Environ,
+    private readonly topic: string,
+    private readonly options: SseTopicOptions,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<SseMessage, undefined>> {
+    if (this.queue !== null && this.queue.length > 0) return Promise.resolve(this.take());
+    if (this.finished) return Promise.resolve({ done: true, value: undefined });
+    if (!this.started) {
+      this.started = true;
+      return Promise.resolve({ done: false, value: { retry: this.options.retryMs ?? DEFAULT_SSE_RETRY_MS } });
+    }
+    if (this.subscription === null) {
+      return this.subscribe().then(
+        () => this.next(),
+        (err: unknown) => this.fail(err),
+      );
+    }
+    return this.subscription.next().then(
+      (result) => this.answer(result),
+      (err: unknown) => this.fail(err),
+    );
+  }
+
+  return(): Promise<IteratorResult<SseMessage, undefined>> {
+    this.queue = null;
+    return Promise.resolve(this.finish());
+  }
+
+  /** subscribe finds where the client starts and subscribes from there. */
+  private async subscribe(): Promise<void> {
+    const { environ, options } = this;
+    const broker = options.broker ?? defaultBroker();
+    const sent = lastEventId(environ);
+    let cursor: string;
     if (sent !== undefined && sent !== '' && isCursor(sent)) {
       cursor = sent;
-      fresh = false;
+      this.fresh = false;
     } else {
       // No id, or one this broker never made (garbled, or from another system): start afresh, and
       // if the client claimed a position, tell it the thread is broken.
-      if (sent !== undefined && sent !== '') yield* missedNotice(environ, options);
-      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(topic, LATEST)).lastId;
+      if (sent !== undefined && sent !== '') this.enqueue(missedNotice(environ, options));
+      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(this.topic, LATEST)).lastId;
     }
+    if (this.finished) return;
     // One subscription for the stream's life: no registration, listener or read per event.
-    for await (const result of subscribeTo(broker, topic, cursor, { signal })) {
-      if (result.missed && !fresh) yield* missedNotice(environ, options);
-      fresh = false;
-      for (const entry of result.entries) {
-        yield options.event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event: options.event, data: entry.data };
-      }
+    this.subscription = subscribeTo(broker, this.topic, cursor, { signal: environ['nsgi.signal'] });
+  }
+
+  /** answer turns an answer of the subscription into events, and hands over the first. */
+  private answer(result: IteratorResult<ReadResult, undefined>): IteratorResult<SseMessage, undefined> {
+    if (result.done === true) return this.finish();
+    if (result.value.missed && !this.fresh) this.enqueue(missedNotice(this.environ, this.options));
+    this.fresh = false;
+    const event = this.options.event;
+    const entries = result.value.entries;
+    if (this.queue === null && entries.length === 1) {
+      // The usual answer, one entry and no notice: no queue.
+      const entry = entries[0] as BrokerEntry;
+      return { done: false, value: event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event, data: entry.data } };
     }
-  } catch (err) {
-    if (signal.aborted) return;
+    this.enqueue(entries.map((entry): SseMessage => (event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event, data: entry.data })));
+    return this.take();
+  }
+
+  /** fail ends the stream: quietly when the client left, with a line when the broker failed, else with the error. */
+  private fail(err: unknown): IteratorResult<SseMessage, undefined> {
+    this.finish();
+    if (this.environ['nsgi.signal'].aborted) return { done: true, value: undefined };
     if (!(err instanceof BrokerError)) throw err;
-    environ['nsgi.errors'].write(`sse: the stream of topic ${JSON.stringify(topic)} ends: ${err.message}`);
+    this.environ['nsgi.errors'].write(`sse: the stream of topic ${JSON.stringify(this.topic)} ends: ${err.message}`);
+    // Notices made before the failure still go out, as a generator's earlier yields would have.
+    return this.queue !== null && this.queue.length > 0 ? this.take() : { done: true, value: undefined };
+  }
+
+  private enqueue(messages: Iterable<SseMessage>): void {
+    const queue = (this.queue ??= []);
+    for (const message of messages) queue.push(message);
+  }
+
+  /** take hands over the oldest queued message (the caller knows there is one). */
+  private take(): IteratorResult<SseMessage, undefined> {
+    return { done: false, value: (this.queue as SseMessage[]).shift() as SseMessage };
+  }
+
+  private finish(): IteratorResult<SseMessage, undefined> {
+    this.finished = true;
+    void this.subscription?.return();
+    return { done: true, value: undefined };
   }
 }
 

@@ -118,6 +118,39 @@ describe('sseTopic', () => {
     await waitUntil(() => inner.waiting() === 0, 'the wait to be released');
   });
 
+  it('answers a HEAD with the head alone, without reading or subscribing to the topic', async () => {
+    const inner = new MemoryBroker();
+    let reads = 0;
+    const broker: Broker = Object.create(inner) as Broker;
+    broker.read = (topic, after) => {
+      reads++;
+      return inner.read(topic, after);
+    };
+    const { url } = await startServer(sseTopic('feed', { broker }));
+    const res = await fetch(url, { method: 'HEAD' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect(await res.text()).toBe('');
+    expect(reads).toBe(0);
+    expect(inner.waiting()).toBe(0);
+  });
+
+  it('cuts the stream, with the error on nsgi.errors, when onMissed throws', async () => {
+    const broker = new MemoryBroker();
+    const { url, errors } = await startServer(
+      sseTopic('feed', {
+        broker,
+        onMissed: () => {
+          throw new Error('no snapshot today');
+        },
+      }),
+    );
+    const stream = await open(url, 'not-an-id');
+    await stream.ended;
+    await waitUntil(() => errors.join('').includes('no snapshot today'), 'the error on nsgi.errors');
+    expect(broker.waiting()).toBe(0);
+  });
+
   it('ends the stream with a line on nsgi.errors when the broker fails', async () => {
     const broker = new MemoryBroker();
     const { url, errors } = await startServer(sseTopic('feed', { broker }));
