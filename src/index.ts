@@ -52,7 +52,8 @@ export { toNodeListener, toNodeUpgradeListener, createNodeServer, type NodeListe
 export { fromNodeListener, type NodeRequestListener } from './adapters/node-listener.ts';
 export * as testing from './testing.ts';
 export type { TestRequest, TestResponse, TestStream } from './testing.ts';
-export { BEGINNING, BrokerError, type Broker, type BrokerEntry, type BrokerKind, type BrokerWaitOptions, type PublishOptions, type ReadResult } from './broker/types.ts';
+export { BEGINNING, BrokerError, type Broker, type BrokerEntry, type BrokerKind, type BrokerSubscribeOptions, type BrokerSubscription, type BrokerWaitOptions, type PublishOptions, type ReadResult } from './broker/types.ts';
+export { subscribeTo } from './broker/subscription.ts';
 export { MemoryBroker, DEFAULT_BROKER_CAPACITY, type MemoryBrokerOptions } from './broker/memory.ts';
 export { ClusterBroker, startBrokerRelay, CLUSTER_REQUEST_TIMEOUT_MS, type BrokerRelayOptions, type ClusterBrokerOptions } from './broker/cluster.ts';
 export { RedisBroker, type RedisBrokerOptions } from './broker/redis.ts';

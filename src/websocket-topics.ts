@@ -12,7 +12,7 @@
  * ```
  *
  * How a message travels: `publish` appends it to the topic on the broker; in each process, one
- * follower per topic (a broker wait in a loop, started with the first local subscriber and
+ * follower per topic (a broker subscription, started with the first local subscriber and
  * stopped with the last) receives it once, frames it once as a text frame (RFC 6455 §5.2, unmasked
  * from a server) and writes the same bytes to every local subscriber. A socket that negotiated
  * permessage-deflate, or whose sender is busy compressing, gets it through `ws.send` instead,
@@ -33,6 +33,7 @@ import * as wsModule from 'ws';
 import type { WebSocket } from 'ws';
 import { defaultBroker } from './broker/default.ts';
 import { LATEST } from './broker/ids.ts';
+import { subscribeTo } from './broker/subscription.ts';
 import { BrokerError, checkTopicName, type Broker } from './broker/types.ts';
 
 /** DEFAULT_TOPIC_SOCKET_BUFFER is how many unsent bytes a subscriber may hold before it counts as slow: 1 MiB. */
@@ -192,7 +193,7 @@ export class WebSocketTopics {
     }
   }
 
-  /** follow waits for the topic's entries and hands each to the local subscribers, until aborted. */
+  /** follow subscribes to the topic and hands each entry to the local subscribers, until aborted. */
   private async follow(topic: string, follower: Follower): Promise<void> {
     const signal = follower.controller.signal;
     let cursor: string | undefined;
@@ -201,10 +202,10 @@ export class WebSocketTopics {
         // Subscribers get what is published after they joined.
         cursor ??= (await this.broker.read(topic, LATEST)).lastId;
         if (signal.aborted) return;
-        const result = await this.broker.wait(topic, cursor, { timeoutMs: Infinity, signal });
-        if (result === 'timeout') continue;
-        for (const entry of result.entries) this.deliver(follower, entry.data);
-        cursor = result.lastId;
+        for await (const result of subscribeTo(this.broker, topic, cursor, { signal })) {
+          for (const entry of result.entries) this.deliver(follower, entry.data);
+          cursor = result.lastId;
+        }
       } catch (err) {
         if (signal.aborted) return;
         if (!(err instanceof BrokerError)) throw err;

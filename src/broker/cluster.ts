@@ -23,6 +23,8 @@ import {
   checkWaitOptions,
   type Broker,
   type BrokerEntry,
+  type BrokerSubscribeOptions,
+  type BrokerSubscription,
   type BrokerWaitOptions,
   type PublishOptions,
   type ReadResult,
@@ -108,6 +110,14 @@ export class ClusterBroker implements Broker {
     if (this.closed) throw closedError();
     this.listen();
     return this.waiters.wait(topic, normaliseCursor(after), options);
+  }
+
+  subscribe(topic: string, after: string | undefined, options: BrokerSubscribeOptions = {}): BrokerSubscription {
+    checkTopicName(topic);
+    const cursor = normaliseCursor(after);
+    if (this.closed) throw closedError();
+    this.listen();
+    return this.waiters.subscribe(topic, cursor, options.signal);
   }
 
   waiting(topic?: string): number {

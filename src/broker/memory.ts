@@ -16,6 +16,8 @@ import {
   checkWaitOptions,
   type Broker,
   type BrokerEntry,
+  type BrokerSubscribeOptions,
+  type BrokerSubscription,
   type BrokerWaitOptions,
   type PublishOptions,
   type ReadResult,
@@ -152,6 +154,13 @@ export class MemoryBroker implements Broker {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  subscribe(topic: string, after: string | undefined, options: BrokerSubscribeOptions = {}): BrokerSubscription {
+    checkTopicName(topic);
+    const cursor = normaliseCursor(after);
+    if (this.closed) throw this.closedError();
+    return this.waiters.subscribe(topic, cursor, options.signal);
   }
 
   waiting(topic?: string): number {

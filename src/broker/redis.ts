@@ -36,11 +36,14 @@ import {
   checkWaitOptions,
   type Broker,
   type BrokerEntry,
+  type BrokerSubscribeOptions,
+  type BrokerSubscription,
   type BrokerWaitOptions,
   type PublishOptions,
   type ReadResult,
 } from './types.ts';
 import { DEFAULT_BROKER_CAPACITY } from './memory.ts';
+import { loadClient, type Connection } from './redis-client.ts';
 import { Waiters } from './waiters.ts';
 
 /** REDIS_COMMAND_TIMEOUT_MS bounds one command on a connection that stopped answering: 5 s. */
@@ -71,30 +74,6 @@ export interface RedisBrokerOptions {
   maxAgeMs?: number;
   /** The start of every key; default {@link DEFAULT_REDIS_PREFIX}. */
   prefix?: string;
-}
-
-/** The few ioredis methods used here, so the package's types are not needed to compile nsgi. */
-interface Connection {
-  status: string;
-  connect(): Promise<void>;
-  disconnect(): void;
-  call(command: string, ...args: Array<string | number>): Promise<unknown>;
-  multi(commands: Array<Array<string | number>>): { exec(): Promise<Array<[Error | null, unknown]> | null> };
-  on(event: string, listener: (...args: unknown[]) => void): unknown;
-}
-
-type ConnectionClass = new (url: string, options: Record<string, unknown>) => Connection;
-
-const MISSING_CLIENT = 'the Redis broker needs the ioredis package: npm install ioredis';
-
-async function loadClient(): Promise<ConnectionClass> {
-  let module: { default?: unknown; Redis?: unknown };
-  try {
-    module = (await import('ioredis')) as { default?: unknown; Redis?: unknown };
-  } catch (err) {
-    throw new BrokerError('config', MISSING_CLIENT, { cause: err });
-  }
-  return (module.Redis ?? module.default) as ConnectionClass;
 }
 
 /** RedisBroker keeps every topic in a Redis stream; see the file comment. */
@@ -176,6 +155,13 @@ export class RedisBroker implements Broker {
     if (this.closed) throw closedError();
     await this.ready();
     return this.waiters.wait(topic, cursor, options);
+  }
+
+  subscribe(topic: string, after: string | undefined, options: BrokerSubscribeOptions = {}): BrokerSubscription {
+    checkTopicName(topic);
+    if (this.closed) throw closedError();
+    // Its first next() reads, which connects first, as wait() does.
+    return this.waiters.subscribe(topic, normaliseCursor(after), options.signal);
   }
 
   waiting(topic?: string): number {

@@ -40,6 +40,23 @@ export interface BrokerWaitOptions {
   signal?: AbortSignal;
 }
 
+/** BrokerSubscribeOptions configures a {@link Broker.subscribe}. */
+export interface BrokerSubscribeOptions {
+  /** Ends the subscription at once when aborted: a pending `next()` rejects with its reason. Pass `environ['nsgi.signal']`. */
+  signal?: AbortSignal;
+}
+
+/**
+ * BrokerSubscription follows a topic for one consumer: each `next()` answers like a
+ * {@link Broker.wait} without a timeout, from where the previous answer left off (the first from
+ * the subscription's id), with at least one entry. `return()` (a `for await` that stops) ends
+ * it; a lost backend or an aborted signal rejects the pending `next()`, and it is over.
+ */
+export interface BrokerSubscription extends AsyncIterable<ReadResult> {
+  next(): Promise<IteratorResult<ReadResult, undefined>>;
+  return(value?: undefined): Promise<IteratorResult<ReadResult, undefined>>;
+}
+
 /** PublishOptions bounds the history of the topic published to; each overrides the broker's default. */
 export interface PublishOptions {
   /** How many of the latest entries the topic keeps at least. */
@@ -73,7 +90,14 @@ export interface Broker {
    * signal's reason; a backend that loses its connection rejects it with a {@link BrokerError}.
    */
   wait(topic: string, after: string | undefined, options: BrokerWaitOptions): Promise<ReadResult | 'timeout'>;
-  /** waiting is how many waits of this process are pending, on `topic` or on all topics. */
+  /**
+   * subscribe follows `topic` after `after` for one consumer that takes entries one answer at a
+   * time: cheaper than a {@link wait} per answer (one registration for the whole life, and no
+   * read per answer while the consumer keeps up). Optional, for brokers written before it: the
+   * helpers fall back to waits ({@link subscribeTo}).
+   */
+  subscribe?(topic: string, after: string | undefined, options?: BrokerSubscribeOptions): BrokerSubscription;
+  /** waiting is how many waits and subscriptions of this process are pending, on `topic` or on all topics. */
   waiting(topic?: string): number;
   /** close rejects the pending waits with a {@link BrokerError} and releases connections and listeners. */
   close(): Promise<void>;

@@ -38,7 +38,11 @@
 import type { App, Body, Environ, HeaderList, StartResponse } from '../../protocol/nsgi.ts';
 import { defaultBroker } from '../broker/default.ts';
 import { isCursor, LATEST } from '../broker/ids.ts';
-import { BEGINNING, BrokerError, type Broker } from '../broker/types.ts';
+import { subscribeTo } from '../broker/subscription.ts';
+import { BEGINNING, BrokerError, type Broker, type BrokerEntry, type BrokerSubscription, type ReadResult } from '../broker/types.ts';
+import { frames } from './sse-body.ts';
+
+export { formatEvent } from './sse-format.ts';
 
 /** DEFAULT_SSE_HEARTBEAT_MS is how long the stream may stay silent before a `: ping` comment: 15 s. */
 export const DEFAULT_SSE_HEARTBEAT_MS = 15_000;
@@ -142,40 +146,121 @@ export function sseTopic(topic: string | ((environ: Environ) => string), options
  * client's `Last-Event-ID` (or as `from` says), each entry with its broker id as `id:`, the
  * missed notice where entries are gone, until the client leaves. When the broker fails (Redis
  * lost), the stream ends after a line on `nsgi.errors`; the client reconnects after `retry` and
- * resumes from its last id once the broker is back.
+ * resumes from its last id once the broker is back. Like a generator, it does nothing until its
+ * first `next()`, and `return()` ends it (and its subscription) at once.
  */
-export async function* topicEvents(environ: Environ, topic: string, options: SseTopicOptions = {}): AsyncGenerator<SseMessage> {
-  const broker = options.broker ?? defaultBroker();
-  const signal = environ['nsgi.signal'];
-  yield { retry: options.retryMs ?? DEFAULT_SSE_RETRY_MS };
-  const sent = lastEventId(environ);
-  let cursor: string;
-  // A client that brought no id asked for nothing it could have missed.
-  let fresh = true;
-  try {
+export function topicEvents(environ: Environ, topic: string, options: SseTopicOptions = {}): AsyncIterableIterator<SseMessage> {
+  return new TopicEvents(environ, topic, options);
+}
+
+/**
+ * TopicEvents is {@link topicEvents}' iterator, written out rather than as an async generator:
+ * each entry then costs one settlement of the subscription's promise, not a generator's
+ * resumption, its `for await` and its `yield`. Messages made from one answer beyond the first wait
+ * in `queue` for the next calls.
+ */
+class TopicEvents implements AsyncIterableIterator<SseMessage> {
+  private queue: SseMessage[] | null = null;
+  private subscription: BrokerSubscription | null = null;
+  private started = false;
+  private finished = false;
+  /** A client that brought no id asked for nothing it could have missed. */
+  private fresh = true;
+
+  constructor(
+    private readonly environ: Environ,
+    private readonly topic: string,
+    private readonly options: SseTopicOptions,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<SseMessage, undefined>> {
+    if (this.queue !== null && this.queue.length > 0) return Promise.resolve(this.take());
+    if (this.finished) return Promise.resolve({ done: true, value: undefined });
+    if (!this.started) {
+      this.started = true;
+      return Promise.resolve({ done: false, value: { retry: this.options.retryMs ?? DEFAULT_SSE_RETRY_MS } });
+    }
+    if (this.subscription === null) {
+      return this.subscribe().then(
+        () => this.next(),
+        (err: unknown) => this.fail(err),
+      );
+    }
+    return this.subscription.next().then(
+      (result) => this.answer(result),
+      (err: unknown) => this.fail(err),
+    );
+  }
+
+  return(): Promise<IteratorResult<SseMessage, undefined>> {
+    this.queue = null;
+    return Promise.resolve(this.finish());
+  }
+
+  /** subscribe finds where the client starts and subscribes from there. */
+  private async subscribe(): Promise<void> {
+    const { environ, options } = this;
+    const broker = options.broker ?? defaultBroker();
+    const sent = lastEventId(environ);
+    let cursor: string;
     if (sent !== undefined && sent !== '' && isCursor(sent)) {
       cursor = sent;
-      fresh = false;
+      this.fresh = false;
     } else {
       // No id, or one this broker never made (garbled, or from another system): start afresh, and
       // if the client claimed a position, tell it the thread is broken.
-      if (sent !== undefined && sent !== '') yield* missedNotice(environ, options);
-      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(topic, LATEST)).lastId;
+      if (sent !== undefined && sent !== '') this.enqueue(missedNotice(environ, options));
+      cursor = options.from === 'beginning' ? BEGINNING : (await broker.read(this.topic, LATEST)).lastId;
     }
-    for (;;) {
-      const result = await broker.wait(topic, cursor, { timeoutMs: Infinity, signal });
-      if (result === 'timeout') continue;
-      if (result.missed && !fresh) yield* missedNotice(environ, options);
-      fresh = false;
-      for (const entry of result.entries) {
-        yield options.event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event: options.event, data: entry.data };
-      }
-      cursor = result.lastId;
+    if (this.finished) return;
+    // One subscription for the stream's life: no registration, listener or read per event.
+    this.subscription = subscribeTo(broker, this.topic, cursor, { signal: environ['nsgi.signal'] });
+  }
+
+  /** answer turns an answer of the subscription into events, and hands over the first. */
+  private answer(result: IteratorResult<ReadResult, undefined>): IteratorResult<SseMessage, undefined> {
+    if (result.done === true) return this.finish();
+    if (result.value.missed && !this.fresh) this.enqueue(missedNotice(this.environ, this.options));
+    this.fresh = false;
+    const event = this.options.event;
+    const entries = result.value.entries;
+    if (this.queue === null && entries.length === 1) {
+      // The usual answer, one entry and no notice: no queue.
+      const entry = entries[0] as BrokerEntry;
+      return { done: false, value: event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event, data: entry.data } };
     }
-  } catch (err) {
-    if (signal.aborted) return;
+    this.enqueue(entries.map((entry): SseMessage => (event === undefined ? { id: entry.id, data: entry.data } : { id: entry.id, event, data: entry.data })));
+    return this.take();
+  }
+
+  /** fail ends the stream: quietly when the client left, with a line when the broker failed, else with the error. */
+  private fail(err: unknown): IteratorResult<SseMessage, undefined> {
+    this.finish();
+    if (this.environ['nsgi.signal'].aborted) return { done: true, value: undefined };
     if (!(err instanceof BrokerError)) throw err;
-    environ['nsgi.errors'].write(`sse: the stream of topic ${JSON.stringify(topic)} ends: ${err.message}`);
+    this.environ['nsgi.errors'].write(`sse: the stream of topic ${JSON.stringify(this.topic)} ends: ${err.message}`);
+    // Notices made before the failure still go out, as a generator's earlier yields would have.
+    return this.queue !== null && this.queue.length > 0 ? this.take() : { done: true, value: undefined };
+  }
+
+  private enqueue(messages: Iterable<SseMessage>): void {
+    const queue = (this.queue ??= []);
+    for (const message of messages) queue.push(message);
+  }
+
+  /** take hands over the oldest queued message (the caller knows there is one). */
+  private take(): IteratorResult<SseMessage, undefined> {
+    return { done: false, value: (this.queue as SseMessage[]).shift() as SseMessage };
+  }
+
+  private finish(): IteratorResult<SseMessage, undefined> {
+    this.finished = true;
+    void this.subscription?.return();
+    return { done: true, value: undefined };
   }
 }
 
@@ -189,158 +274,4 @@ function missedNotice(environ: Environ, options: SseTopicOptions): Iterable<SseM
 /** lastEventId is the client's `Last-Event-ID` (the id of the last event it saw before reconnecting), if it sent one. */
 export function lastEventId(environ: Environ): string | undefined {
   return environ.HTTP_LAST_EVENT_ID;
-}
-
-/**
- * formatEvent frames one message as `text/event-stream` text, ending with the blank line that
- * dispatches it. It throws a TypeError for an `id` or `event` with a line end (or an `id` with
- * NUL) and for a `retry` that is not a whole number.
- */
-export function formatEvent(message: SseMessage): string {
-  if (typeof message === 'string') return dataLines(message) + '\n';
-  if (message === null || typeof message !== 'object') {
-    throw new TypeError(`an SSE message must be a string or an object, got ${message === null ? 'null' : typeof message}`);
-  }
-  let out = '';
-  if (message.comment !== undefined) out += fieldLines(':', String(message.comment));
-  if (message.event !== undefined) out += `event: ${singleLine('event', message.event)}\n`;
-  if (message.id !== undefined) {
-    const id = singleLine('id', message.id);
-    // The client ignores an id containing NUL, which would silently break resumption.
-    if (id.includes('\0')) throw new TypeError(`an SSE id must not contain NUL, got ${JSON.stringify(id)}`);
-    out += `id: ${id}\n`;
-  }
-  if (message.retry !== undefined) {
-    if (!Number.isSafeInteger(message.retry) || message.retry < 0) {
-      throw new TypeError(`an SSE retry must be a whole number of milliseconds, got ${String(message.retry)}`);
-    }
-    out += `retry: ${message.retry}\n`;
-  }
-  if (message.data !== undefined) {
-    if (typeof message.data !== 'string') {
-      throw new TypeError(`SSE data must be a string (JSON.stringify objects first), got ${typeof message.data}`);
-    }
-    out += dataLines(message.data);
-  }
-  return out + '\n';
-}
-
-const LINE_END = /\r\n|\r|\n/;
-
-function dataLines(data: string): string {
-  return fieldLines('data:', data);
-}
-
-/** fieldLines writes one `prefix value` line per line of `text`, CRLF, CR and LF all ending a line. */
-function fieldLines(prefix: string, text: string): string {
-  let out = '';
-  for (const line of text.split(LINE_END)) out += `${prefix} ${line}\n`;
-  return out;
-}
-
-function singleLine(field: string, value: unknown): string {
-  if (typeof value !== 'string') throw new TypeError(`an SSE ${field} must be a string, got ${typeof value}`);
-  if (value.includes('\n') || value.includes('\r')) {
-    throw new TypeError(`an SSE ${field} must not contain CR or LF, got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-// ---- the body -----------------------------------------------------------------------------------
-
-const HEARTBEAT = ': ping\n\n';
-
-type Settled = { ok: true; result: IteratorResult<SseMessage> } | { ok: false; error: unknown };
-
-/**
- * frames yields the framed events of `source`, racing each of its `next()` calls against the
- * heartbeat timer and `nsgi.signal`. A `next()` still pending when the heartbeat fires is kept
- * and raced again: the source is never asked twice at once. Each round's timer and abort listener
- * are removed when the round ends, and the pending `next()` gets one settlement handler however
- * many rounds it spans, so a source that stays quiet for days costs nothing that grows.
- */
-async function* frames(source: SseSource, environ: Environ, heartbeatMs: number): AsyncGenerator<string> {
-  const signal = environ['nsgi.signal'];
-  if (signal.aborted) return;
-  const it = iteratorOf(source);
-  // The pending next()'s outcome, and the current round's way to be told of it.
-  const next: { settled: Settled | null; wake: (() => void) | null } = { settled: null, wake: null };
-  let pending = false;
-  let sourceDone = false;
-  try {
-    for (;;) {
-      if (!pending) {
-        pending = true;
-        next.settled = null;
-        const settle = (settled: Settled): void => {
-          next.settled = settled;
-          next.wake?.();
-        };
-        Promise.resolve(it.next()).then(
-          (result) => settle({ ok: true, result }),
-          (error: unknown) => settle({ ok: false, error }),
-        );
-      }
-      const outcome = await new Promise<'ready' | 'heartbeat' | 'stop'>((resolve) => {
-        let timer: NodeJS.Timeout | undefined;
-        const done = (value: 'ready' | 'heartbeat' | 'stop'): void => {
-          next.wake = null;
-          if (timer !== undefined) clearTimeout(timer);
-          signal.removeEventListener('abort', onAbort);
-          resolve(value);
-        };
-        const onAbort = (): void => done('stop');
-        if (signal.aborted) return done('stop');
-        if (next.settled !== null) return done('ready');
-        next.wake = () => done('ready');
-        signal.addEventListener('abort', onAbort, { once: true });
-        if (heartbeatMs > 0) timer = setTimeout(done, heartbeatMs, 'heartbeat');
-      });
-      if (outcome === 'stop') return;
-      if (outcome === 'heartbeat') {
-        yield HEARTBEAT;
-        continue;
-      }
-      pending = false;
-      const settled = next.settled as Settled;
-      if (!settled.ok) {
-        // A source whose next() failed is finished; the error cuts the stream (SPEC §8).
-        sourceDone = true;
-        throw settled.error;
-      }
-      if (settled.result.done === true) {
-        sourceDone = true;
-        return;
-      }
-      yield formatEvent(settled.result.value);
-    }
-  } finally {
-    if (!sourceDone) closeSource(it, environ);
-  }
-}
-
-/**
- * closeSource calls the source iterator's `return()` without awaiting it: an async generator
- * parked in an `await` settles its `return()` only after that await, which may be never.
- */
-function closeSource(it: Iterator<SseMessage> | AsyncIterator<SseMessage>, environ: Environ): void {
-  if (typeof it.return !== 'function') return;
-  try {
-    const r = it.return() as unknown;
-    if (r !== null && typeof r === 'object' && typeof (r as PromiseLike<unknown>).then === 'function') {
-      (r as PromiseLike<unknown>).then(undefined, (err: unknown) => {
-        environ['nsgi.errors'].write(`sse: error while closing the event source: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      });
-    }
-  } catch (err) {
-    environ['nsgi.errors'].write(`sse: error while closing the event source: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  }
-}
-
-function iteratorOf(source: SseSource): Iterator<SseMessage> | AsyncIterator<SseMessage> {
-  const asyncFn = (source as Partial<AsyncIterable<SseMessage>>)[Symbol.asyncIterator];
-  if (typeof asyncFn === 'function') return asyncFn.call(source);
-  const syncFn = (source as Partial<Iterable<SseMessage>>)[Symbol.iterator];
-  if (typeof syncFn === 'function') return syncFn.call(source);
-  throw new TypeError('an SSE source must be an iterable or an async iterable of events');
 }

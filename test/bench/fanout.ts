@@ -7,12 +7,12 @@
  * id `fanout`); the client count is `--fanout-clients` (default 10,000), lowered to what the
  * open-file limit allows, and printed.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { startRedis, type RedisServer } from '../helpers/redis.ts';
 import { openEventStreams } from './lib/clients.ts';
-import { cpuSeconds, pinned, sleep, startServer, type Pinning, type RunningServer } from './lib/proc.ts';
+import { cpuSeconds, decidePinning, openFileLimit, pinned, pinSelf, sleep, startServer, treePids, type Pinning, type RunningServer } from './lib/proc.ts';
 import { summarize } from './lib/stats.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -42,6 +42,13 @@ export interface FanoutRow {
   readonly note?: string;
 }
 
+/** FanoutVariant is one server of the scenario: a label, a server file and its arguments after the port. */
+export interface FanoutVariant {
+  readonly label: string;
+  readonly file: string;
+  readonly args: readonly string[];
+}
+
 /** FanoutOptions configures {@link runFanout}. */
 export interface FanoutOptions {
   clients: number;
@@ -49,6 +56,18 @@ export interface FanoutOptions {
   fdLimit: number;
   pinning: Pinning;
   log(line: string): void;
+  /** Which servers to measure, given the Redis URL; default {@link standardVariants}. */
+  variants?: (redisUrl: string) => FanoutVariant[];
+}
+
+/** standardVariants is the scenario's servers: nsgi on each broker, and the node:http loop. */
+export function standardVariants(redisUrl: string): FanoutVariant[] {
+  return [
+    { label: 'nsgi, memory broker', file: `${SERVERS}fanout-nsgi.ts`, args: ['memory'] },
+    { label: 'nsgi, cluster broker (2 workers)', file: `${SERVERS}fanout-nsgi.ts`, args: ['cluster'] },
+    { label: 'nsgi, Redis broker', file: `${SERVERS}fanout-nsgi.ts`, args: [redisUrl] },
+    { label: 'node:http broadcast loop', file: `${SERVERS}fanout-node-http.ts`, args: [] },
+  ];
 }
 
 /** runFanout measures every server and returns their rows. */
@@ -60,13 +79,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutRow[]> {
   const rows: FanoutRow[] = [];
   try {
     redis = await startRedis();
-    const variants: Array<[string, string, string[]]> = [
-      ['nsgi, memory broker', 'fanout-nsgi.ts', ['memory']],
-      ['nsgi, cluster broker (2 workers)', 'fanout-nsgi.ts', ['cluster']],
-      ['nsgi, Redis broker', 'fanout-nsgi.ts', [redis.url]],
-      ['node:http broadcast loop', 'fanout-node-http.ts', []],
-    ];
-    for (const [label, file, args] of variants) {
+    for (const { label, file, args } of (options.variants ?? standardVariants)(redis.url)) {
       options.log(`[fanout] ${label}`);
       try {
         rows.push(await measure(label, file, args, clients, options));
@@ -82,8 +95,8 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutRow[]> {
   return rows;
 }
 
-async function measure(label: string, file: string, args: string[], clients: number, options: FanoutOptions): Promise<FanoutRow> {
-  const [command, argv] = pinned(options.pinning.server, process.execPath, ['--import', 'tsx', `${SERVERS}${file}`, '0', ...args]);
+async function measure(label: string, file: string, args: readonly string[], clients: number, options: FanoutOptions): Promise<FanoutRow> {
+  const [command, argv] = pinned(options.pinning.server, process.execPath, ['--import', 'tsx', file, '0', ...args]);
   const server = await startServer(label, command, argv, ROOT, options.fdLimit);
   let sockets: net.Socket[] = [];
   try {
@@ -160,17 +173,30 @@ function post(port: number, body: string): Promise<void> {
   });
 }
 
-/** processTreeCpu is the CPU seconds of `pid` and its children (the cluster variant's workers). */
+/**
+ * processTreeCpu is the CPU seconds of `pid` and its descendants (the cluster variant's workers),
+ * every thread, from each thread's `/proc/PID/task/TID/schedstat` (nanoseconds): the 10 ms ticks
+ * of `/proc/PID/stat` are 10 µs per delivered event at 1,000 clients, too coarse for one publish.
+ * Where schedstat is missing it falls back to those ticks.
+ */
 function processTreeCpu(pid: number): number {
-  let total = cpuSeconds(pid);
-  let children: string[] = [];
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((c) => c !== '');
-  } catch {
-    // No children file (an old kernel): the parent's own time is all there is.
+  let ns = 0;
+  for (const p of treePids(pid)) {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        ns += Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // The thread ended between the listing and the read.
+      }
+    }
   }
-  for (const child of children) total += processTreeCpu(Number(child));
-  return total;
+  return ns > 0 ? ns / 1e9 : cpuSeconds(pid);
 }
 
 /** fanoutTable renders the rows as a markdown table. */
@@ -182,3 +208,41 @@ export function fanoutTable(rows: FanoutRow[]): string {
     ...rows.map((r) => `| ${r.server} | ${r.clients} | ${f(r.firstMs)} | ${f(r.lastMs)} | ${f(r.p50Ms)} | ${f(r.p99Ms)} | ${f(r.cpuUsPerEvent)} |`),
   ].join('\n');
 }
+
+/**
+ * fanoutCli runs the scenario on its own, for one lever at a time: `node --import tsx
+ * test/bench/fanout.ts [--clients N] [--runs N] [--only memory,cluster,redis,node-http]
+ * [--beside DIR]`, where `--beside` also measures the nsgi servers of another checkout (the base
+ * of a change) in the same run, each right after its counterpart.
+ */
+async function fanoutCli(argv: string[]): Promise<void> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i += 2) {
+    const [name, value] = [argv[i] as string, argv[i + 1]];
+    if (!['--clients', '--runs', '--only', '--beside'].includes(name) || value === undefined) throw new Error(`usage: fanout.ts [--clients N] [--runs N] [--only LIST] [--beside DIR], got ${name}`);
+    flags.set(name, value);
+  }
+  const only = new Set((flags.get('--only') ?? 'memory,cluster,redis,node-http').split(','));
+  const beside = flags.get('--beside');
+  const keys = ['memory', 'cluster', 'redis', 'node-http'];
+  const variants = (redisUrl: string): FanoutVariant[] =>
+    standardVariants(redisUrl).flatMap((variant, i) => {
+      const key = keys[i] as string;
+      if (!only.has(key)) return [];
+      if (beside === undefined || key === 'node-http') return [variant];
+      return [variant, { label: `${variant.label}, ${beside}`, file: `${beside}/test/bench/servers/fanout-nsgi.ts`, args: variant.args }];
+    });
+  const pinning = decidePinning();
+  pinSelf(pinning.client);
+  const rows = await runFanout({
+    clients: Number(flags.get('--clients') ?? 1000),
+    runs: Number(flags.get('--runs') ?? 5),
+    fdLimit: openFileLimit()[0],
+    pinning,
+    log: (line) => console.log(line),
+    variants,
+  });
+  console.log(fanoutTable(rows));
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await fanoutCli(process.argv.slice(2));

@@ -185,6 +185,121 @@ export const BROKER_CASES: BrokerCase[] = [
     },
   },
   {
+    name: 'BR-9: a subscription hands over every entry after its id, from either broker, in order, exactly once',
+    async run({ a, b, topic }) {
+      const t = topic('subscribe');
+      const start = await a.publish(t, 'start');
+      const subscription = (b.subscribe as NonNullable<Broker['subscribe']>)(t, start);
+      const seen: string[] = [];
+      const following = (async () => {
+        for await (const result of subscription) {
+          expect(result.entries.length).toBeGreaterThan(0);
+          expect(result.lastId).toBe(result.entries.at(-1)?.id);
+          for (const entry of result.entries) seen.push(entry.data);
+          if (seen.length === 12) break;
+        }
+      })();
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i++) ids.push(await (i % 2 === 0 ? a : b).publish(t, `e${i}`));
+      await following;
+      expect(seen).toEqual(ids.map((_, i) => `e${i}`));
+      expect(b.waiting(t)).toBe(0);
+    },
+  },
+  {
+    name: 'BR-9: a subscription whose consumer was busy gets what was published meanwhile at its next answers, in order',
+    async run({ a, b, topic }) {
+      const t = topic('busy');
+      const subscription = (b.subscribe as NonNullable<Broker['subscribe']>)(t, undefined);
+      const first = subscription.next();
+      await until(() => b.waiting(t) === 1);
+      await a.publish(t, 'one');
+      const firstResult = await first;
+      expect(firstResult.done !== true && firstResult.value.entries.map((e) => e.data)).toEqual(['one']);
+      // The consumer is busy: nothing asks for the next answer while three more are published.
+      for (const word of ['two', 'three', 'four']) await a.publish(t, word);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const later: string[] = [];
+      while (later.length < 3) {
+        const result = await subscription.next();
+        if (result.done === true) throw new Error('the subscription ended');
+        expect(result.value.missed).toBe(false);
+        for (const entry of result.value.entries) later.push(entry.data);
+      }
+      expect(later).toEqual(['two', 'three', 'four']);
+      expect(await subscription.return()).toEqual({ done: true, value: undefined });
+      expect(await subscription.next()).toEqual({ done: true, value: undefined });
+      expect(b.waiting(t)).toBe(0);
+    },
+  },
+  {
+    name: 'BR-9: an entry published while a subscription reads reaches it, whichever of the two comes first',
+    async run({ a, b, topic }) {
+      const t = topic('overtaken');
+      const subscribe = b.subscribe as NonNullable<Broker['subscribe']>;
+      for (let round = 0; round < 10; round++) {
+        const before = (await a.read(t, LATEST)).lastId;
+        await a.publish(t, `r${round}-0`);
+        const subscription = subscribe.call(b, t, before);
+        // The first next() reads; the second entry is published while that read is in flight.
+        let pending = subscription.next();
+        const late = a.publish(t, `r${round}-1`);
+        const seen: string[] = [];
+        for (;;) {
+          if (!(await settledWithin(pending, 3000))) throw new Error(`round ${round}: only ${JSON.stringify(seen)} came`);
+          const result = await pending;
+          if (result.done === true) throw new Error('the subscription ended');
+          for (const entry of result.value.entries) seen.push(entry.data);
+          if (seen.length >= 2) break;
+          pending = subscription.next();
+        }
+        await late;
+        expect(seen).toEqual([`r${round}-0`, `r${round}-1`]);
+        await subscription.return();
+      }
+    },
+  },
+  {
+    name: 'BR-5, BR-6, BR-9: an aborted subscription rejects its pending next with the reason and is released; an aborted signal is refused at the first next',
+    async run({ a, topic }) {
+      const t = topic('subscribe-abort');
+      const subscribe = a.subscribe as NonNullable<Broker['subscribe']>;
+      const controllers = Array.from({ length: 20 }, () => new AbortController());
+      const pending = controllers.map((c) => subscribe.call(a, t, undefined, { signal: c.signal }).next());
+      await until(() => a.waiting(t) === 20);
+      for (const c of controllers) c.abort(new Error('client left'));
+      for (const next of pending) await expect(next).rejects.toThrow('client left');
+      expect(a.waiting()).toBe(0);
+      const gone = subscribe.call(a, t, undefined, { signal: AbortSignal.abort(new Error('already gone')) });
+      await expect(gone.next()).rejects.toThrow('already gone');
+      expect(a.waiting()).toBe(0);
+    },
+  },
+  {
+    name: 'BR-4, BR-9: a subscription from a trimmed id is told it missed entries',
+    async run({ a, b, topic }) {
+      const t = topic('subscribe-missed');
+      const ids: string[] = [];
+      for (let i = 0; i < 250; i++) ids.push(await a.publish(t, String(i), { capacity: 10 }));
+      const subscription = (b.subscribe as NonNullable<Broker['subscribe']>)(t, ids[0]);
+      const result = await subscription.next();
+      expect(result.done !== true && result.value.missed).toBe(true);
+      expect(result.done !== true && result.value.entries.at(-1)).toEqual({ id: ids[249], data: '249' });
+      await subscription.return();
+    },
+  },
+  {
+    name: 'BR-7, BR-9: close rejects a pending subscription with a BrokerError',
+    async run({ a, topic }) {
+      const t = topic('subscribe-close');
+      const next = (a.subscribe as NonNullable<Broker['subscribe']>)(t, undefined).next();
+      await until(() => a.waiting(t) === 1);
+      await a.close();
+      await expect(next).rejects.toBeInstanceOf(BrokerError);
+      expect(a.waiting()).toBe(0);
+    },
+  },
+  {
     name: 'BR-7: close rejects pending waits with a BrokerError and later calls fail the same way',
     async run({ a, topic }) {
       const t = topic('close');

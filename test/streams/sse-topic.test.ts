@@ -1,10 +1,11 @@
 /**
  * The SSE topic stream on the real server: `retry:` first, broker ids as event ids, replay from
- * `Last-Event-ID`, the missed notice, a garbled id, a client that leaves (its wait released), and
- * a broker that fails (the stream ends and says why).
+ * `Last-Event-ID`, the missed notice, a garbled id, a client that leaves (its wait released), a
+ * broker without subscriptions, and a broker that fails (the stream ends and says why).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryBroker } from '../../src/broker/memory.ts';
+import type { Broker } from '../../src/broker/types.ts';
 import { DEFAULT_SSE_RETRY_MS, sseTopic } from '../../src/helpers/sse.ts';
 import { openEventStream, type EventStream } from '../helpers/event-stream.ts';
 import { cleanup, startServer, waitUntil } from '../helpers/server.ts';
@@ -90,6 +91,64 @@ describe('sseTopic', () => {
     for (const client of clients) client.close();
     await waitUntil(() => broker.waiting() === 0, 'every wait to be released');
     await broker.publish('feed', 'to nobody');
+  });
+
+  it('BR-9: streams from a broker without subscribe() through a wait per answer, and releases it when the client leaves', async () => {
+    const inner = new MemoryBroker();
+    // A broker written before subscriptions: the five operations of the contract and nothing else.
+    const broker: Broker = {
+      kind: 'memory',
+      ready: () => inner.ready(),
+      publish: (topic, data, options) => inner.publish(topic, data, options),
+      read: (topic, after) => inner.read(topic, after),
+      wait: (topic, after, options) => inner.wait(topic, after, options),
+      waiting: (topic) => inner.waiting(topic),
+      close: () => inner.close(),
+    };
+    const { url } = await startServer(sseTopic('feed', { broker }));
+    const stream = await open(url);
+    await waitUntil(() => inner.waiting('feed') === 1, 'the stream to wait');
+    const one = await broker.publish('feed', 'one');
+    const two = await broker.publish('feed', 'two');
+    expect(await stream.until(2)).toEqual([
+      { type: 'message', data: 'one', id: one },
+      { type: 'message', data: 'two', id: two },
+    ]);
+    stream.close();
+    await waitUntil(() => inner.waiting() === 0, 'the wait to be released');
+  });
+
+  it('answers a HEAD with the head alone, without reading or subscribing to the topic', async () => {
+    const inner = new MemoryBroker();
+    let reads = 0;
+    const broker: Broker = Object.create(inner) as Broker;
+    broker.read = (topic, after) => {
+      reads++;
+      return inner.read(topic, after);
+    };
+    const { url } = await startServer(sseTopic('feed', { broker }));
+    const res = await fetch(url, { method: 'HEAD' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    expect(await res.text()).toBe('');
+    expect(reads).toBe(0);
+    expect(inner.waiting()).toBe(0);
+  });
+
+  it('cuts the stream, with the error on nsgi.errors, when onMissed throws', async () => {
+    const broker = new MemoryBroker();
+    const { url, errors } = await startServer(
+      sseTopic('feed', {
+        broker,
+        onMissed: () => {
+          throw new Error('no snapshot today');
+        },
+      }),
+    );
+    const stream = await open(url, 'not-an-id');
+    await stream.ended;
+    await waitUntil(() => errors.join('').includes('no snapshot today'), 'the error on nsgi.errors');
+    expect(broker.waiting()).toBe(0);
   });
 
   it('ends the stream with a line on nsgi.errors when the broker fails', async () => {

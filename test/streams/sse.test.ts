@@ -131,6 +131,23 @@ describe('formatEvent', () => {
     });
   }
 
+  it('frames an event with the same fields as the one before it the same way, and any change afresh', () => {
+    const event = { id: '7', data: 'shared\nby all' };
+    expect(formatEvent(event)).toBe('id: 7\ndata: shared\ndata: by all\n\n');
+    // Another object with equal fields, as each stream of one publish yields.
+    expect(formatEvent({ id: '7', data: 'shared\nby all' })).toBe('id: 7\ndata: shared\ndata: by all\n\n');
+    event.data = 'changed';
+    expect(formatEvent(event)).toBe('id: 7\ndata: changed\n\n');
+    expect(formatEvent({ id: '8', data: 'changed' })).toBe('id: 8\ndata: changed\n\n');
+    expect(formatEvent({ id: '8', event: 'e', data: 'changed' })).toBe('event: e\nid: 8\ndata: changed\n\n');
+    expect(formatEvent({ id: '8', event: 'e', data: 'changed', comment: 'c' })).toBe(': c\nevent: e\nid: 8\ndata: changed\n\n');
+    expect(formatEvent({ id: '8', event: 'e', data: 'changed', retry: 5 })).toBe('event: e\nid: 8\nretry: 5\ndata: changed\n\n');
+    expect(formatEvent({ id: '8', event: 'e', data: 'changed' })).toBe('event: e\nid: 8\ndata: changed\n\n');
+    expect(() => formatEvent({ id: '8\n', event: 'e', data: 'changed' })).toThrow(/must not contain CR or LF/);
+    expect(formatEvent({})).toBe('\n');
+    expect(() => formatEvent({ data: 5 as unknown as string })).toThrow(/JSON.stringify/);
+  });
+
   it('refuses an id with NUL, a retry that is not a whole number, and data that is not a string', () => {
     expect(() => formatEvent({ id: 'a\0b', data: 'x' })).toThrow(/NUL/);
     expect(() => formatEvent({ retry: 1.5 })).toThrow(/whole number/);
