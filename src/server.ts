@@ -265,6 +265,9 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         maxHeaderSize: limits.maxHeaderSize,
         maxBodySize: limits.maxBodySize,
         idleTimeout: keepAliveTimeout,
+        deadlines: context,
+        trustedProxies: context.trustedProxies,
+        forwardedHeaders: context.forwardedHeaders,
         ...(context.accessLog !== undefined && { accessLog: (entry: AccessEntry) => context.accessLog!(context.accessLogFormat(entry)) }),
       })
     : null;

@@ -49,7 +49,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'certfile', value: 'FILE', help: 'serve HTTPS with this PEM certificate chain and the key file below; both reread on SIGHUP' },
   { name: 'keyfile', value: 'FILE', help: 'the PEM private key for --certfile' },
   { name: 'ca-certs', value: 'FILE', help: 'PEM CA certificates: ask clients for a certificate verified against them (optional for the client)' },
-  { name: 'no-http2', help: 'with --certfile: offer only HTTP/1.1 by ALPN (default: h2 too, one connection for many streams)' },
+  { name: 'no-http2', help: 'with --certfile: offer only HTTP/1.1 by ALPN (default: h2 too, one connection for many streams, under the same timeouts and proxy trust)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
   { name: 'access-log-format', value: 'FORMAT', help: `access log lines as ${ACCESS_LOG_FORMATS.join(' or ')} (JSON: one object per line); implies the access log` },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
