@@ -43,7 +43,7 @@ export interface OptionSpec {
 
 /** OPTIONS lists every option `nsgi` accepts, in the order `--help` shows them. */
 export const OPTIONS: readonly OptionSpec[] = [
-  { name: 'bind', short: 'b', value: 'ADDRESS', help: 'listen on ADDRESS: HOST:PORT, [::1]:PORT, unix:PATH or fd://N; give it once per address (NSGI_BIND: comma- or space-separated); not with --host/--port/--uds/--fd' },
+  { name: 'bind', short: 'b', value: 'ADDRESS', help: 'listen on ADDRESS: HOST:PORT, [::1]:PORT, unix:PATH or fd://N; give it once per address (NSGI_BIND: comma- or space-separated), in place of the host, port, uds and fd options' },
   { name: 'host', value: 'HOST', help: `interface to bind (default ${DEFAULT_HOST}; 0.0.0.0 or :: for all)` },
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
   { name: 'uds', value: 'PATH', help: 'listen on a unix socket at PATH instead (a stale socket there is replaced)' },
