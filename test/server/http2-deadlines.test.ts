@@ -155,7 +155,7 @@ describe('HTTP/2 deadlines', () => {
     expect(returns).toBe(1);
   });
 
-  it('never cuts a quiet stream: a long poll answers after several head and send timeouts', async () => {
+  it('SRV-29: never cuts a quiet stream: a long poll answers after several head and send timeouts', async () => {
     const app: App = async function* (_environ: Environ, startResponse) {
       startResponse('200 OK', [['Content-Type', 'text/plain']]);
       await sleep(1000);
