@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parseCliArgs, type ServeCommand } from '../../src/cli/options.ts';
-import { freePort } from '../helpers/processes.ts';
+import { connects, freePort } from '../helpers/processes.ts';
 import { curl } from '../helpers/server.ts';
 import { CliProcess, killAllClis, runCli, trackCli } from '../helpers/spawn-cli.ts';
 
@@ -34,18 +34,6 @@ afterEach(async () => {
   await killAllClis();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** connects tells whether something accepts a connection at `target`. */
-function connects(target: { port: number; host: string } | { path: string }): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(target);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 /** pidAt asks the fixture app at `url` (through `unix` when given) for its pid and multiprocess flag. */
 async function pidAt(url: string, unix?: string): Promise<{ pid: number; multiprocess: boolean }> {
