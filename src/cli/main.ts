@@ -62,7 +62,12 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     // descriptor and find it as NSGI_FD, since LISTEN_PID names this process only.
     const activated = isWorker() ? undefined : systemdFd(env);
     if (activated !== undefined) env.NSGI_FD = String(activated);
-    const command = parseCliArgs(argv, env);
+    let command = parseCliArgs(argv, env);
+    // The socket systemd passed wins over --bind, as over every other address.
+    if (activated !== undefined && command.command === 'serve' && command.binds !== undefined) {
+      const { binds: _replaced, ...rest } = command;
+      command = { ...rest, fd: activated };
+    }
     if (command.command === 'help') {
       stdout.write(helpText());
       return 0;
