@@ -67,7 +67,6 @@ export class Http2Front {
   constructor(app: App, options: Http2FrontOptions) {
     const listener = toHttp2Listener(app, {
       ...options,
-      deadlines: options.deadlines,
       ...(options.trustedProxies !== null && { forwarded: { trusted: options.trustedProxies, headers: options.forwardedHeaders } }),
     }, this.exchanges);
     this.server = http2.createServer({
