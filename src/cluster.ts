@@ -1,17 +1,16 @@
 /**
  * Workers on node:cluster: `nsgi --workers N` runs N processes that share the listening socket.
  *
- * The primary process only supervises; it never imports the app. It forks one worker first, which
- * loads the app and listens (so a bad app is reported once, by that worker), then the rest. It
- * announces the address once, replaces a worker that dies (with a backoff, so a crash loop does not
- * spin), and passes SIGTERM/SIGINT on so every worker shuts down gracefully before it exits.
+ * The primary process only supervises; it never imports the app. It forks one worker first, which loads
+ * the app and listens, on every `--bind` address, so a bad app or address is reported once; then the
+ * rest. It announces the addresses once, replaces a worker that dies (with a backoff, so a crash loop
+ * does not spin), and passes SIGTERM/SIGINT on so every worker shuts down gracefully before it exits.
  *
- * Replacing a live worker is always done the same way, whether for SIGHUP (a reload: every worker,
- * one at a time, each new process importing the app afresh), for `--max-requests` (the worker asks
- * by message) or for TTOU/TTIN (remove or add one): the new worker listens before the old one is
- * told to drain, so the shared socket never lacks a worker to hand connections to. A new worker
- * that exits before listening (an app that no longer imports) ends the reload and the old workers
- * keep serving.
+ * Replacing a live worker is always done the same way, whether for SIGHUP (a reload: every worker, one
+ * at a time, each new process importing the app afresh), for `--max-requests` (the worker asks by
+ * message) or for TTOU/TTIN (remove or add one): the new worker listens before the old one is told to
+ * drain, so the shared socket never lacks a worker to hand connections to. A new worker that exits
+ * before listening (an app that no longer imports) ends the reload and the old workers keep serving.
  *
  * A worker that loses its primary (even to `kill -9`) stops accepting and drains within the
  * graceful timeout instead of exiting at once as node:cluster would ({@link prepareWorker}).
@@ -53,12 +52,11 @@ export interface WorkerOptions {
   log: Logger;
   /** Renders the line announcing the address, printed once when the first worker listens. */
   listeningLine(address: { address: string; port: number }): string;
+  /** How many addresses each worker listens on (`--bind`): it is listening once on all; default 1. */
+  listeners?: number;
   /** Stops the workers when aborted, as a signal does. */
   signal?: AbortSignal;
-  /**
-   * Directories whose changes reload the workers, for development (`--reload`): a change is a
-   * SIGHUP, so an edit that breaks the app leaves the last good version serving.
-   */
+  /** Directories whose changes reload the workers, for development (`--reload`): a change is a SIGHUP, so an edit that breaks the app leaves the last good version serving. */
   watch?: readonly string[];
 }
 
@@ -83,6 +81,8 @@ const WATCH_EXTENSIONS = /\.(?:[cm]?[jt]s|[jt]sx|json)$/;
 interface WorkerState {
   readonly born: number;
   listening: boolean;
+  /** How many of its addresses it listens on so far. */
+  heard: number;
   /** Told to drain; its exit is expected and not replaced. */
   retiring: boolean;
   /** A successor is starting; the worker no longer counts towards the target. */
@@ -152,7 +152,7 @@ class Supervisor {
 
   private readonly onListening = (worker: Worker, address: { address: string; port: number }): void => {
     const state = this.workers.get(worker);
-    if (state === undefined || state.listening) return;
+    if (state === undefined || state.listening || ++state.heard < (this.options.listeners ?? 1)) return;
     state.listening = true;
     this.log.debug(`worker ${worker.process.pid} listening`);
     if (this.announced) return;
@@ -244,7 +244,7 @@ class Supervisor {
 
   private fork(successor = false): Worker {
     const worker = cluster.fork();
-    this.workers.set(worker, { born: Date.now(), listening: false, retiring: false, replaced: false, successor });
+    this.workers.set(worker, { born: Date.now(), listening: false, heard: 0, retiring: false, replaced: false, successor });
     return worker;
   }
 
@@ -282,25 +282,24 @@ class Supervisor {
     }, this.options.gracefulTimeout + KILL_GRACE_MS).unref();
   }
 
-  /**
-   * replace starts a successor to `old` and, once it listens, retires `old`; resolves whether it
-   * did. A successor that exits first leaves `old` serving.
-   */
+  /** replace starts a successor to `old` and, once it listens, retires `old`; resolves whether it did. A successor that exits first leaves `old` serving. */
   private async replace(old: Worker, why: string): Promise<boolean> {
     const state = this.workers.get(old);
     if (state === undefined) return true;
     state.replaced = true;
     const successor = this.fork(true);
+    let heard = 0;
     const outcome = await new Promise<{ code: number | null; signal: string | null } | null>((settle) => {
       const onListening = (): void => {
-        successor.off('exit', onExit);
+        if (++heard < (this.options.listeners ?? 1)) return;
+        successor.off('listening', onListening).off('exit', onExit);
         settle(null);
       };
       const onExit = (code: number | null, signal: string | null): void => {
         successor.off('listening', onListening);
         settle({ code, signal });
       };
-      successor.once('listening', onListening);
+      successor.on('listening', onListening);
       successor.once('exit', onExit);
     });
     if (outcome === null) {

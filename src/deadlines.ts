@@ -8,7 +8,6 @@
  * request-response-idle rhythm costs a `refresh()` per request rather than a new timer. The body
  * and send deadlines can run beside any of them and have a timer each, made on first use.
  */
-import type { Socket } from 'node:net';
 import { ProtocolError } from './errors.ts';
 
 /** How long a closing connection keeps reading, so the client is not reset before it has read. */
@@ -48,6 +47,16 @@ export interface DeadlineTimes {
   readonly sendTimeout: number;
 }
 
+/**
+ * DeadlineOutput is what the deadlines watch of the connection's output: a socket, or an HTTP/2
+ * stream, whose `writableLength` is what it holds that the client has not taken yet.
+ */
+export interface DeadlineOutput {
+  readonly writableLength: number;
+  readonly destroyed: boolean;
+  destroy(): void;
+}
+
 /** DeadlineOwner is told when a deadline passes that it must act on. */
 export interface DeadlineOwner {
   /** The head deadline passed. */
@@ -77,7 +86,7 @@ export class Deadlines {
   constructor(
     private readonly owner: DeadlineOwner,
     private readonly times: DeadlineTimes,
-    private readonly socket: Socket,
+    private readonly socket: DeadlineOutput,
   ) {}
 
   /** bytesArrived is a read: an idle connection is idle no more. */

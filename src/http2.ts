@@ -12,7 +12,10 @@ import type { TLSSocket } from 'node:tls';
 import type { App, ErrorStream } from '../protocol/nsgi.ts';
 import type { AccessEntry } from './access-log.ts';
 import { toHttp2Listener, type Http2Exchanges } from './adapters/node-http2.ts';
+import type { DeadlineTimes } from './deadlines.ts';
 import { ServerClosingError } from './errors.ts';
+import type { ForwardedHeaders, TrustedProxies } from './forwarded.ts';
+import { HeadWatch } from './http2-deadlines.ts';
 
 /** ALPN_PROTOCOLS are the protocols a TLS listener offers, most preferred first (RFC 7301 §3.2). */
 export const ALPN_PROTOCOLS = Object.freeze(['h2', 'http/1.1']);
@@ -34,6 +37,14 @@ export interface Http2FrontOptions {
    * HTTP/1.1 one. A session with a stream open (a long poll, an event stream) is never timed.
    */
   readonly idleTimeout: number;
+  /**
+   * The server's deadlines: the head one ends a session whose client leaves a header block
+   * unfinished, the body and send ones reset one stream (`http2-deadlines.ts`).
+   */
+  readonly deadlines: DeadlineTimes;
+  /** The proxies trusted for Forwarded / X-Forwarded-*, null for none, and which fields they set. */
+  readonly trustedProxies: TrustedProxies | null;
+  readonly forwardedHeaders: ForwardedHeaders;
   /** Writes an access log line per response, when there is an access log. */
   readonly accessLog?: (entry: AccessEntry) => void;
 }
@@ -54,7 +65,10 @@ export class Http2Front {
   private closing = false;
 
   constructor(app: App, options: Http2FrontOptions) {
-    const listener = toHttp2Listener(app, options, this.exchanges);
+    const listener = toHttp2Listener(app, {
+      ...options,
+      ...(options.trustedProxies !== null && { forwarded: { trusted: options.trustedProxies, headers: options.forwardedHeaders } }),
+    }, this.exchanges);
     this.server = http2.createServer({
       maxHeaderListPairs: options.maxHeaderCount + PSEUDO_HEADERS,
       settings: { maxHeaderListSize: options.maxHeaderSize },
@@ -63,8 +77,13 @@ export class Http2Front {
       this.sessions.add(session);
       const idle = new IdleSession(session, options.idleTimeout);
       session.on('stream', idle.onStream);
+      const head = new HeadWatch(session, options.deadlines.headersTimeout, () => {
+        options.errors.write(`nsgi: ending an h2 session from ${session.socket?.remoteAddress ?? 'a client'}: a request header block unfinished after ${options.deadlines.headersTimeout} ms`);
+      });
+      session.on('stream', head.onStream);
       session.once('close', () => {
         idle.stop();
+        head.stop();
         this.sessions.delete(session);
       });
       // A session's protocol errors end that session; they are the client's, not the server's.

@@ -19,6 +19,7 @@ export type {
   Write,
 } from '../protocol/nsgi.ts';
 export { serve, SERVER_DEFAULTS, type ServeOptions, type Server } from './server.ts';
+export { ListenFailure, type ListenTarget, type BoundAddress } from './listen-all.ts';
 export type { ForwardedHeaders } from './forwarded.ts';
 export { AppError, ClientGoneError, ProtocolError } from './errors.ts';
 export { RequestParser, DEFAULT_LIMITS, type ParserLimits, type ParserEvent, type RequestHead } from './http1/parser.ts';

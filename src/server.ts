@@ -16,6 +16,7 @@ import { DEFAULT_LIMITS } from './http1/parser.ts';
 import { Http1Shared } from './http1/shared.ts';
 import { OVERLOADED_RESPONSE } from './http1/writer.ts';
 import { ALPN_PROTOCOLS, Http2Front } from './http2.ts';
+import { ListenFailure, boundAddress, listenAll, type BoundAddress, type ListenTarget } from './listen-all.ts';
 import { handshakeLogger, type TlsOptions } from './tls.ts';
 import { serveBroker } from './broker/default.ts';
 import type { Broker } from './broker/types.ts';
@@ -58,6 +59,12 @@ export interface ServeOptions {
   path?: string;
   /** An inherited listening socket's file descriptor to accept on instead (systemd, `--fd`). */
   fd?: number;
+  /**
+   * Several addresses to listen on at once, in place of `host`/`port`, `path` and `fd` (`--bind`,
+   * src/listen-all.ts): either all listen or serve() rejects with a ListenFailure naming the one
+   * that could not, nothing left listening.
+   */
+  listen?: readonly ListenTarget[];
   /**
    * Serve HTTPS with this certificate and key (src/tls.ts): the same HTTP/1.1 driver on node:tls
    * sockets, `nsgi.url_scheme` `https`, each peer's failed handshakes logged once.
@@ -187,8 +194,10 @@ export interface Server {
   readonly port: number;
   /** `http://host:port` for clients; `http+unix:PATH` (the path URI-encoded) for a unix socket. */
   readonly url: string;
-  /** The underlying node:net server (a node:tls one with the `tls` option). */
+  /** The underlying node:net server (a node:tls one with the `tls` option); the first one with `listen`. */
   readonly netServer: net.Server;
+  /** Every address it listens on, in the order given: one unless `listen` named several. */
+  readonly addresses: readonly BoundAddress[];
   /** reloadTls swaps in new certificates for the connections that follow (after a renewal). */
   reloadTls(options: TlsOptions): void;
   /**
@@ -265,6 +274,9 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         maxHeaderSize: limits.maxHeaderSize,
         maxBodySize: limits.maxBodySize,
         idleTimeout: keepAliveTimeout,
+        deadlines: context,
+        trustedProxies: context.trustedProxies,
+        forwardedHeaders: context.forwardedHeaders,
         ...(context.accessLog !== undefined && { accessLog: (entry: AccessEntry) => context.accessLog!(context.accessLogFormat(entry)) }),
       })
     : null;
@@ -291,52 +303,38 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
   // TCP sockets under TLS are kept until they close.
   const tcpSockets = new Set<net.Socket>();
   const socketOptions = { allowHalfOpen: true, noDelay: true };
-  let netServer: net.Server;
-  if (options.tls === undefined) {
-    netServer = net.createServer(socketOptions, accept);
-  } else {
-    netServer = tls.createServer({ ...socketOptions, ...options.tls, rejectUnauthorized: false, ALPNProtocols: h2 === null ? ['http/1.1'] : [...ALPN_PROTOCOLS] }, accept);
-    netServer.on('tlsClientError', handshakeLogger(context.errors));
-    netServer.on('connection', (raw: net.Socket) => {
+  const makeNetServer = (): net.Server => {
+    if (options.tls === undefined) return net.createServer(socketOptions, accept);
+    const secure = tls.createServer({ ...socketOptions, ...options.tls, rejectUnauthorized: false, ALPNProtocols: h2 === null ? ['http/1.1'] : [...ALPN_PROTOCOLS] }, accept);
+    secure.on('tlsClientError', handshakeLogger(context.errors));
+    secure.on('connection', (raw: net.Socket) => {
       tcpSockets.add(raw);
       raw.once('close', () => tcpSockets.delete(raw));
     });
-  }
-  // net.Server.listen takes `{ fd }` as a handle; its ListenOptions type does not name it.
-  const target: net.ListenOptions | { fd: number } =
+    return secure;
+  };
+  const targets: readonly ListenTarget[] = options.listen ?? [
     options.path !== undefined ? { path: options.path }
     : options.fd !== undefined ? { fd: options.fd }
-    : { host: options.host ?? SERVER_DEFAULTS.host, port: options.port ?? SERVER_DEFAULTS.port };
+    : { host: options.host ?? SERVER_DEFAULTS.host, port: options.port ?? SERVER_DEFAULTS.port },
+  ];
   const releaseBroker = options.broker === undefined ? null : await serveBroker(options.broker);
-  await new Promise<void>((resolve, reject) => {
-    netServer.once('error', reject);
-    netServer.listen(target as net.ListenOptions, () => {
-      netServer.off('error', reject);
-      resolve();
-    });
-  }).catch(async (err: unknown) => {
+  const netServers = await listenAll(makeNetServer, targets).catch(async (err: unknown) => {
     await releaseBroker?.();
-    throw err;
+    // One address given the old way fails with the listen error itself, as it always has.
+    throw options.listen === undefined && err instanceof ListenFailure ? err.cause : err;
   });
-  netServer.on('error', (err) => context.errors.write(`nsgi: server error: ${err.message}`));
-  const address = netServer.address();
-  // A unix socket has no host or port: the path stands for the host, and the URL names it the
-  // way clients that speak HTTP over unix sockets write it.
-  const host = typeof address === 'string' ? address : address!.address;
-  const port = typeof address === 'string' ? 0 : address!.port;
-  const scheme = context.urlScheme;
-  const url =
-    typeof address === 'string' ? `${scheme}+unix:${encodeURIComponent(address)}`
-    : `${scheme}://${address!.family === 'IPv6' ? `[${host}]` : host}:${port}`;
+  for (const s of netServers) s.on('error', (err) => context.errors.write(`nsgi: server error: ${err.message}`));
+  const addresses = netServers.map((s) => boundAddress(s, context.urlScheme));
+  const netServer = netServers[0]!;
   let closed: Promise<void> | null = null;
   return {
-    host,
-    port,
-    url,
+    ...addresses[0]!,
     netServer,
+    addresses,
     reloadTls(tlsOptions) {
       if (!(netServer instanceof tls.Server)) throw new TypeError('reloadTls() needs a server started with the tls option');
-      netServer.setSecureContext({ ...tlsOptions });
+      for (const s of netServers) (s as tls.Server).setSecureContext({ ...tlsOptions });
     },
     close(closeOptions = {}) {
       if (closed !== null) return closed;
@@ -351,7 +349,7 @@ export async function serve(app: App, options: ServeOptions = {}): Promise<Serve
         // net.Server.close calls back once every socket is destroyed, which is before the
         // sockets' 'close' events have ended their bodies: wait for those too, then (bounded)
         // for the bodies' return() to finish.
-        netServer.close(() => {
+        void Promise.all(netServers.map((s) => new Promise((done) => s.close(done)))).then(() => {
           clearTimeout(deadline);
           if (drivers.size === 0) allGone?.();
           void gone.then(() => waitBounded([...context.returning], RETURN_WAIT_MS))

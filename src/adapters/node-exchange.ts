@@ -323,19 +323,28 @@ export class NodeInput extends InputBase {
 
   /** Body bytes read so far, counted only under a limit. */
   private bytesRead = 0;
+  /** Why the server stopped the body (a deadline), which every read from then on fails with. */
+  private failure: Error | null = null;
+
+  /** fail makes the pending and every later read reject with `reason`. */
+  fail(reason: Error): void {
+    this.failure ??= reason;
+  }
 
   protected iterate(): AsyncIterator<Uint8Array> {
     return {
       next: async () => {
         if (this.discarded) throw inputAfterResponse();
+        if (this.failure !== null) throw this.failure;
         try {
           const r = await this.open().next();
+          if (this.failure !== null) throw this.failure;
           if (r.done && this.discarded) throw inputAfterResponse();
           if (this.limit !== undefined && !r.done && (this.bytesRead += r.value.length) > this.limit.maxBytes) throw this.limit.exceeded();
           return r;
         } catch (err) {
           // IN-9: a client that left mid-body fails the read with an Error.
-          throw err instanceof Error ? err : new ClientGoneError();
+          throw this.failure ?? (err instanceof Error ? err : new ClientGoneError());
         }
       },
       return: async () => {

@@ -24,6 +24,9 @@ import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:h
 import type { Socket } from 'node:net';
 import type { App, Chunk } from '../../protocol/nsgi.ts';
 import { ResponseCycle } from '../cycle.ts';
+import type { DeadlineTimes } from '../deadlines.ts';
+import { applyForwarded, type ForwardedHeaders, type TrustedProxies } from '../forwarded.ts';
+import { StreamDeadlines, type StreamOwner } from '../http2-deadlines.ts';
 import { ClientGoneError, ProtocolError } from '../errors.ts';
 import { checkHeaderList } from '../http1/fields.ts';
 import type { BodyRule, Status } from '../http1/writer.ts';
@@ -45,6 +48,13 @@ export interface Http2ListenerOptions extends NodeListenerOptions {
   accessLog?: (entry: AccessEntry) => void;
   /** Largest request body in bytes: a larger declared length gets 413, a longer body a reset stream. Default unlimited. */
   maxBodySize?: number;
+  /**
+   * The server's body and send deadlines, applied per stream (`http2-deadlines.ts`); without
+   * them a stream waits on its client as long as the session lasts.
+   */
+  deadlines?: DeadlineTimes;
+  /** The proxies whose Forwarded / X-Forwarded-* fields are believed, and which of those fields (SRV-26). */
+  forwarded?: { readonly trusted: TrustedProxies; readonly headers: ForwardedHeaders };
 }
 
 /**
@@ -66,9 +76,10 @@ export function toHttp2Listener(app: App, options: Http2ListenerOptions = {}, ex
   const settings = settingsOf('toHttp2Listener', app, options);
   const log = options.accessLog;
   const maxBodySize = options.maxBodySize ?? Infinity;
+  const extra: StreamExtras = { deadlines: options.deadlines, forwarded: options.forwarded };
   return (req, res) => {
     if (maxBodySize !== Infinity && refuseTooLarge(req, res, maxBodySize)) return;
-    serveHttp2Request(settings, req, res, exchanges, log, maxBodySize);
+    serveHttp2Request(settings, req, res, exchanges, log, maxBodySize, extra);
   };
 }
 
@@ -125,6 +136,12 @@ export function describeHttp2Request(req: Http2ServerRequest): NodeRequest {
   };
 }
 
+/** StreamExtras are the server's settings that apply per stream beyond the adapter's own. */
+interface StreamExtras {
+  readonly deadlines: DeadlineTimes | undefined;
+  readonly forwarded: Http2ListenerOptions['forwarded'];
+}
+
 /** serveHttp2Request answers one h2 request. */
 function serveHttp2Request(
   settings: NodeSettings,
@@ -133,12 +150,14 @@ function serveHttp2Request(
   exchanges: Http2Exchanges | undefined,
   log: ((entry: AccessEntry) => void) | undefined,
   maxBodySize: number,
+  extra: StreamExtras,
 ): void {
   const request = describeHttp2Request(req);
   const sink = new Http2Sink(res, settings, request, exchanges);
   const cycle = sink.cycle;
   // A stream whose HEADERS frame ended it has no body; any other may, with or without a length.
   const hasBody = !(req.stream as unknown as { endAfterHeaders?: boolean }).endAfterHeaders;
+  if (extra.deadlines !== undefined) sink.timeWith(new StreamDeadlines(sink, res.stream, extra.deadlines), hasBody);
   // A body without a declared length is counted as it is read; past the limit its stream is
   // reset (CANCEL) and the app's read fails with the 413 the HTTP/1.1 server would answer.
   const limit = maxBodySize === Infinity ? undefined : {
@@ -157,8 +176,12 @@ function serveHttp2Request(
     res.stream.close(http2.constants.NGHTTP2_CANCEL);
     return;
   }
-  if (log !== undefined) sink.logTo(log, info.remoteAddress);
   const environ = settings.environs.build(request, info, input, cycle);
+  // The same rule as HTTP/1.1's: a proxy's word about the client only from a trusted peer.
+  const forwarded = extra.forwarded;
+  const trusted = forwarded !== undefined && forwarded.trusted.trusts(info.remoteAddress);
+  if (trusted) applyForwarded(environ, forwarded.trusted, forwarded.headers);
+  if (log !== undefined) sink.logTo(log, trusted ? String(environ.REMOTE_ADDR) : info.remoteAddress);
   cycle.run(settings.app, environ);
   if (!cycle.finished) {
     exchanges?.add(sink);
@@ -167,7 +190,7 @@ function serveHttp2Request(
 }
 
 /** Http2Sink is one request's response on an `Http2ServerResponse`. Its cycle is the source of `nsgi.signal`. */
-export class Http2Sink implements ResponseSink<HeaderFields> {
+export class Http2Sink implements ResponseSink<HeaderFields>, StreamOwner {
   readonly cycle: ResponseCycle<HeaderFields>;
   readonly heads: NodeSettings['heads'];
   /** The request's `nsgi.input`, told when the response is complete (IN-8). */
@@ -178,6 +201,8 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
   private start = 0;
   private status = 0;
   private bodyBytes = 0;
+  private timers: StreamDeadlines | null = null;
+  private timedBody = false;
 
   constructor(
     readonly res: Http2ServerResponse,
@@ -195,6 +220,19 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
     this.log = log;
     this.remoteAddress = remoteAddress;
     this.start = Date.now();
+  }
+
+  /** timeWith has the stream's body (when `hasBody`) and send deadlines kept by `timers`. */
+  timeWith(timers: StreamDeadlines, hasBody: boolean): void {
+    this.timers = timers;
+    this.timedBody = hasBody;
+  }
+
+  /** timedOut is a deadline passed: the app's read fails, the signal fires, the body is closed and the stream reset. */
+  timedOut(reason: Error, code: number): void {
+    this.input?.fail(reason);
+    this.leave(reason);
+    if (!this.res.stream.closed) this.res.stream.close(code);
   }
 
   get gone(): boolean {
@@ -218,9 +256,11 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
 
   /**
    * firstRead: node:http2 answers `Expect: 100-continue` itself when the server has no
-   * `'checkContinue'` listener, so there is nothing to send here.
+   * `'checkContinue'` listener, so there is nothing to send here; the body deadlines start.
    */
-  firstRead(): void {}
+  firstRead(): void {
+    if (this.timedBody) this.timers?.readingBody();
+  }
 
   checkHeaders(headers: unknown): HeaderFields {
     return checkHeaderList(headers);
@@ -248,7 +288,9 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
 
   data(chunk: Chunk): boolean {
     this.bodyBytes += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
-    return this.writes.data(chunk);
+    const more = this.writes.data(chunk);
+    if (!more) this.timers?.sendWaits();
+    return more;
   }
 
   drain(): Promise<void> {
@@ -259,6 +301,8 @@ export class Http2Sink implements ResponseSink<HeaderFields> {
     // An app's Connection: close ends only its own stream: the connection is shared (RFC 9113 §8.2.2).
     this.input?.responseEnded();
     this.res.end();
+    // What the client has not taken yet is still timed, as the last response of an HTTP/1.1 connection is.
+    this.timers?.sendWaits();
   }
 
   failBeforeHead(_err: unknown, isHead: boolean): void {

@@ -27,6 +27,7 @@ export function helpText(): string {
     'Examples:',
     '  nsgi examples/hello.ts',
     '  nsgi --port 8080 --access-log examples/demo.ts:app',
+    '  nsgi -b 127.0.0.1:8000 -b [::1]:8000 -b unix:/run/app.sock --workers 4 app.ts',
     '',
     'Every option can also be set in the environment as NSGI_ and its name in capitals',
     '(NSGI_PORT, NSGI_MAX_BODY_SIZE, NSGI_ACCESS_LOG=1; NSGI_APP for the app), then as PORT, HOST',
@@ -37,7 +38,8 @@ export function helpText(): string {
     'graceful timeout, and exits 0. With --workers: SIGHUP replaces the workers one at a time',
     '(each new one imports the app afresh and listens before the old one drains), SIGTTIN adds',
     'a worker, SIGTTOU removes one, and a worker that crashes is replaced. Without workers,',
-    'SIGHUP is logged and ignored. Bad arguments exit 2; a port that cannot be bound exits 1.',
+    'SIGHUP is logged and ignored. Bad arguments exit 2; an address that cannot be bound exits 1,',
+    'naming it, with none of the others left listening.',
     '',
   ].join('\n');
 }

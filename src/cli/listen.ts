@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import type { serve } from '../server.ts';
 import { loadTlsFiles, type TlsFiles, type TlsOptions } from '../tls.ts';
 import { ListenerError, clearStaleSocket, systemdListenFd } from '../listeners.ts';
+import type { BoundAddress } from '../listen-all.ts';
 import { CliError, EXIT_FAILURE, describeError, errorCode } from './errors.ts';
 import type { ServeCommand } from './options.ts';
 import type { TextSink } from './main.ts';
@@ -36,7 +37,8 @@ export function describeListenError(err: unknown): string {
 /** serveOptions turns a parsed command line into the options for `serve`. */
 export function serveOptions(command: ServeCommand, stdout: TextSink): ServeOptions {
   const options: ServeOptions =
-    command.fd !== undefined ? { fd: command.fd }
+    command.binds !== undefined ? { listen: command.binds }
+    : command.fd !== undefined ? { fd: command.fd }
     : command.uds !== undefined ? { path: command.uds }
     : { host: command.host, port: command.port };
   if (command.accessLog) options.accessLog = (line) => stdout.write(line.endsWith('\n') ? line : `${line}\n`);
@@ -59,13 +61,28 @@ export function serveOptions(command: ServeCommand, stdout: TextSink): ServeOpti
 
 /**
  * describeListener names where the server listens: `unix:PATH` for a unix socket, else the URL of
- * the address (for an inherited socket, the address it turned out to have).
+ * the address (for an inherited socket, the address it turned out to have); every address, comma
+ * separated, for several `--bind`.
  */
-export function describeListener(command: ServeCommand, bound?: { host: string; port: number }): string {
-  if (command.uds !== undefined) return `unix:${command.uds}`;
+export function describeListener(command: ServeCommand, bound?: { host: string; port: number; addresses?: readonly BoundAddress[] }): string {
   const scheme = command.certfile === undefined ? 'http' : 'https';
+  if (command.binds !== undefined) {
+    if (bound?.addresses !== undefined) return bound.addresses.map((a) => describeBound(a, scheme)).join(', ');
+    return command.binds.map((t) => ('path' in t ? `unix:${t.path}` : 'fd' in t ? `fd ${t.fd}` : formatUrl(t.host, t.port, scheme))).join(', ');
+  }
+  if (command.uds !== undefined) return `unix:${command.uds}`;
   if (bound === undefined) return command.fd !== undefined ? `fd ${command.fd}` : formatUrl(command.host, command.port, scheme);
-  // An inherited socket may be a unix one, whose address is its path.
+  return describeBound(bound, scheme);
+}
+
+/** unixPaths are the unix sockets the command listens on: `--uds`, or each `--bind unix:PATH`. */
+export function unixPaths(command: ServeCommand): string[] {
+  if (command.binds === undefined) return command.uds === undefined ? [] : [command.uds];
+  return command.binds.flatMap((t) => ('path' in t ? [t.path] : []));
+}
+
+/** describeBound names one bound address; an inherited socket may be a unix one, whose address is its path. */
+function describeBound(bound: { host: string; port: number }, scheme: string): string {
   return bound.host.startsWith('/') ? `unix:${bound.host}` : formatUrl(bound.host, bound.port, scheme);
 }
 

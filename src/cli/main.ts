@@ -19,7 +19,8 @@ import { CliError, EXIT_FAILURE, describeError } from './errors.ts';
 import { parseCliArgs, type ServeCommand } from './options.ts';
 import { helpText, version } from './help.ts';
 import { loadInterface, parseAppTarget, type AppTarget } from './load.ts';
-import { clearSocket, describeListenError, describeListener, loadTls, serveOptions, systemdFd, tlsFilesOf } from './listen.ts';
+import { clearSocket, describeListenError, describeListener, loadTls, serveOptions, systemdFd, tlsFilesOf, unixPaths } from './listen.ts';
+import { ListenFailure, describeTarget } from '../listen-all.ts';
 import { handleOtherSignals, waitForStop } from './signals.ts';
 
 /** TextSink is anywhere the CLI writes text: process.stdout, process.stderr, or a test's buffer. */
@@ -61,7 +62,12 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     // descriptor and find it as NSGI_FD, since LISTEN_PID names this process only.
     const activated = isWorker() ? undefined : systemdFd(env);
     if (activated !== undefined) env.NSGI_FD = String(activated);
-    const command = parseCliArgs(argv, env);
+    let command = parseCliArgs(argv, env);
+    // The socket systemd passed wins over --bind, as over every other address.
+    if (activated !== undefined && command.command === 'serve' && command.binds !== undefined) {
+      const { binds: _replaced, ...rest } = command;
+      command = { ...rest, fd: activated };
+    }
     if (command.command === 'help') {
       stdout.write(helpText());
       return 0;
@@ -73,7 +79,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
     const log = createLogger(stderr, command.logLevel);
     const target = parseAppTarget(command.target);
     if (activated !== undefined) log.info(`serving the socket systemd passed (fd ${activated})`);
-    if (command.uds !== undefined && !isWorker()) await clearSocket(command.uds);
+    if (!isWorker()) for (const socketPath of unixPaths(command)) await clearSocket(socketPath);
     if (supervises(command) && !isWorker()) {
       // The primary never imports the app (its side effects would run once more, in a process
       // that serves nothing); the first worker loads it and reports a bad one (src/cluster.ts).
@@ -84,6 +90,7 @@ export async function main(argv: readonly string[], io: Partial<CliIo> = {}): Pr
         log,
         ...(io.signal !== undefined && { signal: io.signal }),
         ...(command.reload === true && { watch: [path.resolve(io.cwd ?? process.cwd(), command.reloadDir ?? path.dirname(target.file))] }),
+        listeners: command.binds?.length ?? 1,
         listeningLine: ({ address, port }) => `nsgi: listening on ${describeListener(command, { host: address ?? command.host, port })}\n`,
       });
     }
@@ -126,10 +133,11 @@ async function serveApp(
     let server: Awaited<ReturnType<typeof serve>>;
     try {
       server = await serve(app, { ...serveOptions(command, stdout), ...(tlsOptions !== undefined && { tls: tlsOptions }) });
-      if (command.uds !== undefined && command.udsMode !== undefined) await setSocketMode(command.uds, command.udsMode);
+      if (command.udsMode !== undefined) for (const socketPath of unixPaths(command)) await setSocketMode(socketPath, command.udsMode);
     } catch (err) {
       stopped.cancel();
       if (err instanceof BrokerError) throw new CliError(`cannot start the stream broker: ${err.message}`, EXIT_FAILURE);
+      if (err instanceof ListenFailure) throw new CliError(`cannot listen on ${describeTarget(err.target)}: ${describeListenError(err.cause)}`, EXIT_FAILURE);
       throw new CliError(`cannot listen on ${describeListener(command)}: ${describeListenError(err)}`, EXIT_FAILURE);
     }
     if (tlsFiles !== undefined) {

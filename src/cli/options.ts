@@ -12,6 +12,8 @@ import { ACCESS_LOG_FORMATS, type AccessLogFormat } from '../access-log.ts';
 import { DEFAULT_LOG_LEVEL, LOG_LEVELS, isLogLevel, type LogLevel } from '../log.ts';
 import { CliError } from './errors.ts';
 import { fromEnvironment, parseFlag } from './environment.ts';
+import { ADDRESS_OPTIONS, bindTargets } from './bind.ts';
+import type { ListenTarget } from '../listen-all.ts';
 import { parseBroker, parseByteCount, parseCount, parsePort, parseRootPath, parseSeconds, parseWhole } from './values.ts';
 
 /** DEFAULT_HOST is the interface bound without `--host`: loopback, so nothing is exposed by accident. */
@@ -41,6 +43,7 @@ export interface OptionSpec {
 
 /** OPTIONS lists every option `nsgi` accepts, in the order `--help` shows them. */
 export const OPTIONS: readonly OptionSpec[] = [
+  { name: 'bind', short: 'b', value: 'ADDRESS', help: 'listen on ADDRESS: HOST:PORT, [::1]:PORT, unix:PATH or fd://N; give it once per address (NSGI_BIND: comma- or space-separated), in place of the host, port, uds and fd options' },
   { name: 'host', value: 'HOST', help: `interface to bind (default ${DEFAULT_HOST}; 0.0.0.0 or :: for all)` },
   { name: 'port', value: 'PORT', help: `TCP port to bind (default ${DEFAULT_PORT}; 0 picks any free port)` },
   { name: 'uds', value: 'PATH', help: 'listen on a unix socket at PATH instead (a stale socket there is replaced)' },
@@ -49,7 +52,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'certfile', value: 'FILE', help: 'serve HTTPS with this PEM certificate chain and the key file below; both reread on SIGHUP' },
   { name: 'keyfile', value: 'FILE', help: 'the PEM private key for --certfile' },
   { name: 'ca-certs', value: 'FILE', help: 'PEM CA certificates: ask clients for a certificate verified against them (optional for the client)' },
-  { name: 'no-http2', help: 'with --certfile: offer only HTTP/1.1 by ALPN (default: h2 too, one connection for many streams)' },
+  { name: 'no-http2', help: 'with --certfile: offer only HTTP/1.1 by ALPN (default: h2 too, one connection for many streams, under the same timeouts and proxy trust)' },
   { name: 'access-log', help: 'print one line per response to stdout: combined log format plus the time taken' },
   { name: 'access-log-format', value: 'FORMAT', help: `access log lines as ${ACCESS_LOG_FORMATS.join(' or ')} (JSON: one object per line); implies the access log` },
   { name: 'root-path', value: 'PATH', help: 'path the app is mounted under, given to it as SCRIPT_NAME (e.g. /api)' },
@@ -84,6 +87,8 @@ export interface ServeCommand {
   readonly host: string;
   /** The port to bind; 0 for any free one. */
   readonly port: number;
+  /** Every address `--bind` (or `NSGI_BIND`) names, in place of host, port, uds and fd, when given. */
+  readonly binds?: readonly ListenTarget[];
   /** The unix socket to listen on instead of host and port, when given. */
   readonly uds?: string;
   /** The unix socket's permissions, when given. */
@@ -163,6 +168,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
   if (flags.includes('--version')) return { command: 'version' };
 
   const values = new Map<string, string>();
+  const binds: string[] = [];
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
@@ -181,10 +187,11 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     if (spec.value === undefined) {
       if (eq !== -1) throw new CliError(`--${spec.name} takes no value, got ${JSON.stringify(arg.slice(eq + 1))}`);
       values.set(spec.name, '');
-    } else if (eq !== -1) {
-      values.set(spec.name, arg.slice(eq + 1));
-    } else if (i + 1 < argv.length && i + 1 !== end) {
-      values.set(spec.name, argv[++i] as string);
+    } else if (eq !== -1 || (i + 1 < argv.length && i + 1 !== end)) {
+      const value = eq !== -1 ? arg.slice(eq + 1) : (argv[++i] as string);
+      // --bind is given once per address; every other option's last value wins.
+      if (spec.name === 'bind') binds.push(value);
+      else values.set(spec.name, value);
     } else {
       throw new CliError(`--${spec.name} needs a value (${spec.value})`);
     }
@@ -192,7 +199,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
 
   const sources = new Map<string, string>();
   for (const option of OPTIONS) {
-    if (values.has(option.name) || option.name === 'help' || option.name === 'version') continue;
+    if (values.has(option.name) || option.name === 'help' || option.name === 'version' || (option.name === 'bind' && binds.length > 0)) continue;
     const found = fromEnvironment(option, env);
     if (found === undefined) continue;
     sources.set(option.name, `${found.variable} (environment)`);
@@ -242,12 +249,19 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
   if (forwardedHeaders !== undefined && !(FORWARDED_HEADERS as readonly string[]).includes(forwardedHeaders)) {
     throw new CliError(`${label('forwarded-headers')} must be one of ${FORWARDED_HEADERS.join(', ')}, got ${JSON.stringify(forwardedHeaders)}`);
   }
+  const bound = bindTargets(
+    binds,
+    values.has('bind') ? { label: label('bind'), text: values.get('bind')! } : undefined,
+    ADDRESS_OPTIONS.filter((name) => values.has(name) && !sources.has(name)),
+    DEFAULT_PORT,
+  );
+  if (bound !== undefined) for (const name of ADDRESS_OPTIONS) values.delete(name);
   const uds = values.get('uds');
   const udsMode = values.get('uds-mode');
   const fd = values.get('fd');
   if (uds === '') throw new CliError(`${label('uds')} needs a non-empty path`);
   if (uds !== undefined && fd !== undefined) throw new CliError(`${label('uds')} and ${label('fd')} each name the one socket to listen on; give one`);
-  if (udsMode !== undefined && uds === undefined) throw new CliError(`${label('uds-mode')} needs --uds`);
+  if (udsMode !== undefined && uds === undefined && !(bound ?? []).some((t) => 'path' in t)) throw new CliError(`${label('uds-mode')} needs --uds or a --bind unix:PATH`);
   if (udsMode !== undefined && !/^0?[0-7]{3}$/.test(udsMode)) {
     throw new CliError(`${label('uds-mode')} must be an octal mode such as 660, got ${JSON.stringify(udsMode)}`);
   }
@@ -283,6 +297,7 @@ export function parseCliArgs(argv: readonly string[], env: Readonly<Record<strin
     ...(sendTimeout !== undefined && { sendTimeout: parseSeconds(label('send-timeout'), sendTimeout) }),
     ...(minBodyRate !== undefined && { minBodyRate: parseByteCount(label('min-body-rate'), minBodyRate) }),
     ...(maxConnections !== undefined && { maxConnections: parseCount(label('max-connections'), maxConnections) }),
+    ...(bound !== undefined && { binds: bound }),
     ...(uds !== undefined && { uds }),
     ...(udsMode !== undefined && { udsMode: parseInt(udsMode, 8) }),
     ...(fd !== undefined && { fd: parseWhole(label('fd'), fd) }),

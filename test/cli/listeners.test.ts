@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { freePort } from '../helpers/processes.ts';
+import { connects, freePort } from '../helpers/processes.ts';
 import { curl, waitUntil } from '../helpers/server.ts';
 import { BIN_PATH, CliProcess, REPO_ROOT, killAllClis, runCli } from '../helpers/spawn-cli.ts';
 
@@ -122,6 +122,16 @@ describe('inherited sockets', () => {
     expect(r.stdout.toString()).toBe('ok');
     expect(output()).toContain('nsgi: serving the socket systemd passed (fd 3)');
     expect(output()).toContain(`nsgi: listening on http://127.0.0.1:${port}`);
+  }, 30_000);
+
+  it('systemd socket activation wins over --bind, as over --host and --port', async () => {
+    const [port, other] = [await freePort(), await freePort()];
+    const { output } = run('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, process.execPath, BIN_PATH, APP, '--bind', `127.0.0.1:${other}`]);
+    await waitUntil(() => /Listening on 127\.0\.0\.1:\d+ as 3/.test(output()), 'systemd-socket-activate to listen', 10_000);
+    const r = await curl(['-s', '--max-time', '20', `http://127.0.0.1:${port}/`]);
+    expect(r.stdout.toString()).toBe('ok');
+    expect(output()).toContain(`nsgi: listening on http://127.0.0.1:${port}`);
+    expect(await connects({ host: '127.0.0.1', port: other })).toBe(false);
   }, 30_000);
 
   it('systemd socket activation with --workers 2: every worker accepts on the passed socket', async () => {

@@ -61,8 +61,13 @@ export async function freePort(): Promise<number> {
 
 /** accepts tells whether something accepts a connection on 127.0.0.1:`port`. */
 export function accepts(port: number): Promise<boolean> {
+  return connects({ port, host: '127.0.0.1' });
+}
+
+/** connects tells whether something accepts a connection at `target`: a TCP host and port, or a unix socket path. */
+export function connects(target: { host: string; port: number } | { path: string }): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
+    const socket = net.connect(target);
     socket.once('connect', () => {
       socket.destroy();
       resolve(true);
