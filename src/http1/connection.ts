@@ -4,19 +4,18 @@
  * server feeds it bytes and writes out what it puts in {@link Http1Connection.out}.
  *
  * Theory of operation. A connection carries a sequence of exchanges, one at a time. The request
- * side is the parser's (head, body, end, then PAUSED). The response side follows RESPONSE_TABLE:
- *
- *     idle --head--> sending --data--> sending --end--> done --next--> idle
- *       \--error--> done         \--cut--> closed
+ * side is the parser's (head, body, end, then PAUSED). The response side follows the diagram of
+ * `response-state.ts`.
  *
  * An exchange is over when its request has ended and its response is done; what then becomes of
  * the connection (the next request, reading the rest of an unread body first, or closing) is
  * decided in one place, {@link Http1Connection.afterResponse}. To go on, `nextCycle()` starts the
  * next exchange and the parser reads whatever the client pipelined meanwhile. Any move the
- * table does not list throws: it is a bug in the caller, never the peer's doing.
+ * diagram does not show throws: it is a bug in the caller, never the peer's doing.
  */
 import { AppError, type ProtocolError } from '../errors.ts';
 import { RequestParser, type ParserEvent, type RequestHead } from './parser.ts';
+import { nextState, type ResponseMove, type ResponseState } from './response-state.ts';
 import type { OutBuffer } from './out-buffer.ts';
 import { Http1Shared } from './shared.ts';
 import {
@@ -39,16 +38,6 @@ import {
  */
 export const MAX_DRAIN_BYTES = 256 * 1024;
 
-/** ResponseState is where the current response stands. */
-export type ResponseState = 'idle' | 'sending' | 'done' | 'closed';
-type ResponseMove = 'head' | 'data' | 'end' | 'error' | 'cut' | 'next';
-
-const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, ResponseState>>> = {
-  idle: { head: 'sending', error: 'done', cut: 'closed' },
-  sending: { data: 'sending', end: 'done', cut: 'closed' },
-  done: { next: 'idle', cut: 'closed' },
-  closed: { cut: 'closed' },
-};
 
 /**
  * AfterResponse is what becomes of a connection once its response is over (see
@@ -156,9 +145,7 @@ export class Http1Connection {
   }
 
   private move(m: ResponseMove): void {
-    // The commonest move, a chunk while sending, needs no table lookup.
-    if (m === 'data' && this.responseState === 'sending') return;
-    const next = RESPONSE_TABLE[this.responseState][m];
+    const next = nextState(this.responseState, m);
     if (next === undefined) throw new Error(`response cannot go from ${this.responseState} by ${m}`);
     this.responseState = next;
   }
