@@ -173,8 +173,9 @@ export class EnvironBuilder {
       'nsgi.multithread': false,
       'nsgi.multiprocess': conn.multiprocess,
       'nsgi.run_once': false,
-      [SIGNAL_SOURCE]: signal,
     } as unknown as Environ;
+    // Set after the literal: a computed key in it would make V8 build the literal the slow way.
+    (environ as unknown as Record<symbol, unknown>)[SIGNAL_SOURCE] = signal;
     const headers = request.headers;
     for (let i = 0; i < headers.length; i++) {
       const field = headers[i]!;
