@@ -214,7 +214,8 @@ export class Http1Connection {
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
     const head = this.shared.encodeHead(status, headers, framing, this.keepAlive, http11, added, dropsAppLength(rule));
-    this.out.latin1(head);
+    if (typeof head === 'string') this.out.latin1(head);
+    else this.out.bytes(head);
     this.framing = framing;
     this.declaredLength = framing === Framing.Length ? (appLength >= 0 ? appLength : knownLength) : -1;
     this.statusCode = code;
