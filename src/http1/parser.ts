@@ -460,20 +460,20 @@ export class RequestParser {
     let otherExpectation: string | undefined;
 
     // Only the fields that decide framing and connection handling are looked at here. The
-    // length check makes the lowercasing happen for few names.
+    // length check leaves few names to compare.
     for (const field of this.headers) {
       const name = field[0];
       const value = field[1];
       switch (name.length) {
         case 4:
-          if (name.toLowerCase() === 'host') {
+          if (isFieldName(name, 'host')) {
             hostCount++;
             host = value;
           }
           break;
         case 6:
           // Expect is a list (RFC 9110 §10.1.1); empty members are allowed (§5.6.1).
-          if (name.toLowerCase() === 'expect') {
+          if (isFieldName(name, 'expect')) {
             for (const member of value.toLowerCase().split(',')) {
               const m = member.trim();
               if (m === '100-continue') expectContinue = true;
@@ -482,10 +482,10 @@ export class RequestParser {
           }
           break;
         case 7:
-          if (name.toLowerCase() === 'upgrade') hasUpgrade = true;
+          if (isFieldName(name, 'upgrade')) hasUpgrade = true;
           break;
         case 10:
-          if (name.toLowerCase() === 'connection') {
+          if (isFieldName(name, 'connection')) {
             for (const option of value.toLowerCase().split(',')) {
               const o = option.trim();
               if (o === 'close') close = true;
@@ -495,13 +495,13 @@ export class RequestParser {
           }
           break;
         case 14:
-          if (name.toLowerCase() === 'content-length') {
+          if (isFieldName(name, 'content-length')) {
             if (contentLength !== -1) fail('NSGI_DUPLICATE_CONTENT_LENGTH', 400, 'more than one Content-Length field');
             contentLength = parseContentLength(value);
           }
           break;
         case 17:
-          if (name.toLowerCase() === 'transfer-encoding') {
+          if (isFieldName(name, 'transfer-encoding')) {
             transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
           }
           break;
@@ -669,6 +669,19 @@ export class RequestParser {
     this.trailerLine(buf, this.lineStart, cr + 2);
     fail('NSGI_BARE_CR', 400, 'trailer section contains a CR not followed by LF');
   }
+}
+
+/**
+ * isFieldName tells whether a field name as received is `lower` (a lowercase name of the same
+ * length) in any case, without making a lowercased copy. Setting bit 0x20 lowercases an ASCII
+ * letter and leaves `-` as it is; among the token characters a name is made of (RFC 9110 §5.6.2)
+ * only the letters land on a lowercase letter that way, so nothing else can match.
+ */
+function isFieldName(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 /** beginsWithHead tells whether the line from `start` begins with the method HEAD and its space. */
