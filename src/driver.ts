@@ -87,18 +87,19 @@ export class Driver implements DeadlineOwner, SocketOwner {
 
   // ---- input ------------------------------------------------------------------------------
 
-  /** onData takes bytes from the socket. */
-  onData(data: Buffer): void {
+  /** onData takes bytes from the socket; `transient` ones are a view of a buffer the next read reuses. */
+  onData(data: Buffer, transient: boolean): void {
     if (this.state !== DriverState.Reading) return;
+    this.http.receive(data, transient);
     if ((this.paused & Pause.Input) !== 0) {
       // Read ahead while the app catches up (see pause): kept unparsed, then reading stops.
-      this.http.receive(data);
       if (this.http.buffered > INPUT_READ_AHEAD) this.socket.pause();
-      return;
+    } else {
+      this.deadlines.bytesArrived();
+      this.process();
     }
-    this.deadlines.bytesArrived();
-    this.http.receive(data);
-    this.process();
+    // What is left unparsed is copied before the next read overwrites it.
+    if (transient) this.http.keepBuffered();
   }
 
   /** process turns buffered bytes into events until it needs more or must wait for a response. */

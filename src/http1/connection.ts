@@ -97,9 +97,9 @@ export class Http1Connection {
     return this.out.take();
   }
 
-  /** receive hands bytes from the peer to the parser. */
-  receive(data: Buffer): void {
-    this.parser.feed(data);
+  /** receive hands bytes from the peer to the parser; `transient` ones are in a buffer the caller reuses (RequestParser.feed). */
+  receive(data: Buffer, transient = false): void {
+    this.parser.feed(data, transient);
   }
 
   /** buffered is how many received bytes wait unparsed (pipelined requests, say). */
@@ -124,6 +124,14 @@ export class Http1Connection {
   /** idle is true between exchanges before any byte of the next request has arrived. */
   get idle(): boolean {
     return this.request === null && this.parser.idle;
+  }
+
+  /**
+   * keepBuffered copies the unparsed bytes out of the buffer they were received in, for a caller
+   * about to reuse that buffer for its next read.
+   */
+  keepBuffered(): void {
+    this.parser.keepBuffered();
   }
 
   /** takeBuffered hands over the unparsed bytes (for an upgrade). */

@@ -141,6 +141,8 @@ function fail(code: string, status: number, message: string): never {
 export class RequestParser {
   private readonly limits: Readonly<ParserLimits>;
   private buf: Buffer = EMPTY;
+  /** `buf` is a transient buffer of the caller's (see feed). */
+  private borrowed = false;
   private pos = 0;
   private state = State.Head;
   private error: ProtocolError | null = null;
@@ -171,20 +173,40 @@ export class RequestParser {
     this.limits = resolveLimits(limits);
   }
 
-  /** feed appends bytes received from the peer. */
-  feed(data: Buffer): void {
+  /**
+   * feed appends bytes received from the peer. `transient` bytes are in a buffer the caller will
+   * reuse: the body data and the unparsed bytes the parser hands out of them are copies, and the
+   * caller calls {@link keepBuffered} once it has taken the events it wants from them.
+   */
+  feed(data: Buffer, transient = false): void {
     if (data.length === 0) return;
     if (this.pos >= this.buf.length) {
       this.scan -= this.pos;
       this.lineStart -= this.pos;
       this.buf = data;
+      this.borrowed = transient;
       this.pos = 0;
     } else {
       this.buf = Buffer.concat([this.buf.subarray(this.pos), data]);
+      this.borrowed = false;
       this.scan -= this.pos;
       this.lineStart -= this.pos;
       this.pos = 0;
     }
+  }
+
+  /**
+   * keepBuffered copies the bytes not yet parsed out of a transient buffer (see {@link feed}) into
+   * one of the parser's own. Nothing is copied when everything was parsed.
+   */
+  keepBuffered(): void {
+    if (!this.borrowed) return;
+    this.borrowed = false;
+    const pos = this.pos;
+    this.buf = pos >= this.buf.length ? EMPTY : Buffer.from(this.buf.subarray(pos));
+    this.scan -= pos;
+    this.lineStart -= pos;
+    this.pos = 0;
   }
 
   /** buffered is how many received bytes have not been turned into events yet. */
@@ -225,7 +247,8 @@ export class RequestParser {
    * the parser empty.
    */
   takeBuffered(): Buffer {
-    const rest = this.buf.subarray(this.pos);
+    const rest = this.bytes(this.pos, this.buf.length);
+    this.borrowed = false;
     this.buf = EMPTY;
     this.pos = 0;
     return rest;
@@ -559,11 +582,17 @@ export class RequestParser {
 
   // ---- bodies -----------------------------------------------------------------------------
 
+  /** bytes are the received bytes from `start` to `end`, copied when the buffer is transient. */
+  private bytes(start: number, end: number): Buffer {
+    const view = this.buf.subarray(start, end);
+    return this.borrowed ? Buffer.from(view) : view;
+  }
+
   private readLengthBody(): ParserEvent {
     const available = this.buf.length - this.pos;
     if (available === 0) return NEED_DATA;
     const n = available < this.remaining ? available : this.remaining;
-    const data = this.buf.subarray(this.pos, this.pos + n);
+    const data = this.bytes(this.pos, this.pos + n);
     this.pos += n;
     this.remaining -= n;
     if (this.remaining === 0) this.state = State.End;
@@ -602,7 +631,7 @@ export class RequestParser {
           const available = buf.length - this.pos;
           if (available === 0) return NEED_DATA;
           const n = available < this.remaining ? available : this.remaining;
-          const data = buf.subarray(this.pos, this.pos + n);
+          const data = this.bytes(this.pos, this.pos + n);
           this.pos += n;
           this.remaining -= n;
           if (this.remaining === 0) this.state = State.ChunkDataEnd;
