@@ -258,8 +258,9 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   private resume(why: Pause): void {
+    // Not paused for this reason, nothing changes: every request of a pipelined batch ends here.
+    if ((this.paused & why) === 0) return;
     if (why === Pause.Input) {
-      if ((this.paused & Pause.Input) === 0) return;
       this.deadlines.restartBodyWindow();
       // Bytes read ahead wait in the parser; no new read may come to parse them.
       if (!this.processing && this.http.buffered > 0) queueMicrotask(() => this.processBuffered());
