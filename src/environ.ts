@@ -147,6 +147,9 @@ export class EnvironBuilder {
     let serverPort = conn.localPort;
     if (host !== undefined && host !== '') {
       if (host !== this.lastHost || scheme !== this.lastScheme) this.splitHost(host, scheme);
+      // The same text: keeping the latest string makes the next compare with it, on the same
+      // connection, a pointer compare (the parser gives a connection's repeated Host as one string).
+      else this.lastHost = host;
       // A Host of only a port (`:80`) names no host: the listening address and port stand (ENV-7).
       if (this.lastServerName !== '') {
         serverName = this.lastServerName;

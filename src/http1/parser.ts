@@ -538,6 +538,11 @@ export class RequestParser {
       // Clients repeat the same Host on every request of a connection; check it once.
       if (!isHost(host)) fail('NSGI_BAD_HOST', 400, `invalid Host ${quote(host)}`);
       this.lastGoodHost = host;
+    } else if (host !== undefined) {
+      // The same string as last time, not only the same text: comparing it with a string it was
+      // compared with before (the environ's cache of the Host) is then a pointer compare, where two
+      // strings cut from different lines are compared in the runtime.
+      host = this.lastGoodHost;
     }
 
     // RFC 9112 §6.3: the message body length, in the order the RFC gives.
