@@ -87,18 +87,19 @@ export class Driver implements DeadlineOwner, SocketOwner {
 
   // ---- input ------------------------------------------------------------------------------
 
-  /** onData takes bytes from the socket. */
-  onData(data: Buffer): void {
+  /** onData takes bytes from the socket; `transient` ones are a view of a buffer the next read reuses. */
+  onData(data: Buffer, transient: boolean): void {
     if (this.state !== DriverState.Reading) return;
+    this.http.receive(data, transient);
     if ((this.paused & Pause.Input) !== 0) {
       // Read ahead while the app catches up (see pause): kept unparsed, then reading stops.
-      this.http.receive(data);
       if (this.http.buffered > INPUT_READ_AHEAD) this.socket.pause();
-      return;
+    } else {
+      this.deadlines.bytesArrived();
+      this.process();
     }
-    this.deadlines.bytesArrived();
-    this.http.receive(data);
-    this.process();
+    // What is left unparsed is copied before the next read overwrites it.
+    if (transient) this.http.keepBuffered();
   }
 
   /** process turns buffered bytes into events until it needs more or must wait for a response. */
@@ -257,8 +258,9 @@ export class Driver implements DeadlineOwner, SocketOwner {
   }
 
   private resume(why: Pause): void {
+    // Not paused for this reason, nothing changes: every request of a pipelined batch ends here.
+    if ((this.paused & why) === 0) return;
     if (why === Pause.Input) {
-      if ((this.paused & Pause.Input) === 0) return;
       this.deadlines.restartBodyWindow();
       // Bytes read ahead wait in the parser; no new read may come to parse them.
       if (!this.processing && this.http.buffered > 0) queueMicrotask(() => this.processBuffered());

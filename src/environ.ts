@@ -147,6 +147,9 @@ export class EnvironBuilder {
     let serverPort = conn.localPort;
     if (host !== undefined && host !== '') {
       if (host !== this.lastHost || scheme !== this.lastScheme) this.splitHost(host, scheme);
+      // The same text: keeping the latest string makes the next compare with it, on the same
+      // connection, a pointer compare (the parser gives a connection's repeated Host as one string).
+      else this.lastHost = host;
       // A Host of only a port (`:80`) names no host: the listening address and port stand (ENV-7).
       if (this.lastServerName !== '') {
         serverName = this.lastServerName;
@@ -173,8 +176,9 @@ export class EnvironBuilder {
       'nsgi.multithread': false,
       'nsgi.multiprocess': conn.multiprocess,
       'nsgi.run_once': false,
-      [SIGNAL_SOURCE]: signal,
     } as unknown as Environ;
+    // Set after the literal: a computed key in it would make V8 build the literal the slow way.
+    (environ as unknown as Record<symbol, unknown>)[SIGNAL_SOURCE] = signal;
     const headers = request.headers;
     for (let i = 0; i < headers.length; i++) {
       const field = headers[i]!;

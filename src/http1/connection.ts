@@ -4,19 +4,18 @@
  * server feeds it bytes and writes out what it puts in {@link Http1Connection.out}.
  *
  * Theory of operation. A connection carries a sequence of exchanges, one at a time. The request
- * side is the parser's (head, body, end, then PAUSED). The response side follows RESPONSE_TABLE:
- *
- *     idle --head--> sending --data--> sending --end--> done --next--> idle
- *       \--error--> done         \--cut--> closed
+ * side is the parser's (head, body, end, then PAUSED). The response side follows the diagram of
+ * `response-state.ts`.
  *
  * An exchange is over when its request has ended and its response is done; what then becomes of
  * the connection (the next request, reading the rest of an unread body first, or closing) is
  * decided in one place, {@link Http1Connection.afterResponse}. To go on, `nextCycle()` starts the
  * next exchange and the parser reads whatever the client pipelined meanwhile. Any move the
- * table does not list throws: it is a bug in the caller, never the peer's doing.
+ * diagram does not show throws: it is a bug in the caller, never the peer's doing.
  */
 import { AppError, type ProtocolError } from '../errors.ts';
 import { RequestParser, type ParserEvent, type RequestHead } from './parser.ts';
+import { nextState, type ResponseMove, type ResponseState } from './response-state.ts';
 import type { OutBuffer } from './out-buffer.ts';
 import { Http1Shared } from './shared.ts';
 import {
@@ -39,16 +38,6 @@ import {
  */
 export const MAX_DRAIN_BYTES = 256 * 1024;
 
-/** ResponseState is where the current response stands. */
-export type ResponseState = 'idle' | 'sending' | 'done' | 'closed';
-type ResponseMove = 'head' | 'data' | 'end' | 'error' | 'cut' | 'next';
-
-const RESPONSE_TABLE: Record<ResponseState, Partial<Record<ResponseMove, ResponseState>>> = {
-  idle: { head: 'sending', error: 'done', cut: 'closed' },
-  sending: { data: 'sending', end: 'done', cut: 'closed' },
-  done: { next: 'idle', cut: 'closed' },
-  closed: { cut: 'closed' },
-};
 
 /**
  * AfterResponse is what becomes of a connection once its response is over (see
@@ -108,9 +97,9 @@ export class Http1Connection {
     return this.out.take();
   }
 
-  /** receive hands bytes from the peer to the parser. */
-  receive(data: Buffer): void {
-    this.parser.feed(data);
+  /** receive hands bytes from the peer to the parser; `transient` ones are in a buffer the caller reuses (RequestParser.feed). */
+  receive(data: Buffer, transient = false): void {
+    this.parser.feed(data, transient);
   }
 
   /** buffered is how many received bytes wait unparsed (pipelined requests, say). */
@@ -137,6 +126,14 @@ export class Http1Connection {
     return this.request === null && this.parser.idle;
   }
 
+  /**
+   * keepBuffered copies the unparsed bytes out of the buffer they were received in, for a caller
+   * about to reuse that buffer for its next read.
+   */
+  keepBuffered(): void {
+    this.parser.keepBuffered();
+  }
+
   /** takeBuffered hands over the unparsed bytes (for an upgrade). */
   takeBuffered(): Buffer {
     return this.parser.takeBuffered();
@@ -156,9 +153,7 @@ export class Http1Connection {
   }
 
   private move(m: ResponseMove): void {
-    // The commonest move, a chunk while sending, needs no table lookup.
-    if (m === 'data' && this.responseState === 'sending') return;
-    const next = RESPONSE_TABLE[this.responseState][m];
+    const next = nextState(this.responseState, m);
     if (next === undefined) throw new Error(`response cannot go from ${this.responseState} by ${m}`);
     this.responseState = next;
   }
@@ -227,7 +222,8 @@ export class Http1Connection {
     // RFC 9110 §10.1.1: a server answering before the body has arrived says whether it closes.
     if (framing === Framing.Close || headers.close || !this.canKeepAfterUnreadBody()) this.keepAlive = false;
     const head = this.shared.encodeHead(status, headers, framing, this.keepAlive, http11, added, dropsAppLength(rule));
-    this.out.latin1(head);
+    if (typeof head === 'string') this.out.latin1(head);
+    else this.out.bytes(head);
     this.framing = framing;
     this.declaredLength = framing === Framing.Length ? (appLength >= 0 ? appLength : knownLength) : -1;
     this.statusCode = code;

@@ -141,6 +141,8 @@ function fail(code: string, status: number, message: string): never {
 export class RequestParser {
   private readonly limits: Readonly<ParserLimits>;
   private buf: Buffer = EMPTY;
+  /** `buf` is a transient buffer of the caller's (see feed). */
+  private borrowed = false;
   private pos = 0;
   private state = State.Head;
   private error: ProtocolError | null = null;
@@ -171,20 +173,40 @@ export class RequestParser {
     this.limits = resolveLimits(limits);
   }
 
-  /** feed appends bytes received from the peer. */
-  feed(data: Buffer): void {
+  /**
+   * feed appends bytes received from the peer. `transient` bytes are in a buffer the caller will
+   * reuse: the body data and the unparsed bytes the parser hands out of them are copies, and the
+   * caller calls {@link keepBuffered} once it has taken the events it wants from them.
+   */
+  feed(data: Buffer, transient = false): void {
     if (data.length === 0) return;
     if (this.pos >= this.buf.length) {
       this.scan -= this.pos;
       this.lineStart -= this.pos;
       this.buf = data;
+      this.borrowed = transient;
       this.pos = 0;
     } else {
       this.buf = Buffer.concat([this.buf.subarray(this.pos), data]);
+      this.borrowed = false;
       this.scan -= this.pos;
       this.lineStart -= this.pos;
       this.pos = 0;
     }
+  }
+
+  /**
+   * keepBuffered copies the bytes not yet parsed out of a transient buffer (see {@link feed}) into
+   * one of the parser's own. Nothing is copied when everything was parsed.
+   */
+  keepBuffered(): void {
+    if (!this.borrowed) return;
+    this.borrowed = false;
+    const pos = this.pos;
+    this.buf = pos >= this.buf.length ? EMPTY : Buffer.from(this.buf.subarray(pos));
+    this.scan -= pos;
+    this.lineStart -= pos;
+    this.pos = 0;
   }
 
   /** buffered is how many received bytes have not been turned into events yet. */
@@ -225,7 +247,8 @@ export class RequestParser {
    * the parser empty.
    */
   takeBuffered(): Buffer {
-    const rest = this.buf.subarray(this.pos);
+    const rest = this.bytes(this.pos, this.buf.length);
+    this.borrowed = false;
     this.buf = EMPTY;
     this.pos = 0;
     return rest;
@@ -460,20 +483,20 @@ export class RequestParser {
     let otherExpectation: string | undefined;
 
     // Only the fields that decide framing and connection handling are looked at here. The
-    // length check makes the lowercasing happen for few names.
+    // length check leaves few names to compare.
     for (const field of this.headers) {
       const name = field[0];
       const value = field[1];
       switch (name.length) {
         case 4:
-          if (name.toLowerCase() === 'host') {
+          if (isFieldName(name, 'host')) {
             hostCount++;
             host = value;
           }
           break;
         case 6:
           // Expect is a list (RFC 9110 §10.1.1); empty members are allowed (§5.6.1).
-          if (name.toLowerCase() === 'expect') {
+          if (isFieldName(name, 'expect')) {
             for (const member of value.toLowerCase().split(',')) {
               const m = member.trim();
               if (m === '100-continue') expectContinue = true;
@@ -482,10 +505,10 @@ export class RequestParser {
           }
           break;
         case 7:
-          if (name.toLowerCase() === 'upgrade') hasUpgrade = true;
+          if (isFieldName(name, 'upgrade')) hasUpgrade = true;
           break;
         case 10:
-          if (name.toLowerCase() === 'connection') {
+          if (isFieldName(name, 'connection')) {
             for (const option of value.toLowerCase().split(',')) {
               const o = option.trim();
               if (o === 'close') close = true;
@@ -495,13 +518,13 @@ export class RequestParser {
           }
           break;
         case 14:
-          if (name.toLowerCase() === 'content-length') {
+          if (isFieldName(name, 'content-length')) {
             if (contentLength !== -1) fail('NSGI_DUPLICATE_CONTENT_LENGTH', 400, 'more than one Content-Length field');
             contentLength = parseContentLength(value);
           }
           break;
         case 17:
-          if (name.toLowerCase() === 'transfer-encoding') {
+          if (isFieldName(name, 'transfer-encoding')) {
             transferEncoding = transferEncoding === undefined ? value : `${transferEncoding}, ${value}`;
           }
           break;
@@ -515,6 +538,11 @@ export class RequestParser {
       // Clients repeat the same Host on every request of a connection; check it once.
       if (!isHost(host)) fail('NSGI_BAD_HOST', 400, `invalid Host ${quote(host)}`);
       this.lastGoodHost = host;
+    } else if (host !== undefined) {
+      // The same string as last time, not only the same text: comparing it with a string it was
+      // compared with before (the environ's cache of the Host) is then a pointer compare, where two
+      // strings cut from different lines are compared in the runtime.
+      host = this.lastGoodHost;
     }
 
     // RFC 9112 §6.3: the message body length, in the order the RFC gives.
@@ -559,11 +587,17 @@ export class RequestParser {
 
   // ---- bodies -----------------------------------------------------------------------------
 
+  /** bytes are the received bytes from `start` to `end`, copied when the buffer is transient. */
+  private bytes(start: number, end: number): Buffer {
+    const view = this.buf.subarray(start, end);
+    return this.borrowed ? Buffer.from(view) : view;
+  }
+
   private readLengthBody(): ParserEvent {
     const available = this.buf.length - this.pos;
     if (available === 0) return NEED_DATA;
     const n = available < this.remaining ? available : this.remaining;
-    const data = this.buf.subarray(this.pos, this.pos + n);
+    const data = this.bytes(this.pos, this.pos + n);
     this.pos += n;
     this.remaining -= n;
     if (this.remaining === 0) this.state = State.End;
@@ -602,7 +636,7 @@ export class RequestParser {
           const available = buf.length - this.pos;
           if (available === 0) return NEED_DATA;
           const n = available < this.remaining ? available : this.remaining;
-          const data = buf.subarray(this.pos, this.pos + n);
+          const data = this.bytes(this.pos, this.pos + n);
           this.pos += n;
           this.remaining -= n;
           if (this.remaining === 0) this.state = State.ChunkDataEnd;
@@ -669,6 +703,19 @@ export class RequestParser {
     this.trailerLine(buf, this.lineStart, cr + 2);
     fail('NSGI_BARE_CR', 400, 'trailer section contains a CR not followed by LF');
   }
+}
+
+/**
+ * isFieldName tells whether a field name as received is `lower` (a lowercase name of the same
+ * length) in any case, without making a lowercased copy. Setting bit 0x20 lowercases an ASCII
+ * letter and leaves `-` as it is; among the token characters a name is made of (RFC 9110 §5.6.2)
+ * only the letters land on a lowercase letter that way, so nothing else can match.
+ */
+function isFieldName(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 /** beginsWithHead tells whether the line from `start` begins with the method HEAD and its space. */

@@ -11,8 +11,8 @@ import { Framing, HeadCache, blockWithoutLength, connectionOptions, httpDate, ty
 /**
  * EncodedHead is the last response head a server encoded, with everything it was made from.
  * Servers send the same head again and again (same status, same prepared headers, same second);
- * the encoded string is then reused rather than concatenated anew, and it is already flat for
- * the write.
+ * the encoded head is then reused rather than concatenated anew, as bytes from its second use on:
+ * copying bytes into the output costs no call into C++, writing a string does.
  */
 export interface EncodedHead {
   readonly status: Status | null;
@@ -23,10 +23,13 @@ export interface EncodedHead {
   readonly http11: boolean;
   readonly length: number;
   readonly head: string;
+  /** The head as latin1 bytes, made when it is first reused. */
+  bytes: Uint8Array | null;
 }
 
+// Matches no head, so its bytes are never made.
 const NO_HEAD: EncodedHead = Object.freeze({
-  status: null, headers: null, date: '', framing: Framing.None, keepAlive: false, http11: false, length: -1, head: '',
+  status: null, headers: null, date: '', framing: Framing.None, keepAlive: false, http11: false, length: -1, head: '', bytes: null,
 });
 
 /** Http1Shared is what every HTTP/1.1 connection of one server shares. */
@@ -60,18 +63,18 @@ export class Http1Shared {
    * (less its Content-Length when `dropAppLength`), Date and Server unless the app gave them, the
    * framing (`added` is a Content-Length the server adds, -1 for none), a 426's Upgrade, and the
    * Connection and Keep-Alive fields. A head made of the same parts as the last one is the same
-   * string (see {@link EncodedHead}).
+   * head, given as bytes (see {@link EncodedHead}).
    */
   encodeHead(
     status: Status, headers: PreparedHeaders, framing: Framing, keepAlive: boolean, http11: boolean, added: number, dropAppLength: boolean,
-  ): string {
+  ): string | Uint8Array {
     const date = headers.hasDate ? '' : httpDate();
     const c = this.lastHead;
     if (
       c.status === status && c.headers === headers && c.date === date && c.framing === framing &&
       c.keepAlive === keepAlive && c.http11 === http11 && c.length === added
     ) {
-      return c.head;
+      return (c.bytes ??= Buffer.from(c.head, 'latin1'));
     }
     let head = status.line;
     head += dropAppLength ? blockWithoutLength(headers) : headers.block;
@@ -86,7 +89,7 @@ export class Http1Shared {
     if (connection !== '') head += `Connection: ${connection}\r\n`;
     if (keepAlive) head += this.keepAliveHeader;
     head += '\r\n';
-    this.lastHead = { status, headers, date, framing, keepAlive, http11, length: added, head };
+    this.lastHead = { status, headers, date, framing, keepAlive, http11, length: added, head, bytes: null };
     return head;
   }
 

@@ -672,6 +672,62 @@ describe('seeded random requests', () => {
   });
 });
 
+describe('transient buffers', () => {
+  /**
+   * feedTransient feeds `bytes` cut at `at` through one reused buffer, as the server feeds reads of
+   * its shared read buffer: each piece is fed as transient, its events taken, keepBuffered called,
+   * and the buffer overwritten before the next piece. The data events are kept as they came.
+   */
+  function feedTransient(bytes: Buffer, at: number, requests: number): { events: CollectedEvent[]; rest: Buffer } {
+    const parser = new RequestParser();
+    const shared = Buffer.alloc(bytes.length);
+    const events: CollectedEvent[] = [];
+    let paused = 0;
+    let rest = Buffer.alloc(0);
+    for (const piece of pieces(bytes, at)) {
+      piece.copy(shared);
+      parser.feed(shared.subarray(0, piece.length), true);
+      for (;;) {
+        if (paused === requests) {
+          rest = Buffer.concat([rest, parser.takeBuffered()]);
+          break;
+        }
+        const event = parser.next();
+        if (event.kind === 'need-data') break;
+        if (event.kind === 'paused') {
+          events.push({ kind: 'paused' });
+          if (++paused < requests) parser.nextCycle();
+          continue;
+        }
+        events.push(event.kind === 'data' ? { kind: 'data', data: event.data as Buffer } : event);
+      }
+      parser.keepBuffered();
+      shared.fill(0xee);
+    }
+    return { events, rest };
+  }
+
+  const BODY = req`POST /up HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n6\n world\n0\n\n`;
+  const NEXT = req`POST /two HTTP/1.1\nHost: a\nContent-Length: 7\n\nthe end`;
+  const AFTER = raw('bytes after the last request');
+  const bytes = Buffer.concat([BODY, NEXT, AFTER]);
+
+  it('body data, unparsed bytes and the rest taken keep their bytes when the buffer they came in is reused, split anywhere', () => {
+    const expected = parseAll(Buffer.concat([BODY, NEXT]), { requests: 2 }).events;
+    for (let at = 0; at <= bytes.length; at++) {
+      const { events, rest } = feedTransient(bytes, at, 2);
+      const merged: CollectedEvent[] = [];
+      for (const event of events) {
+        const prev = merged[merged.length - 1];
+        if (event.kind === 'data' && prev?.kind === 'data') prev.data = Buffer.concat([prev.data, event.data]);
+        else merged.push(event.kind === 'data' ? { kind: 'data', data: event.data } : event);
+      }
+      expect(merged, `split at ${at}`).toEqual(expected);
+      expect(rest.toString('latin1'), `split at ${at}`).toBe(AFTER.toString('latin1'));
+    }
+  });
+});
+
 describe('helpers', () => {
   it('req turns \\n into CRLF in the template and leaves interpolations raw', () => {
     expect(req`A\nB${'c\nd'}\n`).toEqual(raw('A\r\nBc\nd\r\n'));
